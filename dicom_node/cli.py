@@ -1,0 +1,471 @@
+"""The ``dicom-node`` command line: serve, worker, demo, jobs, series, echo, send."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from dicom_node import __version__
+from dicom_node.config import Settings, load_settings
+from dicom_node.errors import ConfigurationError, DicomNodeError
+
+app = typer.Typer(help="dicom-node: a DICOM AI node for acute neuro CT.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Inspect and manage jobs in the job database.", no_args_is_help=True)
+series_app = typer.Typer(help="Inspect received series.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(series_app, name="series")
+
+logger = logging.getLogger("dicom_node.cli")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML configuration file (else $DICOM_NODE_CONFIG).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _settings(config: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    try:
+        settings = load_settings(config, overrides)
+    except ConfigurationError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    return settings
+
+
+def _session(settings: Settings) -> Session:
+    from dicom_node.db.engine import make_engine, make_session_factory
+
+    return make_session_factory(make_engine(settings.storage.url))()
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def serve(config: ConfigOption = None) -> None:
+    """Run the whole node: Storage SCP, scheduler, exporter and worker processes."""
+    from dicom_node.app import Node
+
+    settings = _settings(config)
+    node = Node(settings)
+    node.start()
+    typer.echo(
+        f"dicom-node {__version__}: {settings.dicom.ae_title} on "
+        f"{settings.dicom.host}:{node.port}, data in {settings.storage.base_dir.resolve()}"
+    )
+    try:
+        _wait_for_signal()
+    finally:
+        node.stop()
+
+
+@app.command()
+def worker(config: ConfigOption = None) -> None:
+    """Run one worker process in the foreground (scale-out against a shared database)."""
+    import os
+    import socket
+
+    from dicom_node.app import worker_process_main
+
+    settings = _settings(config)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    worker_process_main(
+        settings.model_dump(mode="json"), f"{socket.gethostname()}:{os.getpid()}:cli", stop
+    )
+
+
+def _job_row(job, series) -> dict[str, Any]:
+    summary = job.result_summary or {}
+    findings = summary.get("findings", [])
+    return {
+        "job_id": job.id,
+        "state": str(job.state),
+        "pipeline": job.pipeline,
+        "algorithm": summary.get("algorithm", {}).get("name"),
+        "series_instance_uid": series.series_instance_uid,
+        "attempts": job.attempts,
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "findings": findings,
+        "error": job.error,
+    }
+
+
+def _finding_text(findings: list[dict[str, Any]]) -> str:
+    parts = []
+    for f in findings:
+        word = "present" if f["present"] else "absent"
+        parts.append(f"{f['label']} {word} ({f['volume_ml']:.2f} mL)")
+    return "; ".join(parts)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option(help="Most recent N jobs.")] = 50,
+) -> None:
+    """List jobs, newest first, and the series that were not eligible (with the reason)."""
+    from dicom_node.db.models import Job, Series, SeriesState
+
+    settings = _settings(config)
+    with _session(settings) as session:
+        query = select(Job, Series).join(Series, Job.series_id == Series.id)
+        if state:
+            query = query.where(Job.state == state.upper())
+        rows = session.execute(query.order_by(Job.id.desc()).limit(limit)).all()
+        jobs = [_job_row(job, series) for job, series in rows]
+        not_eligible = (
+            []
+            if state
+            else [
+                {
+                    "series_instance_uid": s.series_instance_uid,
+                    "state": str(s.state),
+                    "modality": s.modality,
+                    "series_description": s.series_description,
+                    "reason": s.state_reason,
+                }
+                for s in session.scalars(
+                    select(Series)
+                    .where(Series.state == SeriesState.NOT_ELIGIBLE)
+                    .order_by(Series.id.desc())
+                    .limit(limit)
+                )
+            ]
+        )
+    if as_json:
+        typer.echo(json.dumps({"jobs": jobs, "not_eligible_series": not_eligible}, indent=2))
+        return
+    typer.echo(f"{'JOB':>5}  {'STATE':<10} {'PIPELINE':<8} {'SERIES':<40} RESULT")
+    for row in jobs:
+        result = row["error"] if row["state"] == "FAILED" else _finding_text(row["findings"])
+        typer.echo(
+            f"{row['job_id']:>5}  {row['state']:<10} {row['pipeline']:<8} "
+            f"{row['series_instance_uid'][-40:]:<40} {result}"
+        )
+    for row in not_eligible:
+        typer.echo(
+            f"{'-':>5}  {row['state']:<10} {'-':<8} {row['series_instance_uid'][-40:]:<40} "
+            f"{row['reason']}"
+        )
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: Annotated[int, typer.Argument(help="Job id from 'dicom-node jobs list'.")],
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one job: series, timeline of state changes, findings, result objects, deliveries."""
+    from dicom_node.db.models import Job, ResultObject, Series, StateChange
+
+    settings = _settings(config)
+    with _session(settings) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            typer.echo(f"error: no job {job_id}", err=True)
+            raise typer.Exit(1)
+        series = session.get(Series, job.series_id)
+        events = session.scalars(
+            select(StateChange)
+            .where(
+                ((StateChange.entity == "job") & (StateChange.entity_id == job.id))
+                | ((StateChange.entity == "series") & (StateChange.entity_id == series.id))
+            )
+            .order_by(StateChange.at, StateChange.id)
+        ).all()
+        objects = session.scalars(
+            select(ResultObject)
+            .options(selectinload(ResultObject.deliveries))
+            .where(ResultObject.job_id == job.id)
+        ).all()
+        data = _job_row(job, series)
+        data["series"] = {
+            "series_instance_uid": series.series_instance_uid,
+            "modality": series.modality,
+            "instance_count": series.instance_count,
+            "first_instance_at": series.first_instance_at.isoformat(),
+            "last_instance_at": series.last_instance_at.isoformat(),
+            "completion_basis": series.completion_basis,
+        }
+        data["timeline"] = [
+            {
+                "at": e.at.isoformat(),
+                "entity": e.entity,
+                "from": e.from_state,
+                "to": e.to_state,
+                "reason": e.reason,
+            }
+            for e in events
+        ]
+        data["details"] = (job.result_summary or {}).get("details")
+        data["result_objects"] = [
+            {
+                "kind": o.kind,
+                "sop_instance_uid": o.sop_instance_uid,
+                "path": str(settings.storage.outbox_path / o.path),
+                "size_bytes": o.size_bytes,
+                "deliveries": [
+                    {
+                        "destination": d.destination,
+                        "state": str(d.state),
+                        "attempts": d.attempts,
+                        "last_error": d.last_error,
+                        "sent_at": d.sent_at.isoformat() if d.sent_at else None,
+                    }
+                    for d in o.deliveries
+                ],
+            }
+            for o in objects
+        ]
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(
+        f"job {data['job_id']}  {data['state']}  pipeline {data['pipeline']} "
+        f"({data['algorithm'] or '-'})  attempts {data['attempts']}"
+    )
+    typer.echo(
+        f"series {data['series']['series_instance_uid']}  "
+        f"{data['series']['instance_count']} instances"
+    )
+    if data["findings"]:
+        typer.echo(f"findings: {_finding_text(data['findings'])}")
+    if data["error"]:
+        typer.echo(f"error: {data['error']}")
+    typer.echo("timeline:")
+    for event in data["timeline"]:
+        typer.echo(
+            f"  {event['at']}  {event['entity']:<8} {event['from'] or '':<12} -> "
+            f"{event['to']:<12} {event['reason'] or ''}"
+        )
+    for obj in data["result_objects"]:
+        typer.echo(f"{obj['kind']:<4} {obj['path']}")
+        for d in obj["deliveries"]:
+            typer.echo(
+                f"       -> {d['destination']}: {d['state']} after {d['attempts']} "
+                f"attempt(s){'; ' + d['last_error'] if d['last_error'] else ''}"
+            )
+
+
+@series_app.command("list")
+def series_list(
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    limit: Annotated[int, typer.Option(help="Most recent N series.")] = 50,
+) -> None:
+    """List received series with their state and the reason for it."""
+    from dicom_node.db.models import Series
+
+    settings = _settings(config)
+    with _session(settings) as session:
+        rows = [
+            {
+                "series_instance_uid": s.series_instance_uid,
+                "state": str(s.state),
+                "modality": s.modality,
+                "instances": s.instance_count,
+                "series_description": s.series_description,
+                "reason": s.state_reason,
+                "last_instance_at": s.last_instance_at.isoformat(),
+            }
+            for s in session.scalars(select(Series).order_by(Series.id.desc()).limit(limit))
+        ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(f"{'STATE':<13} {'MOD':<4} {'N':>4}  {'SERIES':<40} REASON")
+    for r in rows:
+        typer.echo(
+            f"{r['state']:<13} {r['modality']:<4} {r['instances']:>4}  "
+            f"{r['series_instance_uid'][-40:]:<40} {r['reason'] or ''}"
+        )
+
+
+@app.command()
+def echo(
+    host: Annotated[str, typer.Argument(help="Peer host name or address.")],
+    port: Annotated[int, typer.Argument(help="Peer TCP port.")],
+    ae_title: Annotated[str, typer.Option("--aet", help="Called AE title.")] = "ANY-SCP",
+    calling_ae_title: Annotated[str, typer.Option("--calling-aet")] = "DICOM_NODE",
+) -> None:
+    """Send a C-ECHO (Verification) to a DICOM peer; exit 0 on success."""
+    from dicom_node.export.scu import Peer
+    from dicom_node.export.scu import echo as c_echo
+
+    logging.basicConfig(level="WARNING")
+    try:
+        status = c_echo(Peer(host, port, ae_title, calling_ae_title, timeout_s=10.0))
+    except DicomNodeError as err:
+        typer.echo(f"C-ECHO to {ae_title}@{host}:{port} failed: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(f"C-ECHO to {ae_title}@{host}:{port}: status 0x{status:04X}")
+    raise typer.Exit(0 if status == 0 else 1)
+
+
+@app.command()
+def send(
+    host: Annotated[str, typer.Argument(help="Peer host.")],
+    port: Annotated[int, typer.Argument(help="Peer port.")],
+    paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders.", exists=True)],
+    ae_title: Annotated[str, typer.Option("--aet", help="Called AE title.")] = "DICOM_NODE",
+    calling_ae_title: Annotated[str, typer.Option("--calling-aet")] = "DICOM_NODE_SCU",
+) -> None:
+    """Send DICOM files (or every file in folders) with C-STORE over one association."""
+    from dicom_node.export.scu import Peer, send_files
+
+    logging.basicConfig(level="WARNING")
+    files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    try:
+        statuses = send_files(Peer(host, port, ae_title, calling_ae_title), files)
+    except DicomNodeError as err:
+        typer.echo(f"sending to {ae_title}@{host}:{port} failed: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(f"sent {len(statuses)} instance(s) to {ae_title}@{host}:{port}")
+
+
+def sample_head_ct_dir() -> Path:
+    """The real GE head CT shipped in the package (28 slices, see its LICENSE)."""
+    return Path(str(resources.files("dicom_node").joinpath("samples/head-ct-ge")))
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Path,
+        typer.Option(help="Folder for the demo's database, spool and results (emptied first)."),
+    ] = Path("dicom-node-demo"),
+    config: ConfigOption = None,
+    timeout_s: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
+) -> None:
+    """Start the node, send it the sample head CT and a copy with a synthetic bleed, show results.
+
+    The node runs on its embedded defaults with a free port and a short quiet
+    time; destinations from --config, if any, receive the results.
+    """
+    from dicom_node.app import Node
+    from dicom_node.db.models import Job, JobState, ResultObject, Series
+    from dicom_node.export.scu import Peer, send_files
+    from dicom_node.series.volume import read_datasets
+    from dicom_node.training.synthetic import insert_ellipsoid_hemorrhage, with_new_uids
+
+    marker = workdir / ".dicom-node-demo"
+    if workdir.exists() and any(workdir.iterdir()) and not marker.exists():
+        typer.echo(f"error: {workdir} exists and is not a demo folder; choose --workdir", err=True)
+        raise typer.Exit(2)
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    marker.touch()
+    settings = _settings(
+        config,
+        {
+            "storage": {"base_dir": str(workdir.resolve())},
+            "dicom": {"port": 0},
+            "series": {"stable_after_s": 2.0, "sweep_interval_s": 0.5},
+            "workers": {"poll_interval_s": 0.5},
+            "export": {"sweep_interval_s": 1.0},
+        },
+    )
+    typer.echo("preparing the sample head CT and a copy with a synthetic 10 mL acute bleed ...")
+    source = sorted(p for p in sample_head_ct_dir().glob("*.dcm"))
+    original = read_datasets(source)
+    bleed = insert_ellipsoid_hemorrhage(
+        with_new_uids(original, seed=2),
+        center_mm=None,
+        semi_axes_mm=(16.0, 12.0, 12.5),
+        hu=65.0,
+        seed=2,
+    )
+    bleed_dir = workdir / "input" / "synthetic-bleed"
+    bleed_dir.mkdir(parents=True)
+    for ds in bleed.datasets:
+        ds.save_as(bleed_dir / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+    node = Node(settings)
+    node.start()
+    try:
+        peer = Peer("127.0.0.1", node.port, settings.dicom.ae_title, "DEMO_SCU")
+        cases = {
+            "sample head CT": (str(original[0].SeriesInstanceUID), source),
+            "synthetic bleed": (
+                str(bleed.datasets[0].SeriesInstanceUID),
+                sorted(bleed_dir.glob("*.dcm")),
+            ),
+        }
+        for name, (_, files) in cases.items():
+            send_files(peer, files)
+            typer.echo(
+                f"sent {name}: {len(files)} instances to {peer.ae_title}@127.0.0.1:{node.port}"
+            )
+        deadline = time.monotonic() + timeout_s
+        done: dict[str, Any] = {}
+        while len(done) < len(cases) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with node.session_factory() as session:
+                for name, (uid, _) in cases.items():
+                    job = session.scalar(
+                        select(Job)
+                        .join(Series)
+                        .where(Series.series_instance_uid == uid)
+                        .order_by(Job.id.desc())
+                    )
+                    if job is not None and job.state in (JobState.SUCCEEDED, JobState.FAILED):
+                        done[name] = job.id
+        if len(done) < len(cases):
+            typer.echo(f"error: results not ready after {timeout_s:.0f} s", err=True)
+            raise typer.Exit(1)
+        if settings.export.destinations:
+            time.sleep(2 * settings.export.sweep_interval_s)
+    finally:
+        node.stop()
+    typer.echo(f"synthetic bleed inserted: {bleed.inserted_volume_ml:.2f} mL at 65 HU")
+    failed = False
+    with _session(settings) as session:
+        for name, job_id in done.items():
+            job = session.get(Job, job_id)
+            typer.echo(f"\n== {name} (job {job_id}, {job.state})")
+            if job.state == JobState.FAILED:
+                typer.echo(f"error: {job.error}")
+                failed = True
+                continue
+            typer.echo(f"finding: {_finding_text(job.result_summary['findings'])}")
+            for obj in session.scalars(select(ResultObject).where(ResultObject.job_id == job_id)):
+                typer.echo(f"{obj.kind:<4} {settings.storage.outbox_path / obj.path}")
+    typer.echo(f"\ninspect with: DICOM_NODE_STORAGE__BASE_DIR={workdir} dicom-node jobs list")
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,65 @@
+"""Engine and session factory; SQLite in WAL mode by default.
+
+SQLite specifics: WAL journal (readers never block the writer), ``synchronous=FULL``
+(a committed row survives power loss), foreign keys on, a 30 s busy timeout, and
+every transaction opened with ``BEGIN IMMEDIATE`` so that concurrent writers
+(association threads, the scheduler, worker processes) queue on the lock instead
+of failing with SQLITE_BUSY when a read transaction upgrades to a write.
+
+References
+----------
+SQLite "Write-Ahead Logging" and "PRAGMA synchronous"; SQLAlchemy 2.0 docs,
+"Serializable isolation / Savepoints / Transactional DDL" (pysqlite recipe).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node.db.models import Base
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for ``url`` and the schema if it does not exist.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy URL, for example ``sqlite:////var/lib/dicom-node/db.sqlite``
+        or ``postgresql+psycopg://...``.
+
+    Returns
+    -------
+    sqlalchemy.Engine
+    """
+    is_sqlite = url.startswith("sqlite")
+    connect_args = {"check_same_thread": False, "timeout": 30.0} if is_sqlite else {}
+    if is_sqlite and ":///" in url and not url.endswith(":memory:"):
+        Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not is_sqlite)
+    if is_sqlite:
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection, connection_record):
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    Base.metadata.create_all(engine)
+    return engine
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Return a session factory whose sessions keep loaded attributes after commit."""
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,250 @@
+"""Tables of the job database (SQLAlchemy 2.0 declarative).
+
+study -> series -> instance are what was received; job is one pipeline run on
+one series; result_object is a DICOM object the job produced; delivery is one
+result object x one destination. Every state change is also appended to
+``state_change`` with a UTC timestamp, so stage durations (last instance ->
+complete -> queued -> started -> results -> delivered) can be derived.
+
+All timestamps are timezone-aware UTC in Python; SQLite stores them as naive
+UTC, converted by :class:`UTCDateTime`.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """Return the current time as a timezone-aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores aware datetimes as naive UTC and returns them aware (UTC)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):  # noqa: D102
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):  # noqa: D102
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class SeriesState(enum.StrEnum):
+    """Series lifecycle (see docs/design: RECEIVING -> COMPLETE -> DISPATCHED | NOT_ELIGIBLE)."""
+
+    RECEIVING = "RECEIVING"
+    COMPLETE = "COMPLETE"
+    DISPATCHED = "DISPATCHED"
+    NOT_ELIGIBLE = "NOT_ELIGIBLE"
+
+
+class JobState(enum.StrEnum):
+    """Job lifecycle: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELED."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+
+class DeliveryState(enum.StrEnum):
+    """Delivery lifecycle: PENDING -> SENT | RETRYING -> DEAD."""
+
+    PENDING = "PENDING"
+    RETRYING = "RETRYING"
+    SENT = "SENT"
+    DEAD = "DEAD"
+
+
+class Base(DeclarativeBase):
+    """Declarative base of all dicom-node tables."""
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    return Enum(cls, native_enum=False, length=16, validate_strings=True)
+
+
+class Study(Base):
+    """A study seen by the node (no patient identifiers are stored)."""
+
+    __tablename__ = "study"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    series: Mapped[list[Series]] = relationship(back_populates="study")
+
+
+class Series(Base):
+    """A received series and the attributes selection needs (read from its first instance)."""
+
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
+    series_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    body_part_examined: Mapped[str] = mapped_column(String(64), default="")
+    study_description: Mapped[str] = mapped_column(String(128), default="")
+    series_description: Mapped[str] = mapped_column(String(128), default="")
+    protocol_name: Mapped[str] = mapped_column(String(128), default="")
+    contrast_bolus_agent: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    image_orientation_patient: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    slice_thickness_mm: Mapped[float | None] = mapped_column(nullable=True)
+    frame_of_reference_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[SeriesState] = mapped_column(_enum(SeriesState), default=SeriesState.RECEIVING)
+    state_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    first_instance_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_instance_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    completion_basis: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    study: Mapped[Study] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(back_populates="series")
+    jobs: Mapped[list[Job]] = relationship(back_populates="series")
+
+    __table_args__ = (Index("ix_series_state", "state"),)
+
+
+class Instance(Base):
+    """One stored SOP instance; ``path`` is relative to the spool directory."""
+
+    __tablename__ = "instance"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    image_type: Mapped[str] = mapped_column(String(128), default="")
+    number_of_frames: Mapped[int] = mapped_column(Integer, default=1)
+    path: Mapped[str] = mapped_column(String(512))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class Job(Base):
+    """One pipeline run on one series; unique per (series, pipeline, instance-set digest)."""
+
+    __tablename__ = "job"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    pipeline: Mapped[str] = mapped_column(String(64))
+    instance_set_digest: Mapped[str] = mapped_column(String(64))
+    state: Mapped[JobState] = mapped_column(_enum(JobState), default=JobState.QUEUED)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result_summary: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    series: Mapped[Series] = relationship(back_populates="jobs")
+    result_objects: Mapped[list[ResultObject]] = relationship(back_populates="job")
+
+    __table_args__ = (
+        UniqueConstraint("series_id", "pipeline", "instance_set_digest", name="uq_job_identity"),
+        Index("ix_job_state_not_before", "state", "not_before"),
+    )
+
+
+class ResultObject(Base):
+    """A DICOM object produced by a job (SEG, SR), stored in the outbox."""
+
+    __tablename__ = "result_object"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(512))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="result_objects")
+    deliveries: Mapped[list[Delivery]] = relationship(back_populates="result_object")
+
+
+class Delivery(Base):
+    """One result object to one destination, with its attempts."""
+
+    __tablename__ = "delivery"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result_object_id: Mapped[int] = mapped_column(ForeignKey("result_object.id"), index=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    state: Mapped[DeliveryState] = mapped_column(
+        _enum(DeliveryState), default=DeliveryState.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    result_object: Mapped[ResultObject] = relationship(back_populates="deliveries")
+
+    __table_args__ = (
+        UniqueConstraint("result_object_id", "destination", name="uq_delivery"),
+        Index("ix_delivery_state_next", "state", "next_attempt_at"),
+    )
+
+
+class StateChange(Base):
+    """Append-only log of every state transition of a series, job or delivery."""
+
+    __tablename__ = "state_change"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entity: Mapped[str] = mapped_column(String(16))
+    entity_id: Mapped[int] = mapped_column(Integer)
+    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_state_change_entity", "entity", "entity_id"),)

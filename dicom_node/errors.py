@@ -1,0 +1,61 @@
+"""The node's exception hierarchy.
+
+One base class; the split between :class:`TransientError` and
+:class:`PermanentError` decides whether a job or a delivery is retried.
+Leaf classes are named after the failure. Code that converts a library
+exception always chains it (``raise ... from err``).
+"""
+
+from __future__ import annotations
+
+
+class DicomNodeError(Exception):
+    """Base class of every error raised by dicom-node."""
+
+
+class TransientError(DicomNodeError):
+    """A failure that may go away on retry (network, disk pressure, a busy peer)."""
+
+
+class PermanentError(DicomNodeError):
+    """A failure that the same input will always produce; retrying is pointless."""
+
+
+class ConfigurationError(PermanentError):
+    """The settings or the selection rules are invalid."""
+
+
+class InvalidUIDError(PermanentError, ValueError):
+    """A value that must be a DICOM UID is not one (PS3.5 section 9.1)."""
+
+
+class InvalidInstanceError(PermanentError):
+    """A received instance cannot be understood: not DICOM, or a required UID missing or invalid."""
+
+
+class SpoolWriteError(TransientError):
+    """A received instance could not be written durably to the spool."""
+
+
+class SeriesLoadError(PermanentError):
+    """A series cannot be assembled into a volume (mixed geometry, missing pixels...)."""
+
+
+class PipelineError(PermanentError):
+    """A pipeline could not analyse a volume it was given."""
+
+
+class ResultBuildError(PermanentError):
+    """A result object (SEG, SR) could not be built or failed validation."""
+
+
+class DeliveryError(TransientError):
+    """A result could not be delivered now (association refused, timeout, peer busy)."""
+
+
+class DeliveryRefusedError(PermanentError):
+    """The destination permanently refuses a result (SOP class not supported)."""
+
+
+class IllegalTransitionError(DicomNodeError):
+    """A job, series or delivery was asked to make a state change its state machine forbids."""

@@ -1,0 +1,142 @@
+"""Storage and Verification SCU: send result objects to a DICOM peer.
+
+References
+----------
+DICOM PS3.4 Annex A (Verification) and Annex B (Storage); PS3.7 9.1.1 and 9.1.5.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from dicom_node.errors import DeliveryError, DeliveryRefusedError
+
+logger = logging.getLogger(__name__)
+
+_TRANSFER_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+# Failure statuses after which a retry cannot help (PS3.4 B.2.3, PS3.7 C.4.2).
+_PERMANENT_STATUS_PREFIXES = (0xA9, 0x01)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Address of a DICOM peer.
+
+    Parameters
+    ----------
+    host : str
+    port : int
+    ae_title : str
+        Called AE title.
+    calling_ae_title : str
+        Our AE title on the association.
+    timeout_s : float
+        ACSE, DIMSE and network timeout in seconds.
+    """
+
+    host: str
+    port: int
+    ae_title: str
+    calling_ae_title: str = "DICOM_NODE"
+    timeout_s: float = 30.0
+
+
+@retry(
+    retry=retry_if_exception_type(DeliveryError),
+    stop=stop_after_attempt(3),
+    wait=wait_exponential(multiplier=0.2, max=2.0),
+    reraise=True,
+)
+def _associate(ae: AE, peer: Peer):
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    if not assoc.is_established:
+        what = "rejected" if assoc.is_rejected else "aborted or unreachable"
+        raise DeliveryError(f"association to {peer.ae_title}@{peer.host}:{peer.port} {what}")
+    return assoc
+
+
+def _new_ae(peer: Peer) -> AE:
+    ae = AE(ae_title=peer.calling_ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = peer.timeout_s
+    ae.connection_timeout = peer.timeout_s
+    return ae
+
+
+def echo(peer: Peer) -> int:
+    """Send C-ECHO; return the DIMSE status (0x0000 is success).
+
+    Raises
+    ------
+    DeliveryError
+        If no association can be established.
+    """
+    ae = _new_ae(peer)
+    ae.add_requested_context(Verification)
+    assoc = _associate(ae, peer)
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    if not status:
+        raise DeliveryError("C-ECHO got no response")
+    return int(status.Status)
+
+
+def send_files(peer: Peer, paths: Sequence[Path]) -> list[int]:
+    """Send DICOM files over one association with C-STORE.
+
+    Parameters
+    ----------
+    peer : Peer
+        The destination.
+    paths : sequence of pathlib.Path
+        Part 10 files.
+
+    Returns
+    -------
+    list of int
+        The C-STORE status of each file, in order (success or warning).
+
+    Raises
+    ------
+    DeliveryRefusedError
+        If the peer accepts no presentation context for a file's SOP class, or
+        answers with a failure that retrying cannot fix (0xA9xx, 0x01xx).
+    DeliveryError
+        If the association fails or the peer answers another failure status.
+    """
+    datasets = [pydicom.dcmread(p) for p in paths]
+    ae = _new_ae(peer)
+    for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
+        ae.add_requested_context(sop_class, _TRANSFER_SYNTAXES)
+    assoc = _associate(ae, peer)
+    statuses: list[int] = []
+    try:
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        for path, ds in zip(paths, datasets, strict=True):
+            if str(ds.SOPClassUID) not in accepted:
+                raise DeliveryRefusedError(
+                    f"{peer.ae_title} does not accept SOP class {ds.SOPClassUID.name} ({path.name})"
+                )
+            response = assoc.send_c_store(ds)
+            if not response or "Status" not in response:
+                raise DeliveryError(f"no C-STORE response from {peer.ae_title} for {path.name}")
+            status = int(response.Status)
+            if status != 0x0000 and (status >> 12) != 0xB:
+                message = f"{peer.ae_title} answered C-STORE of {path.name} with 0x{status:04X}"
+                if (status >> 8) in _PERMANENT_STATUS_PREFIXES:
+                    raise DeliveryRefusedError(message)
+                raise DeliveryError(message)
+            statuses.append(status)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return statuses

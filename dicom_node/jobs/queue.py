@@ -1,0 +1,258 @@
+"""A durable job queue in the job database.
+
+A job is claimed by a compare-and-set UPDATE (``WHERE id = ? AND state = 'QUEUED'``),
+which is atomic on SQLite and PostgreSQL alike, so two workers never run the
+same job. A running job heartbeats; :func:`recover_stale_jobs` returns jobs
+whose worker stopped heartbeating to QUEUED (the rq "registry sweep").
+Failures are retried with exponential backoff up to ``max_attempts``; a
+permanent error fails the job at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node.db.models import Job, JobState, StateChange, utcnow
+from dicom_node.db.transitions import log_initial_state, set_state
+
+logger = logging.getLogger(__name__)
+
+
+def instance_set_digest(sop_instance_uids: list[str]) -> str:
+    """Return the SHA-256 hex digest of a set of SOPInstanceUIDs (order-independent).
+
+    Together with the series and the pipeline it identifies a job, so a
+    series sent twice is analysed once.
+    """
+    joined = "\n".join(sorted(sop_instance_uids)).encode("ascii")
+    return hashlib.sha256(joined).hexdigest()
+
+
+def enqueue(
+    session: Session,
+    *,
+    series_id: int,
+    pipeline: str,
+    digest: str,
+    max_attempts: int,
+    priority: int = 0,
+    now: datetime | None = None,
+) -> tuple[Job, bool]:
+    """Create a QUEUED job unless the same (series, pipeline, digest) job exists.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Open session; the caller commits.
+    series_id : int
+        Series row id.
+    pipeline : str
+        Pipeline name.
+    digest : str
+        :func:`instance_set_digest` of the series' instances.
+    max_attempts : int
+        Attempts before the job is FAILED.
+    priority : int
+        Higher runs first.
+    now : datetime or None
+        Creation time (UTC).
+
+    Returns
+    -------
+    (Job, bool)
+        The job and whether it was created now.
+    """
+    existing = session.scalar(
+        select(Job).where(
+            Job.series_id == series_id, Job.pipeline == pipeline, Job.instance_set_digest == digest
+        )
+    )
+    if existing is not None:
+        return existing, False
+    now = now or utcnow()
+    job = Job(
+        series_id=series_id,
+        pipeline=pipeline,
+        instance_set_digest=digest,
+        state=JobState.QUEUED,
+        priority=priority,
+        max_attempts=max_attempts,
+        not_before=now,
+        created_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        return session.scalar(
+            select(Job).where(
+                Job.series_id == series_id,
+                Job.pipeline == pipeline,
+                Job.instance_set_digest == digest,
+            )
+        ), False
+    log_initial_state(session, job, now=now)
+    return job, True
+
+
+def claim_next(
+    session_factory: sessionmaker[Session], worker_id: str, now: datetime | None = None
+) -> int | None:
+    """Atomically claim the next due QUEUED job for ``worker_id``.
+
+    Returns
+    -------
+    int or None
+        The claimed job's id, or None when no job is due.
+    """
+    now = now or utcnow()
+    with session_factory.begin() as session:
+        candidates = session.scalars(
+            select(Job.id)
+            .where(Job.state == JobState.QUEUED, Job.not_before <= now)
+            .order_by(Job.priority.desc(), Job.id)
+            .limit(5)
+        ).all()
+        for job_id in candidates:
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == JobState.QUEUED)
+                .values(
+                    state=JobState.RUNNING,
+                    worker_id=worker_id,
+                    heartbeat_at=now,
+                    started_at=now,
+                    attempts=Job.attempts + 1,
+                    error=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount == 1:
+                session.add(
+                    StateChange(
+                        entity="job",
+                        entity_id=job_id,
+                        from_state="QUEUED",
+                        to_state="RUNNING",
+                        reason=f"claimed by {worker_id}",
+                        at=now,
+                    )
+                )
+                return job_id
+    return None
+
+
+def heartbeat(session_factory: sessionmaker[Session], job_id: int, worker_id: str) -> bool:
+    """Refresh a running job's heartbeat; return False if the job is no longer ours."""
+    with session_factory.begin() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == JobState.RUNNING, Job.worker_id == worker_id)
+            .values(heartbeat_at=utcnow())
+        )
+        return result.rowcount == 1
+
+
+def mark_succeeded(session: Session, job: Job, summary: dict, now: datetime | None = None) -> None:
+    """RUNNING -> SUCCEEDED with the result summary (findings, result objects)."""
+    now = now or utcnow()
+    set_state(session, job, JobState.SUCCEEDED, now=now)
+    job.result_summary = summary
+    job.finished_at = now
+    job.error = None
+
+
+def mark_failed(
+    session: Session,
+    job: Job,
+    error: str,
+    *,
+    permanent: bool,
+    retry_backoff_s: float,
+    now: datetime | None = None,
+) -> None:
+    """Record a failed attempt: back to QUEUED with backoff, or FAILED when out of attempts.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Open session; the caller commits.
+    job : Job
+        A RUNNING job.
+    error : str
+        What went wrong, stored in ``job.error``.
+    permanent : bool
+        True for a :class:`~dicom_node.errors.PermanentError`: no retry.
+    retry_backoff_s : float
+        Base delay; attempt n waits ``retry_backoff_s * 2**(n-1)`` s.
+    now : datetime or None
+        Time of the failure (UTC).
+    """
+    now = now or utcnow()
+    job.error = error[:4000]
+    if permanent or job.attempts >= job.max_attempts:
+        why = "permanent error" if permanent else f"{job.attempts} attempts"
+        set_state(session, job, JobState.FAILED, reason=f"{why}: {error[:500]}", now=now)
+        job.finished_at = now
+    else:
+        delay_s = retry_backoff_s * 2 ** (job.attempts - 1)
+        set_state(
+            session,
+            job,
+            JobState.QUEUED,
+            reason=f"attempt {job.attempts} failed, retry in {delay_s:.0f} s",
+            now=now,
+        )
+        job.not_before = now + timedelta(seconds=delay_s)
+    job.worker_id = None
+
+
+def recover_stale_jobs(
+    session: Session, heartbeat_timeout_s: float, now: datetime | None = None
+) -> list[int]:
+    """Return RUNNING jobs whose heartbeat is older than the timeout to QUEUED.
+
+    Returns
+    -------
+    list of int
+        Ids of the jobs recovered.
+    """
+    now = now or utcnow()
+    limit = now - timedelta(seconds=heartbeat_timeout_s)
+    stale = session.scalars(
+        select(Job).where(Job.state == JobState.RUNNING, Job.heartbeat_at < limit)
+    ).all()
+    for job in stale:
+        logger.warning("job %d: worker %s stopped heartbeating, requeued", job.id, job.worker_id)
+        set_state(
+            session,
+            job,
+            JobState.QUEUED,
+            reason=f"worker {job.worker_id} stopped heartbeating",
+            now=now,
+        )
+        job.worker_id = None
+        job.not_before = now
+    return [job.id for job in stale]
+
+
+def requeue(session: Session, job: Job, now: datetime | None = None) -> None:
+    """Put a finished or canceled job back in the queue with fresh attempts."""
+    now = now or utcnow()
+    set_state(session, job, JobState.QUEUED, reason="requeued by an operator", now=now)
+    job.attempts = 0
+    job.not_before = now
+    job.error = None
+
+
+def cancel(session: Session, job: Job, now: datetime | None = None) -> None:
+    """Cancel a queued or running job (a running worker notices on its next heartbeat)."""
+    set_state(session, job, JobState.CANCELED, reason="canceled by an operator", now=now)
+    job.finished_at = now or utcnow()

@@ -1,0 +1,216 @@
+"""The Storage SCP: accepts C-ECHO and C-STORE, answers with DIMSE statuses.
+
+The C-STORE handler never decodes pixels, never runs a model and never calls
+the network: it parses the header, writes the received bytes durably to the
+spool, records a DB row and answers. Every failure becomes a DIMSE status and
+a log line; no exception escapes into pynetdicom's association thread.
+
+References
+----------
+DICOM PS3.4 Annex B (Storage Service Class), B.2.3 statuses;
+PS3.7 9.1.1 (C-STORE); PS3.8 (association negotiation).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pynetdicom import AE, evt
+from pynetdicom.events import Event
+from pynetdicom.sop_class import (
+    CTImageStorage,
+    EnhancedCTImageStorage,
+    SecondaryCaptureImageStorage,
+    Verification,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from dicom_node.config import DicomSettings
+from dicom_node.errors import InvalidInstanceError, InvalidUIDError, SpoolWriteError
+from dicom_node.receive.header import parse_header
+from dicom_node.receive.ingest import InstanceIngest
+
+logger = logging.getLogger(__name__)
+
+#: Storage SOP classes the node accepts.
+STORAGE_SOP_CLASSES = (CTImageStorage, EnhancedCTImageStorage, SecondaryCaptureImageStorage)
+
+#: Transfer syntaxes accepted: uncompressed, JPEG Lossless, JPEG 2000 and RLE (PS3.5 Annex A).
+TRANSFER_SYNTAXES = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, First-Order Prediction (Process 14 SV1)
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Image Compression (Lossless Only)
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000 Image Compression
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+)
+
+# C-STORE statuses (PS3.4 B.2.3).
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+STATUS_CANNOT_UNDERSTAND = 0xC210
+
+
+class StorageSCP:
+    """A pynetdicom Storage SCP that spools instances through an :class:`InstanceIngest`.
+
+    Parameters
+    ----------
+    settings : DicomSettings
+        AE title, address, calling-AE allow-list, PDU size and timeouts.
+    ingest : InstanceIngest
+        Stores accepted instances.
+    """
+
+    def __init__(self, settings: DicomSettings, ingest: InstanceIngest) -> None:
+        self.settings = settings
+        self.ingest = ingest
+        self._server = None
+
+    def _make_ae(self) -> AE:
+        ae = AE(ae_title=self.settings.ae_title)
+        ae.maximum_pdu_size = self.settings.max_pdu_bytes
+        ae.network_timeout = self.settings.network_timeout_s
+        ae.acse_timeout = self.settings.network_timeout_s
+        ae.dimse_timeout = self.settings.network_timeout_s
+        ae.add_supported_context(Verification)
+        for sop_class in STORAGE_SOP_CLASSES:
+            ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+        if self.settings.allowed_calling_ae_titles:
+            ae.require_calling_aet = list(self.settings.allowed_calling_ae_titles)
+        else:
+            logger.warning(
+                "dicom.allowed_calling_ae_titles is empty: every calling AE title is accepted"
+            )
+        return ae
+
+    def start(self) -> None:
+        """Start listening in background threads.
+
+        Raises
+        ------
+        OSError
+            If the address cannot be bound (port in use, permission).
+        """
+        ae = self._make_ae()
+        handlers = [
+            (evt.EVT_C_STORE, self.handle_store),
+            (evt.EVT_C_ECHO, self.handle_echo),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_REJECTED, self._on_rejected),
+        ]
+        self._server = ae.start_server(
+            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
+        )
+        logger.info(
+            "Storage SCP %s listening on %s:%d",
+            self.settings.ae_title,
+            self.settings.host,
+            self.port,
+        )
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound (useful when configured as 0)."""
+        if self._server is None:
+            return self.settings.port
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        """Stop listening and close open associations."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    @staticmethod
+    def _on_accepted(event: Event) -> None:
+        requestor = event.assoc.requestor
+        logger.info(
+            "association accepted from %s (%s:%s)",
+            requestor.ae_title,
+            requestor.address,
+            requestor.port,
+        )
+
+    @staticmethod
+    def _on_rejected(event: Event) -> None:
+        requestor = event.assoc.requestor
+        logger.warning(
+            "association rejected from %s (%s:%s)",
+            requestor.ae_title,
+            requestor.address,
+            requestor.port,
+        )
+
+    @staticmethod
+    def handle_echo(event: Event) -> int:
+        """Answer C-ECHO with Success (PS3.4 A.4)."""
+        return STATUS_SUCCESS
+
+    def handle_store(self, event: Event) -> int:
+        """Handle one C-STORE request: parse header, spool durably, record, answer.
+
+        Parameters
+        ----------
+        event : pynetdicom.events.Event
+            The EVT_C_STORE event.
+
+        Returns
+        -------
+        int
+            0x0000 on success (also for an instance already stored), 0xC210 if
+            the dataset cannot be understood (not DICOM, missing or invalid
+            UIDs), 0xA900 if it does not match the requested SOP class, 0xA700
+            if it cannot be stored now (disk or database).
+        """
+        calling = event.assoc.requestor.ae_title
+        affected_uid = str(event.request.AffectedSOPInstanceUID or "")
+        try:
+            encoded = event.encoded_dataset(include_meta=True)
+            header = parse_header(encoded, transfer_syntax_uid=str(event.context.transfer_syntax))
+        except InvalidInstanceError as err:
+            logger.warning("C-STORE from %s refused (0xC210): %s", calling, err)
+            return STATUS_CANNOT_UNDERSTAND
+        except Exception:  # noqa: BLE001 - nothing may escape into the association thread
+            logger.exception("C-STORE from %s refused (0xC210): undecodable request", calling)
+            return STATUS_CANNOT_UNDERSTAND
+        if header.sop_instance_uid != affected_uid:
+            logger.warning(
+                "C-STORE from %s refused (0xC210): SOPInstanceUID %s differs from the request's "
+                "Affected SOP Instance UID %r",
+                calling,
+                header.sop_instance_uid,
+                affected_uid[:64],
+            )
+            return STATUS_CANNOT_UNDERSTAND
+        if header.sop_class_uid != str(event.request.AffectedSOPClassUID):
+            logger.warning(
+                "C-STORE from %s refused (0xA900): SOPClassUID %s does not match the request",
+                calling,
+                header.sop_class_uid,
+            )
+            return STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS
+        try:
+            stored = self.ingest.store(header, encoded, calling)
+        except InvalidUIDError as err:
+            logger.warning("C-STORE from %s refused (0xC210): %s", calling, err)
+            return STATUS_CANNOT_UNDERSTAND
+        except SpoolWriteError as err:
+            logger.error("C-STORE of %s refused (0xA700): %s", header.sop_instance_uid, err)
+            return STATUS_OUT_OF_RESOURCES
+        except SQLAlchemyError as err:
+            logger.error(
+                "C-STORE of %s refused (0xA700): database error %s",
+                header.sop_instance_uid,
+                err.__class__.__name__,
+            )
+            return STATUS_OUT_OF_RESOURCES
+        except Exception:  # noqa: BLE001
+            logger.exception("C-STORE of %s refused (0xA700)", header.sop_instance_uid)
+            return STATUS_OUT_OF_RESOURCES
+        if stored:
+            logger.debug("stored %s from %s", header.sop_instance_uid, calling)
+        return STATUS_SUCCESS

@@ -1,0 +1,143 @@
+"""Shared fixtures: the real test data, free loopback ports, dcmtk, dciodvfy and a real Orthanc."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only real DICOM data in ../shared/data (see its README)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"test data not found at {SHARED_DATA}: the repo expects ../shared/data")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def head_ct_dir(shared_data: Path) -> Path:
+    """The real GE head CT: 28 slices, 18.5 deg gantry tilt, no PatientBirthDate/PatientSex."""
+    return shared_data / "head-ct-ge"
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def require_tool(name: str, package: str, *candidates: str) -> str:
+    """Path of an external tool, or a failing test that says which Debian package to install."""
+    for candidate in (*candidates, shutil.which(name)):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.fail(f"{name} not found: install the Debian package {package} (see .ci/run)")
+
+
+@pytest.fixture(scope="session")
+def storescu() -> str:
+    """dcmtk's storescu (not any Python script of the same name on PATH)."""
+    return require_tool("storescu", "dcmtk", "/usr/bin/storescu")
+
+
+@pytest.fixture(scope="session")
+def dciodvfy() -> str:
+    """dicom3tools' dciodvfy."""
+    return require_tool("dciodvfy", "dicom3tools", "/usr/bin/dciodvfy")
+
+
+def run_storescu(storescu: str, port: int, files: list[Path], *, called: str = "DICOM_NODE",
+                 calling: str = "STORESCU") -> subprocess.CompletedProcess:
+    """Send files with dcmtk storescu to 127.0.0.1:port (TCP_NODELAY set, see dcmtk docs)."""
+    env = dict(os.environ, TCP_NODELAY="1")
+    return subprocess.run(
+        [storescu, "-aet", calling, "-aec", called, "127.0.0.1", str(port), *map(str, files)],
+        capture_output=True, text=True, timeout=300, env=env, check=False,
+    )
+
+
+@dataclass
+class OrthancServer:
+    """A running Orthanc with its DICOM and HTTP ports."""
+
+    dicom_port: int
+    http_port: int
+    ae_title: str
+    storage: Path
+
+    @property
+    def url(self) -> str:
+        """Base URL of the REST API."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def get(self, path: str):
+        """GET a REST resource and return its JSON."""
+        response = requests.get(self.url + path, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def get_bytes(self, path: str) -> bytes:
+        """GET a REST resource and return the raw body."""
+        response = requests.get(self.url + path, timeout=60)
+        response.raise_for_status()
+        return response.content
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[OrthancServer]:
+    """A real Orthanc (Debian package) on loopback with temporary storage, stopped afterwards."""
+    exe = require_tool("Orthanc", "orthanc", "/usr/sbin/Orthanc")
+    storage = tmp_path / "orthanc"
+    storage.mkdir()
+    server = OrthancServer(free_port(), free_port(), "ORTHANC", storage)
+    config = {
+        "Name": "dicom-node-test-pacs",
+        "StorageDirectory": str(storage / "db"),
+        "IndexDirectory": str(storage / "db"),
+        "DicomAet": server.ae_title,
+        "DicomPort": server.dicom_port,
+        "HttpPort": server.http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "Plugins": [],
+        "StorageCompression": False,
+    }
+    config_path = storage / "orthanc.json"
+    config_path.write_text(json.dumps(config))
+    log = open(storage / "orthanc.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen([exe, str(config_path)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(server.url + "/system", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail("Orthanc did not start:\n" + (storage / "orthanc.log").read_text()[-3000:])
+            time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()

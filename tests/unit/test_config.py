@@ -1,0 +1,54 @@
+"""Settings: embedded defaults, a TOML file, the environment, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dicom_node.config import load_settings
+from dicom_node.errors import ConfigurationError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_embedded_defaults():
+    settings = load_settings()
+    assert settings.dicom.ae_title == "DICOM_NODE"
+    assert settings.series.stable_after_s == 10.0
+    assert [r.pipeline for r in settings.selection.rules] == ["ich"]
+    assert settings.storage.url.startswith("sqlite:///")
+
+
+def test_example_config_parses_and_overrides(monkeypatch):
+    monkeypatch.delenv("DICOM_NODE_CONFIG", raising=False)
+    settings = load_settings(REPO / "config" / "node.example.toml")
+    assert settings.export.destinations[0].name == "pacs"
+    assert settings.dicom.allowed_calling_ae_titles  # the example restricts senders
+
+
+def test_environment_overrides_file(tmp_path, monkeypatch):
+    path = tmp_path / "node.toml"
+    path.write_text('[dicom]\nport = 4000\n[series]\nstable_after_s = 3.5\n')
+    monkeypatch.setenv("DICOM_NODE_DICOM__PORT", "4100")
+    settings = load_settings(path)
+    assert settings.dicom.port == 4100
+    assert settings.series.stable_after_s == 3.5
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ('[dicom]\nae_title = "THIS_AE_TITLE_IS_TOO_LONG"\n', "ae_title"),
+        ("[series]\nstable_after_s = -1\n", "stable_after_s"),
+        ("[dicom]\nunknown_key = 1\n", "unknown_key"),
+        ("[dicom\n", "cannot read"),
+    ],
+)
+def test_invalid_configuration_names_file_and_key(tmp_path, text, fragment):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(path)
+    assert fragment in str(info.value)
+    assert str(path) in str(info.value)
