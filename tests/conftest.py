@@ -61,11 +61,16 @@ def dciodvfy() -> str:
 
 
 def run_storescu(storescu: str, port: int, files: list[Path], *, called: str = "DICOM_NODE",
-                 calling: str = "STORESCU") -> subprocess.CompletedProcess:
-    """Send files with dcmtk storescu to 127.0.0.1:port (TCP_NODELAY set, see dcmtk docs)."""
+                 calling: str = "STORESCU", extra: tuple[str, ...] = ()
+                 ) -> subprocess.CompletedProcess:
+    """Send files with dcmtk storescu to 127.0.0.1:port (TCP_NODELAY set, see dcmtk docs).
+
+    ``extra`` adds options, e.g. ``("-xs",)`` to propose JPEG Lossless.
+    """
     env = dict(os.environ, TCP_NODELAY="1")
     return subprocess.run(
-        [storescu, "-aet", calling, "-aec", called, "127.0.0.1", str(port), *map(str, files)],
+        [storescu, *extra, "-aet", calling, "-aec", called, "127.0.0.1", str(port),
+         *map(str, files)],
         capture_output=True, text=True, timeout=300, env=env, check=False,
     )
 

@@ -1,0 +1,46 @@
+"""Test helper: put arbitrary bytes on the wire as a C-STORE request.
+
+pynetdicom's ``send_c_store`` refuses to send what it cannot encode, which is
+exactly what the node must survive. This helper builds the C-STORE primitive
+itself and sends it as ``Association.send_c_store`` does (pynetdicom 2/3
+internals: the reactor checkpoint and ``dimse.send_msg``/``get_msg``).
+"""
+
+from __future__ import annotations
+
+import time
+from io import BytesIO
+
+from pydicom.dataset import Dataset
+from pydicom.filewriter import write_dataset
+from pydicom.filebase import DicomBytesIO
+from pynetdicom.dimse_primitives import C_STORE
+
+
+def encode_explicit_le(ds: Dataset) -> bytes:
+    """Encode a dataset (no file meta) in Explicit VR Little Endian."""
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = True
+    buffer.is_implicit_VR = False
+    write_dataset(buffer, ds)
+    return buffer.getvalue()
+
+
+def send_raw_c_store(assoc, sop_class_uid: str, sop_instance_uid: str, raw: bytes) -> int:
+    """Send ``raw`` as the dataset of a C-STORE request; return the response status."""
+    context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == sop_class_uid)
+    req = C_STORE()
+    req.MessageID = 1
+    req.AffectedSOPClassUID = sop_class_uid
+    req.AffectedSOPInstanceUID = sop_instance_uid
+    req.Priority = 2
+    req.DataSet = BytesIO(raw)
+    assoc._reactor_checkpoint.clear()
+    while not assoc._is_paused:
+        time.sleep(0.0001)
+    try:
+        assoc.dimse.send_msg(req, context.context_id)
+        _, rsp = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
+    return int(rsp.Status)
