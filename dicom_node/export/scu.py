@@ -57,6 +57,13 @@ class Peer:
 )
 def _associate(ae: AE, peer: Peer):
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    if not assoc.accepted_contexts and assoc.rejected_contexts:
+        refused = ", ".join(sorted({cx.abstract_syntax.name for cx in assoc.rejected_contexts}))
+        if assoc.is_established:
+            assoc.abort()
+        raise DeliveryRefusedError(
+            f"{peer.ae_title}@{peer.host}:{peer.port} does not accept SOP class {refused}"
+        )
     if not assoc.is_established:
         what = "rejected" if assoc.is_rejected else "aborted or unreachable"
         raise DeliveryError(f"association to {peer.ae_title}@{peer.host}:{peer.port} {what}")
