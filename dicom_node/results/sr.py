@@ -1,0 +1,361 @@
+"""TID 1500 Measurement Report (Comprehensive 3D SR) of a pipeline result.
+
+The report is the machine-readable twin of the SEG: for every finding one
+TID 1411 Volumetric ROI Measurements group that references the SEG segment,
+names the finding type and site, gives the volume in mL and says explicitly
+whether the finding is Present or Absent (an absent finding is reported with
+0 mL and "Absent", never left out). The observer is the device (the node
+running the algorithm); the evidence is the source series and the SEG; the
+report lives in the source study.
+
+References
+----------
+PS3.3 A.35.13 Comprehensive 3D SR IOD; PS3.16 TID 1500 Measurement Report,
+TID 1411 Volumetric ROI Measurements and Qualitative Evaluations, TID 1419 ROI
+Measurements, TID 1001/1002/1004 Observation Context, TID 4019 Algorithm
+Identification, TID 4108 Tracking Identifier; CID 240, CID 7150, CID 7151;
+IHE AIR.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Sequence
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
+
+from dicom_node.errors import ResultBuildError
+from dicom_node.pipelines.base import PipelineResult, SegmentFinding
+from dicom_node.results import codes
+from dicom_node.results.equipment import (
+    EquipmentIdentity,
+    algorithm_identification,
+    contributing_equipment_for_algorithm,
+)
+from dicom_node.results.seg import (
+    NOT_FOR_DIAGNOSTIC_USE,
+    content_label_for,
+    replay_warnings,
+)
+from dicom_node.results.source import prepare_source_images, uid_or_new
+
+logger = logging.getLogger(__name__)
+
+_SEGMENTATION_SOP_CLASS_UIDS = (
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation Storage
+    "1.2.840.10008.5.1.4.1.1.66.7",  # Label Map Segmentation Storage
+)
+
+
+def _check_finding_values(number: int, finding: SegmentFinding) -> None:
+    """Raise ResultBuildError if a finding's volume or probability is not reportable."""
+    volume_ml = finding.volume_ml
+    if not isinstance(volume_ml, int | float | np.floating | np.integer) or not math.isfinite(
+        volume_ml
+    ):
+        raise ResultBuildError(f"finding {number} ({finding.label}): volume_ml is not a number")
+    if volume_ml < 0:
+        raise ResultBuildError(f"finding {number} ({finding.label}): negative volume_ml")
+    mask_empty = not np.asarray(finding.mask).any()
+    if mask_empty and volume_ml != 0:
+        raise ResultBuildError(
+            f"finding {number} ({finding.label}): mask is empty but volume_ml is {volume_ml}"
+        )
+    if mask_empty and finding.present:
+        logger.warning(
+            "finding %d (%s) is reported present with an empty mask", number, finding.label
+        )
+    probability = finding.probability
+    if probability is not None and not (0.0 <= float(probability) <= 1.0):
+        raise ResultBuildError(
+            f"finding {number} ({finding.label}): probability {probability} is outside [0, 1]"
+        )
+
+
+def _check_segmentation(
+    segmentation: Dataset, sources: Sequence[Dataset], result: PipelineResult
+) -> None:
+    """Raise ResultBuildError unless the SEG belongs to these sources and findings."""
+    if segmentation.get("SOPClassUID") not in _SEGMENTATION_SOP_CLASS_UIDS:
+        raise ResultBuildError("segmentation is not a Segmentation Storage instance")
+    for keyword in ("StudyInstanceUID", "FrameOfReferenceUID"):
+        if segmentation.get(keyword) != sources[0].get(keyword):
+            raise ResultBuildError(f"segmentation and source images differ in {keyword}")
+    segments = list(segmentation.get("SegmentSequence", []))
+    if len(segments) != len(result.findings):
+        raise ResultBuildError(
+            f"segmentation has {len(segments)} segment(s) for {len(result.findings)} finding(s)"
+        )
+    for number, (segment, finding) in enumerate(zip(segments, result.findings, strict=True), 1):
+        expected = codes.finding_codes(finding.label).segment_label
+        if int(segment.SegmentNumber) != number or segment.SegmentLabel != expected:
+            raise ResultBuildError(
+                f"segment {number} of the segmentation is not {expected!r} "
+                f"(found {segment.SegmentLabel!r} number {segment.SegmentNumber})"
+            )
+        if not segment.get("TrackingUID"):
+            raise ResultBuildError(f"segment {number} of the segmentation has no Tracking UID")
+
+
+def device_observer_context(
+    equipment: EquipmentIdentity, result: PipelineResult
+) -> hd.sr.ObservationContext:
+    """Build the observation context: the node running the algorithm observed.
+
+    Parameters
+    ----------
+    equipment : EquipmentIdentity
+        The node; gives the Device Observer UID, manufacturer, model name and
+        serial number.
+    result : dicom_node.pipelines.base.PipelineResult
+        Its algorithm name becomes the Device Observer Name.
+
+    Returns
+    -------
+    highdicom.sr.ObservationContext
+        TID 1001 content with a TID 1002 device observer (TID 1004).
+
+    Raises
+    ------
+    dicom_node.errors.ResultBuildError
+        If highdicom rejects a value.
+
+    References
+    ----------
+    PS3.16 TID 1001 Observation Context, TID 1002 Observer Context,
+    TID 1004 Device Observer Identifying Attributes, CID 270.
+    """
+    try:
+        return hd.sr.ObservationContext(
+            observer_device_context=hd.sr.ObserverContext(
+                observer_type=codes.DEVICE_OBSERVER,
+                observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                    uid=equipment.device_observer_uid,
+                    name=result.algorithm.name,
+                    manufacturer_name=equipment.manufacturer,
+                    model_name=equipment.manufacturer_model_name,
+                    serial_number=equipment.device_serial_number,
+                ),
+            )
+        )
+    except (TypeError, ValueError) as err:
+        raise ResultBuildError(f"cannot build the observation context: {err}") from err
+
+
+def volumetric_roi_measurement_group(
+    finding: SegmentFinding,
+    segment: Dataset,
+    segmentation: Dataset,
+    source_series_instance_uid: str,
+    algorithm_id: hd.sr.AlgorithmIdentification,
+) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+    """Build the TID 1411 group of one finding, referencing its SEG segment.
+
+    Parameters
+    ----------
+    finding : dicom_node.pipelines.base.SegmentFinding
+        The finding: ``volume_ml`` in mL (1 mL = 1000 mm^3), ``present``,
+        optional ``probability`` in [0, 1].
+    segment : pydicom.Dataset
+        Its item of the SEG Segment Sequence (number, Tracking ID and UID).
+    segmentation : pydicom.Dataset
+        The SEG instance the segment belongs to.
+    source_series_instance_uid : str
+        Series Instance UID of the source images (Source Series for
+        Segmentation).
+    algorithm_id : highdicom.sr.AlgorithmIdentification
+        TID 4019 content for the group and its measurements.
+
+    Returns
+    -------
+    highdicom.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+        Tracking identifier, Referenced Segment, finding category, type and
+        site, Volume (mL), Probability if given, and a presence evaluation
+        whose name is the finding and whose value is Present or Absent.
+
+    Raises
+    ------
+    dicom_node.errors.ResultBuildError
+        If the finding label has no codes or highdicom rejects a value.
+
+    References
+    ----------
+    PS3.16 TID 1411, TID 1419, TID 4108, CID 240, CID 7150, CID 7151.
+    """
+    finding_codes = codes.finding_codes(finding.label)
+    measurements = [
+        hd.sr.Measurement(
+            name=codes.VOLUME,
+            value=float(finding.volume_ml),
+            unit=codes.MILLILITER,
+            algorithm_id=algorithm_id,
+        )
+    ]
+    if finding.probability is not None:
+        measurements.append(
+            hd.sr.Measurement(
+                name=codes.PROBABILITY,
+                value=float(finding.probability),
+                unit=codes.NO_UNITS,
+                algorithm_id=algorithm_id,
+            )
+        )
+    presence: Code = codes.PRESENT if finding.present else codes.ABSENT
+    try:
+        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=segment.TrackingUID, identifier=segment.get("TrackingID")
+            ),
+            referenced_segment=hd.sr.ReferencedSegment(
+                sop_class_uid=segmentation.SOPClassUID,
+                sop_instance_uid=segmentation.SOPInstanceUID,
+                segment_number=int(segment.SegmentNumber),
+                source_series=hd.sr.SourceSeriesForSegmentation(source_series_instance_uid),
+            ),
+            finding_type=finding_codes.finding_type,
+            finding_category=finding_codes.segmented_property_category,
+            finding_sites=[hd.sr.FindingSite(anatomic_location=finding_codes.finding_site)],
+            algorithm_id=algorithm_id,
+            measurements=measurements,
+            qualitative_evaluations=[
+                hd.sr.QualitativeEvaluation(name=finding_codes.finding_type, value=presence)
+            ],
+        )
+    except (TypeError, ValueError) as err:
+        raise ResultBuildError(f"cannot build the TID 1411 group: {err}") from err
+
+
+def build_measurement_report(
+    source_images: Sequence[Dataset],
+    segmentation: Dataset,
+    result: PipelineResult,
+    *,
+    equipment: EquipmentIdentity,
+    series_number: int = 9902,
+    series_description: str | None = None,
+    procedure_reported: Code = codes.CT_HEAD,
+    sop_instance_uid: str | None = None,
+    series_instance_uid: str | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """Build the TID 1500 Measurement Report of a result as a Comprehensive 3D SR.
+
+    Parameters
+    ----------
+    source_images : sequence of pydicom.Dataset
+        The single-frame source images the SEG was built from (headers
+        suffice). Not modified.
+    segmentation : pydicom.Dataset
+        The SEG built from the same result (:func:`build_segmentation`, or
+        read back); segment ``k`` must describe ``result.findings[k - 1]``.
+    result : dicom_node.pipelines.base.PipelineResult
+        Findings with ``volume_ml`` in mL, ``present`` and ``probability``.
+    equipment : EquipmentIdentity
+        The node: General Equipment, device observer, and (with the
+        algorithm) the Contributing Equipment Sequence.
+    series_number : int
+        Series Number (0020,0011) of the new SR series, positive.
+    series_description : str or None
+        Series Description (0008,103E); default
+        ``"AI <content label> report (not for diagnostic use)"``.
+    procedure_reported : pydicom.sr.coding.Code
+        TID 1500 "Procedure reported"; LN 24725-4 "CT Head" by default.
+    sop_instance_uid : str or None
+        SOP Instance UID (0008,0018); a new UID when None.
+    series_instance_uid : str or None
+        Series Instance UID (0020,000E); a new UID when None.
+
+    Returns
+    -------
+    highdicom.sr.Comprehensive3DSR
+        Completion Flag COMPLETE, Verification Flag UNVERIFIED, Preliminary
+        Flag PRELIMINARY; same Study Instance UID as the source; the source
+        instances and the SEG in the Current Requested Procedure Evidence
+        Sequence.
+
+    Raises
+    ------
+    dicom_node.errors.ResultBuildError
+        If the segmentation does not match the source or the findings, a
+        volume is negative, not finite or non-zero for an empty mask, a
+        probability is outside [0, 1], a label has no codes, or highdicom
+        rejects the content.
+    dicom_node.errors.InvalidUIDError
+        If ``sop_instance_uid`` or ``series_instance_uid`` is not a valid UID.
+
+    References
+    ----------
+    PS3.3 A.35.13 Comprehensive 3D SR IOD; PS3.16 TID 1500, TID 1411,
+    TID 1419, TID 1001, TID 4019, CID 100, CID 240; IHE AIR.
+    """
+    started = time.perf_counter()
+    if not result.findings:
+        raise ResultBuildError(f"pipeline {result.pipeline!r} returned no findings to report")
+    sources = prepare_source_images(source_images)
+    _check_segmentation(segmentation, sources, result)
+    for number, finding in enumerate(result.findings, start=1):
+        _check_finding_values(number, finding)
+    sop_instance_uid = uid_or_new("SOPInstanceUID", sop_instance_uid)
+    series_instance_uid = uid_or_new("SeriesInstanceUID", series_instance_uid)
+    if series_description is None:
+        label = content_label_for(result.pipeline)
+        series_description = f"AI {label} report {NOT_FOR_DIAGNOSTIC_USE}"
+
+    algorithm_id = algorithm_identification(result.algorithm, equipment)
+    groups = [
+        volumetric_roi_measurement_group(
+            finding,
+            segment,
+            segmentation,
+            sources[0].SeriesInstanceUID,
+            algorithm_id,
+        )
+        for finding, segment in zip(result.findings, segmentation.SegmentSequence, strict=True)
+    ]
+    try:
+        report = hd.sr.MeasurementReport(
+            observation_context=device_observer_context(equipment, result),
+            procedure_reported=procedure_reported,
+            imaging_measurements=groups,
+            title=codes.IMAGING_MEASUREMENT_REPORT,
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            document = hd.sr.Comprehensive3DSR(
+                evidence=[*sources, segmentation],
+                content=report[0],
+                series_instance_uid=series_instance_uid,
+                series_number=series_number,
+                sop_instance_uid=sop_instance_uid,
+                instance_number=1,
+                manufacturer=equipment.manufacturer,
+                manufacturer_model_name=equipment.manufacturer_model_name,
+                software_versions=equipment.software_versions,
+                device_serial_number=equipment.device_serial_number,
+                institution_name=equipment.institution_name,
+                institutional_department_name=equipment.institutional_department_name,
+                series_description=series_description,
+                is_complete=True,
+                is_final=False,
+                is_verified=False,
+                contributing_equipment=[
+                    contributing_equipment_for_algorithm(equipment, result.algorithm)
+                ],
+            )
+    except (ValueError, TypeError, AttributeError, KeyError) as err:
+        raise ResultBuildError(f"highdicom rejected the measurement report: {err}") from err
+    replay_warnings(caught, sop_instance_uid, logger)
+    logger.info(
+        "built SR %s (series %s): %d measurement group(s) for SEG %s in %.2f s",
+        sop_instance_uid,
+        series_instance_uid,
+        len(groups),
+        segmentation.SOPInstanceUID,
+        time.perf_counter() - started,
+    )
+    return document
