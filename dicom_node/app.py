@@ -42,6 +42,7 @@ from dicom_node.errors import ResultBuildError
 from dicom_node.export.exporter import deliver_due
 from dicom_node.jobs.queue import enqueue, instance_set_digest, recover_stale_jobs
 from dicom_node.jobs.worker import run_worker
+from dicom_node.logs import configure_logging
 from dicom_node.receive.ingest import InstanceIngest
 from dicom_node.receive.scp import StorageSCP
 from dicom_node.receive.spool import Spool
@@ -275,10 +276,7 @@ def worker_process_main(settings_data: dict[str, Any], worker_id: str, stop) -> 
         Set by the parent to stop the worker after its current job.
     """
     settings = Settings.model_validate(settings_data)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s",
-    )
+    configure_logging(settings.log_level, log_library_warnings=settings.log_library_warnings)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     engine = make_engine(settings.storage.url)

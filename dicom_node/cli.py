@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, selectinload
 from dicom_node import __version__
 from dicom_node.config import Settings, load_settings
 from dicom_node.errors import ConfigurationError, DicomNodeError
+from dicom_node.logs import configure_logging
 
 app = typer.Typer(help="dicom-node: a DICOM AI node for acute neuro CT.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Inspect and manage jobs in the job database.", no_args_is_help=True)
@@ -47,9 +48,7 @@ def _settings(config: Path | None, overrides: dict[str, Any] | None = None) -> S
     except ConfigurationError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    configure_logging(settings.log_level, log_library_warnings=settings.log_library_warnings)
     return settings
 
 
@@ -329,7 +328,7 @@ def echo(
     from dicom_node.export.scu import Peer
     from dicom_node.export.scu import echo as c_echo
 
-    logging.basicConfig(level="WARNING")
+    configure_logging("WARNING")
     try:
         status = c_echo(Peer(host, port, ae_title, calling_ae_title, timeout_s=10.0))
     except DicomNodeError as err:
@@ -350,7 +349,7 @@ def send(
     """Send DICOM files (or every file in folders) with C-STORE over one association."""
     from dicom_node.export.scu import Peer, send_files
 
-    logging.basicConfig(level="WARNING")
+    configure_logging("WARNING")
     files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
     try:
         statuses = send_files(Peer(host, port, ae_title, calling_ae_title), files)
@@ -395,6 +394,7 @@ def demo(
     settings = _settings(
         config,
         {
+            "log_level": "WARNING",
             "storage": {"base_dir": str(workdir.resolve())},
             "dicom": {"port": 0},
             "series": {"stable_after_s": 2.0, "sweep_interval_s": 0.5},

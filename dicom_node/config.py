@@ -158,6 +158,7 @@ class Settings(BaseSettings):
     )
 
     log_level: str = "INFO"
+    log_library_warnings: bool = False
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     series: SeriesSettings = Field(default_factory=SeriesSettings)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,12 +103,11 @@ class OrthancServer:
         return response.content
 
 
-@pytest.fixture
-def orthanc(tmp_path: Path) -> Iterator[OrthancServer]:
-    """A real Orthanc (Debian package) on loopback with temporary storage, stopped afterwards."""
+@contextmanager
+def running_orthanc(storage: Path) -> Iterator[OrthancServer]:
+    """Start a real Orthanc (Debian package) on loopback with storage in ``storage``."""
     exe = require_tool("Orthanc", "orthanc", "/usr/sbin/Orthanc")
-    storage = tmp_path / "orthanc"
-    storage.mkdir()
+    storage.mkdir(parents=True, exist_ok=True)
     server = OrthancServer(free_port(), free_port(), "ORTHANC", storage)
     config = {
         "Name": "dicom-node-test-pacs",
@@ -124,25 +124,32 @@ def orthanc(tmp_path: Path) -> Iterator[OrthancServer]:
     }
     config_path = storage / "orthanc.json"
     config_path.write_text(json.dumps(config))
-    log = open(storage / "orthanc.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([exe, str(config_path)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(server.url + "/system", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail("Orthanc did not start:\n" + (storage / "orthanc.log").read_text()[-3000:])
-            time.sleep(0.2)
-        yield server
-    finally:
-        process.terminate()
+    log_path = storage / "orthanc.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([exe, str(config_path)], stdout=log, stderr=subprocess.STDOUT)
         try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if requests.get(server.url + "/system", timeout=2).ok:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    pytest.fail("Orthanc did not start:\n" + log_path.read_text()[-3000:])
+                time.sleep(0.2)
+            yield server
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[OrthancServer]:
+    """A real Orthanc for one test."""
+    with running_orthanc(tmp_path / "orthanc") as server:
+        yield server

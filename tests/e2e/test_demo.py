@@ -1,0 +1,37 @@
+"""The newcomer's command: ``dicom-node demo`` on a fresh folder, as a real subprocess."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import highdicom as hd
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def test_demo_reports_both_findings_and_writes_seg_and_sr(tmp_path):
+    exe = shutil.which("dicom-node")
+    assert exe, "the console script is installed by 'pip install -e .'"
+    workdir = tmp_path / "demo"
+    result = subprocess.run([exe, "demo", "--workdir", str(workdir)], capture_output=True,
+                            text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "== sample head CT" in out and "== synthetic bleed" in out
+    sample, bleed = out.split("== synthetic bleed")
+    assert "intracranial hemorrhage absent" in sample
+    assert "intracranial hemorrhage present" in bleed
+    written = re.findall(r"^(SEG|SR)\s+(\S+)$", out, re.MULTILINE)
+    assert sorted(kind for kind, _ in written) == ["SEG", "SEG", "SR", "SR"]
+    for kind, path in written:
+        assert workdir in Path(path).parents
+        reader = hd.seg.segread if kind == "SEG" else hd.sr.srread
+        assert reader(path).Modality == kind
+    # Running the demo again in the same folder starts afresh.
+    again = subprocess.run([exe, "demo", "--workdir", str(workdir)], capture_output=True,
+                           text=True, timeout=600, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
