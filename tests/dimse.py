@@ -12,8 +12,8 @@ import time
 from io import BytesIO
 
 from pydicom.dataset import Dataset
-from pydicom.filewriter import write_dataset
 from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pynetdicom.dimse_primitives import C_STORE
 
 
