@@ -16,7 +16,6 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -34,7 +33,6 @@ from dicom_node.db.models import (
     ResultObject,
     Series,
     SeriesState,
-    Study,
     utcnow,
 )
 from dicom_node.db.transitions import log_initial_state, set_state
@@ -404,13 +402,3 @@ class Node:
         """Number of worker processes still running."""
         return sum(p.is_alive() for p in self._workers)
 
-
-def study_of(session: Session, series: Series) -> Study:
-    """Return the study row of ``series``."""
-    return session.get(Study, series.study_id)
-
-
-def result_paths(session: Session, job_id: int, outbox: Path) -> list[Path]:
-    """Absolute paths of the result objects of job ``job_id``."""
-    rows = session.scalars(select(ResultObject).where(ResultObject.job_id == job_id)).all()
-    return [outbox / row.path for row in rows]
