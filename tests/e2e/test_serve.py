@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
+import traceback
 
 import pytest
 from typer.testing import CliRunner
@@ -55,7 +56,8 @@ port = {orthanc.dicom_port}
         deadline = time.monotonic() + 240
         while True:
             listed = runner.invoke(cli_app, ["jobs", "list", "--json", "--config", str(config)])
-            assert listed.exit_code == 0, listed.output
+            assert listed.exit_code == 0, (listed.output, "".join(
+                traceback.format_exception(listed.exception)) if listed.exception else None)
             jobs = json.loads(listed.output)["jobs"]
             if jobs and jobs[0]["state"] == "SUCCEEDED":
                 shown = json.loads(runner.invoke(
