@@ -44,6 +44,7 @@ from dicom_node.logs import configure_logging
 from dicom_node.receive.ingest import InstanceIngest
 from dicom_node.receive.scp import StorageSCP
 from dicom_node.receive.spool import Spool
+from dicom_node.recovery import recover_at_start
 from dicom_node.series.completeness import mark_stable_series_complete, series_attributes
 from dicom_node.series.selection import select_pipeline
 
@@ -337,7 +338,8 @@ class Node:
             logger.exception("export sweep failed")
 
     def start(self) -> None:
-        """Start the SCP, the scheduler and the worker processes."""
+        """Recover from a previous crash, then start the SCP, the scheduler and the workers."""
+        recover_at_start(self.scp.ingest, self.session_factory, host=socket.gethostname())
         self.scp.start()
         self.scheduler.add_job(
             self.sweep,

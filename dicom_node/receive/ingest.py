@@ -72,14 +72,43 @@ class InstanceIngest:
             header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid
         )
         self.spool.write(relative, encoded)
+        return self.record(header, str(relative), len(encoded), calling_ae_title)
+
+    def record(
+        self, header: InstanceHeader, relative: str, size_bytes: int, calling_ae_title: str
+    ) -> bool:
+        """Record an instance whose file is already durable in the spool.
+
+        Used by :meth:`store` and by start-up recovery for spool files that
+        have no row (the node stopped between the write and the commit).
+
+        Parameters
+        ----------
+        header : InstanceHeader
+            Parsed header of the stored file.
+        relative : str
+            Its spool-relative path.
+        size_bytes : int
+            Its size.
+        calling_ae_title : str
+            Who sent it.
+
+        Returns
+        -------
+        bool
+            True if a row was added, False if the SOP instance was already recorded.
+
+        Raises
+        ------
+        SQLAlchemyError
+            If the database cannot record the row.
+        """
         try:
             with self.session_factory.begin() as session:
-                self._record(session, header, str(relative), len(encoded), calling_ae_title)
+                self._record(session, header, relative, size_bytes, calling_ae_title)
         except IntegrityError:
-            # A concurrent association stored the same SOP instance first: same path, same bytes.
-            logger.info(
-                "instance %s stored concurrently by another association", header.sop_instance_uid
-            )
+            # Another association (or an earlier run) recorded the same SOP instance.
+            logger.info("instance %s already recorded", header.sop_instance_uid)
             return False
         return True
 
