@@ -17,6 +17,10 @@ import pytest
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Every node the tests start serves its dashboard on a free port: the default (8080) may be
+# taken, and several nodes run at once. Inherited by `dicom-node serve` subprocesses too.
+os.environ.setdefault("DICOM_NODE_WEB__PORT", "0")
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
 
 
@@ -104,11 +108,22 @@ class OrthancServer:
 
 
 @contextmanager
-def running_orthanc(storage: Path) -> Iterator[OrthancServer]:
-    """Start a real Orthanc (Debian package) on loopback with storage in ``storage``."""
+def running_orthanc(
+    storage: Path,
+    extra_config: dict | None = None,
+    *,
+    dicom_port: int | None = None,
+    http_port: int | None = None,
+) -> Iterator[OrthancServer]:
+    """Start a real Orthanc (Debian package) on loopback with storage in ``storage``.
+
+    ``extra_config`` adds or overrides Orthanc configuration keys. Giving the
+    ports and storage of an earlier run restarts "the same" PACS.
+    """
     exe = require_tool("Orthanc", "orthanc", "/usr/sbin/Orthanc")
     storage.mkdir(parents=True, exist_ok=True)
-    server = OrthancServer(free_port(), free_port(), "ORTHANC", storage)
+    server = OrthancServer(dicom_port or free_port(), http_port or free_port(), "ORTHANC",
+                           storage)
     config = {
         "Name": "dicom-node-test-pacs",
         "StorageDirectory": str(storage / "db"),
@@ -121,6 +136,7 @@ def running_orthanc(storage: Path) -> Iterator[OrthancServer]:
         "DicomCheckCalledAet": False,
         "Plugins": [],
         "StorageCompression": False,
+        **(extra_config or {}),
     }
     config_path = storage / "orthanc.json"
     config_path.write_text(json.dumps(config))
