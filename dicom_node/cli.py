@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import select
+from sqlalchemy import select, true
 from sqlalchemy.orm import Session, selectinload
 
 from dicom_node import __version__
@@ -24,8 +24,12 @@ from dicom_node.logs import configure_logging
 app = typer.Typer(help="dicom-node: a DICOM AI node for acute neuro CT.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Inspect and manage jobs in the job database.", no_args_is_help=True)
 series_app = typer.Typer(help="Inspect received series.", no_args_is_help=True)
+deliveries_app = typer.Typer(help="Inspect deliveries of results.", no_args_is_help=True)
+users_app = typer.Typer(help="Manage dashboard users.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(series_app, name="series")
+app.add_typer(deliveries_app, name="deliveries")
+app.add_typer(users_app, name="users")
 
 logger = logging.getLogger("dicom_node.cli")
 
@@ -79,11 +83,18 @@ def serve(config: ConfigOption = None) -> None:
 
     settings = _settings(config)
     node = Node(settings)
-    node.start()
+    try:
+        node.start()
+    except ConfigurationError as err:
+        node.stop()
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
     typer.echo(
         f"dicom-node {__version__}: {settings.dicom.ae_title} on "
         f"{settings.dicom.host}:{node.port}, data in {settings.storage.base_dir.resolve()}"
     )
+    if node.web_url:
+        typer.echo(f"dashboard on {node.web_url} (users: dicom-node users add NAME --role admin)")
     try:
         _wait_for_signal()
     finally:
@@ -138,20 +149,38 @@ def jobs_list(
     as_json: JsonOption = False,
     state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
     limit: Annotated[int, typer.Option(help="Most recent N jobs.")] = 50,
+    pipeline: Annotated[str | None, typer.Option(help="Only jobs of this pipeline.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only jobs created since: ISO date/time (UTC) or an age like 24h, 7d."),
+    ] = None,
+    finding: Annotated[
+        str | None,
+        typer.Option(help="present (a positive finding), absent, or none (no result)."),
+    ] = None,
 ) -> None:
     """List jobs, newest first, and the series that were not eligible (with the reason)."""
-    from dicom_node.db.models import Job, Series, SeriesState
+    from dicom_node.db.models import JobState, Series, SeriesState
+    from dicom_node.queries import FINDING_FILTERS, JobFilter, list_jobs, parse_since
 
     settings = _settings(config)
-    with _session(settings) as session:
-        query = select(Job, Series).join(Series, Job.series_id == Series.id)
+    try:
+        since_at = parse_since(since)
         if state:
-            query = query.where(Job.state == state.upper())
-        rows = session.execute(query.order_by(Job.id.desc()).limit(limit)).all()
+            JobState(state.upper())
+        if finding and finding not in FINDING_FILTERS:
+            raise ValueError(f"--finding must be one of {', '.join(FINDING_FILTERS)}")
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    with _session(settings) as session:
+        rows, _ = list_jobs(
+            session, JobFilter(state, pipeline, since_at, finding), offset=0, limit=limit
+        )
         jobs = [_job_row(job, series) for job, series in rows]
         not_eligible = (
             []
-            if state
+            if state or pipeline or finding
             else [
                 {
                     "series_instance_uid": s.series_instance_uid,
@@ -163,6 +192,7 @@ def jobs_list(
                 for s in session.scalars(
                     select(Series)
                     .where(Series.state == SeriesState.NOT_ELIGIBLE)
+                    .where(Series.last_instance_at >= since_at if since_at else true())
                     .order_by(Series.id.desc())
                     .limit(limit)
                 )
@@ -317,6 +347,310 @@ def series_list(
         )
 
 
+@jobs_app.command("requeue")
+def jobs_requeue(
+    job_id: Annotated[int, typer.Argument(help="Job id from 'dicom-node jobs list'.")],
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Put a SUCCEEDED, FAILED or CANCELED job back in the queue with fresh attempts."""
+    _change_job(job_id, "requeue", config, as_json)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    job_id: Annotated[int, typer.Argument(help="Job id from 'dicom-node jobs list'.")],
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel a QUEUED or RUNNING job (a running worker drops its output)."""
+    _change_job(job_id, "cancel", config, as_json)
+
+
+def _change_job(job_id: int, action: str, config: Path | None, as_json: bool) -> None:
+    from dicom_node.db.engine import make_engine, make_session_factory
+    from dicom_node.db.models import Job, Purge
+    from dicom_node.errors import IllegalTransitionError
+    from dicom_node.jobs import queue
+
+    settings = _settings(config)
+    session_factory = make_session_factory(make_engine(settings.storage.url))
+    with session_factory.begin() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            typer.echo(f"error: no job {job_id}", err=True)
+            raise typer.Exit(1)
+        before = str(job.state)
+        if action == "requeue" and session.scalar(
+            select(Purge.id).where(Purge.series_id == job.series_id)
+        ):
+            typer.echo(f"error: the files of job {job_id}'s series were purged", err=True)
+            raise typer.Exit(1)
+        try:
+            (queue.requeue if action == "requeue" else queue.cancel)(session, job)
+        except IllegalTransitionError as err:
+            word = "requeued" if action == "requeue" else "canceled"
+            typer.echo(f"error: a {before} job cannot be {word}", err=True)
+            raise typer.Exit(1) from err
+        after = str(job.state)
+    logger.info("job %d: %s -> %s from the command line", job_id, before, after)
+    if as_json:
+        typer.echo(json.dumps({"job_id": job_id, "from": before, "to": after}))
+    else:
+        typer.echo(f"job {job_id}: {before} -> {after}")
+
+
+@deliveries_app.command("list")
+def deliveries_list(
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    state: Annotated[
+        str | None, typer.Option(help="PENDING, RETRYING, SENT or DEAD.")
+    ] = None,
+    destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
+    limit: Annotated[int, typer.Option(help="Most recent N deliveries.")] = 50,
+) -> None:
+    """List deliveries of result objects, newest first, with attempts and the last error."""
+    from dicom_node.db.models import DeliveryState
+    from dicom_node.queries import list_deliveries
+
+    settings = _settings(config)
+    if state and state.upper() not in {s.value for s in DeliveryState}:
+        typer.echo(f"error: unknown delivery state {state!r}", err=True)
+        raise typer.Exit(2)
+    with _session(settings) as session:
+        rows, total = list_deliveries(session, state=state, destination=destination, limit=limit)
+    if as_json:
+        typer.echo(json.dumps({"total": total, "deliveries": rows}, indent=2))
+        return
+    typer.echo(
+        f"{'ID':>5} {'JOB':>5}  {'KIND':<4} {'DESTINATION':<16} {'STATE':<9} {'ATT':>3}  LAST"
+    )
+    for r in rows:
+        when = r["sent_at"] or r["next_attempt_at"] or ""
+        typer.echo(
+            f"{r['delivery_id']:>5} {r['job_id']:>5}  {r['kind']:<4} {r['destination'][:16]:<16} "
+            f"{r['state']:<9} {r['attempts']:>3}  {when[:19]} {r['last_error'] or ''}"
+        )
+
+
+@app.command()
+def stats(
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    echo_destinations: Annotated[
+        bool, typer.Option("--echo/--no-echo", help="C-ECHO each destination.")
+    ] = True,
+) -> None:
+    """Print the dashboard overview's figures: queue, jobs, time to result, deliveries, disk."""
+    from dicom_node.stats import STAGES, DestinationMonitor, overview
+
+    settings = _settings(config)
+    echo_results = None
+    if echo_destinations and settings.export.destinations:
+        echo_results = DestinationMonitor(
+            settings.export.destinations,
+            settings.dicom.ae_title,
+            settings.monitoring.echo_timeout_s,
+        ).check()
+    with _session(settings) as session:
+        data = overview(session, settings, echo_results=echo_results)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f} s"
+
+    latency = data["latency"]
+    hours = data["window_s"] / 3600
+    typer.echo(
+        f"queue depth     {data['queue_depth']} ({data['jobs_by_state']['RUNNING']} running)"
+    )
+    typer.echo(
+        "jobs            "
+        + " ".join(f"{k} {v}" for k, v in data["jobs_by_state"].items())
+        + f"   (last {hours:g} h: "
+        + " ".join(f"{k} {v}" for k, v in data["jobs_by_state_window"].items() if v)
+        + ")"
+    )
+    verdict = {True: "within target", False: "OVER TARGET", None: "no data"}
+    typer.echo(
+        f"time to result  last instance -> delivered, last {hours:g} h: "
+        f"p50 {seconds(latency['p50_s'])}, p95 {seconds(latency['p95_s'])} "
+        f"({latency['n']} jobs; target {latency['target_s']:g} s: "
+        f"{verdict[latency['within_target']]})"
+    )
+    for stage in STAGES:
+        figures = data["stages"][stage]
+        typer.echo(
+            f"  {stage:<13} p50 {seconds(figures['p50_s']):>9}  "
+            f"p95 {seconds(figures['p95_s']):>9}  n {figures['n']}"
+        )
+    echoes = {e["name"]: e for e in data["destinations"]}
+    for d in data["deliveries"]:
+        e = echoes.get(d["destination"])
+        reach = (
+            "not checked"
+            if e is None
+            else ("C-ECHO ok" if e["reachable"] else f"C-ECHO FAILED ({e['error']})")
+        )
+        states = " ".join(f"{k} {v}" for k, v in d["by_state"].items())
+        typer.echo(f"destination     {d['destination']}: {states}; {reach}")
+        if d["failing"] and d["last_error"]:
+            typer.echo(f"                last error: {d['last_error']}")
+    disk = data["disk"]
+    typer.echo(
+        f"spool           {disk['spool_bytes'] / 2**20:.1f} MiB in {disk['spool_instances']} "
+        f"instances; outbox {disk['outbox_bytes'] / 2**20:.1f} MiB; disk free "
+        f"{disk['fs_free_bytes'] / 2**30:.1f} GiB of {disk['fs_total_bytes'] / 2**30:.1f} GiB"
+        + ("" if disk["ok"] else " (BELOW THE WATERMARK)")
+    )
+    if data["notifications"]:
+        typer.echo(
+            "notifications   " + " ".join(f"{k} {v}" for k, v in data["notifications"].items())
+        )
+
+
+@app.command()
+def retention(
+    config: ConfigOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be purged; delete nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Purge spool and outbox files of delivered series older than retention.max_age_days."""
+    from dicom_node.db.engine import make_engine, make_session_factory
+    from dicom_node.retention import purge
+
+    settings = _settings(config)
+    session_factory = make_session_factory(make_engine(settings.storage.url))
+    candidates = purge(session_factory, settings, dry_run=dry_run)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"dry_run": dry_run, "series": [c.as_json() for c in candidates]}, indent=2
+            )
+        )
+        return
+    verb = "would purge" if dry_run else "purged"
+    for c in candidates:
+        typer.echo(
+            f"{verb} series {c.series_instance_uid}: {len(c.spool_paths)} spool + "
+            f"{len(c.outbox_paths)} outbox files, {c.size_bytes / 2**20:.1f} MiB "
+            f"(newest {c.newest_at:%Y-%m-%d %H:%M} UTC)"
+        )
+    total = sum(c.size_bytes for c in candidates)
+    typer.echo(
+        f"{len(candidates)} series, {total / 2**20:.1f} MiB "
+        f"(older than {settings.retention.max_age_days:g} days and delivered)"
+    )
+
+
+PasswordStdinOption = Annotated[
+    bool,
+    typer.Option("--password-stdin", help="Read the password from the first line of stdin."),
+]
+
+
+def _read_password(password_stdin: bool) -> str:
+    import sys
+
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Argument(help="User name (letters, digits, . _ @ -).")],
+    role: Annotated[str, typer.Option(help="admin (requeue, cancel, configuration) or viewer.")],
+    config: ConfigOption = None,
+    password_stdin: PasswordStdinOption = False,
+) -> None:
+    """Create a dashboard user; the password is prompted for (or read from stdin), hashed."""
+    from dicom_node.db.engine import make_engine, make_session_factory
+    from dicom_node.users import UserError, create_user
+
+    settings = _settings(config)
+    password = _read_password(password_stdin)
+    session_factory = make_session_factory(make_engine(settings.storage.url))
+    try:
+        with session_factory.begin() as session:
+            create_user(session, username, password, role)
+    except UserError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(f"user {username} added ({role})")
+
+
+@users_app.command("set-password")
+def users_set_password(
+    username: Annotated[str, typer.Argument(help="An existing user.")],
+    config: ConfigOption = None,
+    password_stdin: PasswordStdinOption = False,
+) -> None:
+    """Set a new password for a dashboard user."""
+    from dicom_node.db.engine import make_engine, make_session_factory
+    from dicom_node.users import UserError, set_password
+
+    settings = _settings(config)
+    password = _read_password(password_stdin)
+    session_factory = make_session_factory(make_engine(settings.storage.url))
+    try:
+        with session_factory.begin() as session:
+            set_password(session, username, password)
+    except UserError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(f"password of {username} changed")
+
+
+@users_app.command("remove")
+def users_remove(
+    username: Annotated[str, typer.Argument(help="An existing user.")],
+    config: ConfigOption = None,
+) -> None:
+    """Delete a dashboard user (their sessions end at their next request)."""
+    from dicom_node.db.engine import make_engine, make_session_factory
+    from dicom_node.users import UserError, delete_user
+
+    settings = _settings(config)
+    session_factory = make_session_factory(make_engine(settings.storage.url))
+    try:
+        with session_factory.begin() as session:
+            delete_user(session, username)
+    except UserError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(f"user {username} removed")
+
+
+@users_app.command("list")
+def users_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """List dashboard users with their role and last login."""
+    from dicom_node.db.models import User
+
+    settings = _settings(config)
+    with _session(settings) as session:
+        rows = [
+            {
+                "username": u.username,
+                "role": u.role.value,
+                "created_at": u.created_at.isoformat(),
+                "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None,
+            }
+            for u in session.scalars(select(User).order_by(User.username))
+        ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(f"{'USER':<24} {'ROLE':<7} LAST LOGIN")
+    for r in rows:
+        typer.echo(f"{r['username']:<24} {r['role']:<7} {r['last_login_at'] or '-'}")
+
+
 @app.command()
 def echo(
     host: Annotated[str, typer.Argument(help="Peer host name or address.")],
@@ -400,6 +734,7 @@ def demo(
             "series": {"stable_after_s": 2.0, "sweep_interval_s": 0.5},
             "workers": {"poll_interval_s": 0.5},
             "export": {"sweep_interval_s": 1.0},
+            "web": {"enabled": False},
         },
     )
     typer.echo("preparing the sample head CT and a copy with a synthetic 10 mL acute bleed ...")

@@ -14,11 +14,21 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dicom_node.errors import ConfigurationError
-from dicom_node.series.selection import SelectionRule
+from dicom_node.export.profiles import DEFAULT_PROFILE_NAME, ResultProfile, default_profiles
+from dicom_node.series.quality import QualitySettings
+from dicom_node.series.selection import SelectionRule, SeriesPreference
 
 _AE_TITLE_MAX = 16
 
@@ -46,6 +56,9 @@ class DicomSettings(_Section):
     allowed_calling_ae_titles: list[str] = Field(default_factory=list)
     max_pdu_bytes: int = Field(262144, ge=0)
     network_timeout_s: float = Field(60.0, gt=0)
+    # 0: the Storage SCP runs in the node's process (threads); N > 0: N receiver
+    # processes share the port with SO_REUSEPORT (for senders in parallel).
+    receiver_processes: int = Field(0, ge=0, le=64)
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
@@ -86,10 +99,18 @@ class StorageSettings(_Section):
 
 
 class SeriesSettings(_Section):
-    """Series completeness: a series is COMPLETE after ``stable_after_s`` without new instances."""
+    """Series completeness: proven early, or COMPLETE after ``stable_after_s`` without instances.
+
+    With ``early_completion``, a series is complete as soon as its carrying
+    associations have closed and its instance count (ImagesInAcquisition,
+    NumberOfFrames) or, ``release_grace_s`` after the release, its slice
+    geometry proves it (see :mod:`dicom_node.series.completeness`).
+    """
 
     stable_after_s: float = Field(10.0, ge=0)
     sweep_interval_s: float = Field(2.0, gt=0)
+    early_completion: bool = True
+    release_grace_s: float = Field(1.0, ge=0)
 
 
 class WorkerSettings(_Section):
@@ -98,7 +119,7 @@ class WorkerSettings(_Section):
     processes: int = Field(1, ge=0)
     max_attempts: int = Field(3, ge=1)
     retry_backoff_s: float = Field(30.0, ge=0)
-    poll_interval_s: float = Field(1.0, gt=0)
+    poll_interval_s: float = Field(0.5, gt=0)
     heartbeat_interval_s: float = Field(5.0, gt=0)
     heartbeat_timeout_s: float = Field(60.0, gt=0)
 
@@ -115,6 +136,7 @@ class Destination(_Section):
     backoff_initial_s: float = Field(5.0, ge=0)
     backoff_max_s: float = Field(600.0, ge=0)
     timeout_s: float = Field(30.0, gt=0)
+    profile: str = DEFAULT_PROFILE_NAME
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
@@ -122,7 +144,7 @@ class Destination(_Section):
 class ExportSettings(_Section):
     """Result export: the destinations and how often pending deliveries are tried."""
 
-    sweep_interval_s: float = Field(2.0, gt=0)
+    sweep_interval_s: float = Field(0.5, gt=0)
     destinations: list[Destination] = Field(default_factory=list)
 
     @field_validator("destinations")
@@ -135,15 +157,98 @@ class ExportSettings(_Section):
 
 
 class ResultSettings(_Section):
-    """Result objects: validation before export."""
+    """Result objects: validation before export, and the per-destination profiles.
+
+    ``profiles`` maps a profile name to a
+    :class:`~dicom_node.export.profiles.ResultProfile`; a destination names
+    its profile (``default`` unless set). ``max_key_slices`` bounds the key
+    slices of the overlay series.
+    """
 
     validate_with_dciodvfy: bool = True
+    max_key_slices: int = Field(3, ge=0, le=20)
+    profiles: dict[str, ResultProfile] = Field(default_factory=default_profiles)
 
 
 class SelectionSettings(_Section):
     """Series selection rules, tried in order (see :mod:`dicom_node.series.selection`)."""
 
     rules: list[SelectionRule] = Field(default_factory=list)
+    preference: SeriesPreference = Field(default_factory=SeriesPreference)
+
+
+class WebSettings(_Section):
+    """The dashboard, upload page, ``/metrics`` and ``/health`` (see docs/operations.md).
+
+    ``session_secret`` signs the session cookies and CSRF tokens. Leave it empty
+    in files kept in git: the node then generates one at first start into
+    ``<base_dir>/web-session-secret`` (mode 0600), or set
+    ``DICOM_NODE_WEB__SESSION_SECRET``.
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    session_secret: SecretStr = SecretStr("")
+    session_max_age_s: int = Field(43200, gt=0)
+    https_only_cookies: bool = False
+    page_size: int = Field(50, ge=1, le=1000)
+    max_upload_bytes: int = Field(2 * 1024**3, gt=0)
+    viewers_may_upload: bool = True
+    metrics_require_login: bool = False
+    public_url: str = ""
+
+
+class MonitoringSettings(_Section):
+    """Figures of the overview, ``dicom-node stats`` and ``/health``."""
+
+    delivery_target_s: float = Field(600.0, gt=0)
+    stats_window_s: float = Field(86400.0, gt=0)
+    min_free_disk_bytes: int = Field(1024**3, ge=0)
+    echo_interval_s: float = Field(60.0, gt=0)
+    echo_timeout_s: float = Field(5.0, gt=0)
+
+
+class Webhook(_Section):
+    """An HTTP(S) endpoint that receives a JSON message for each positive finding."""
+
+    name: str
+    url: str
+    include_patient_identifiers: bool = False
+    max_attempts: int = Field(5, ge=1)
+    backoff_initial_s: float = Field(1.0, ge=0)
+    backoff_max_s: float = Field(30.0, ge=0)
+    timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"webhook url must start with http:// or https://, got {value!r}")
+        return value
+
+
+class NotificationSettings(_Section):
+    """Webhooks called on positive findings, and how often pending messages are sent."""
+
+    sweep_interval_s: float = Field(5.0, gt=0)
+    webhooks: list[Webhook] = Field(default_factory=list)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_names(cls, values: list[Webhook]) -> list[Webhook]:
+        names = [w.name for w in values]
+        if len(names) != len(set(names)):
+            raise ValueError(f"webhook names must be unique, got {names}")
+        return values
+
+
+class RetentionSettings(_Section):
+    """Purge of delivered spool and outbox files older than ``max_age_days`` (DB rows stay)."""
+
+    enabled: bool = True
+    max_age_days: float = Field(30.0, gt=0)
+    interval_s: float = Field(3600.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -166,6 +271,11 @@ class Settings(BaseSettings):
     export: ExportSettings = Field(default_factory=ExportSettings)
     results: ResultSettings = Field(default_factory=ResultSettings)
     selection: SelectionSettings = Field(default_factory=SelectionSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -173,6 +283,18 @@ class Settings(BaseSettings):
     ):
         """Environment variables take precedence over the (file-derived) init values."""
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _destination_profiles_exist(self) -> Settings:
+        """Every destination names a configured result profile."""
+        for destination in self.export.destinations:
+            if destination.profile not in self.results.profiles:
+                known = ", ".join(sorted(self.results.profiles))
+                raise ValueError(
+                    f"destination {destination.name!r} names result profile "
+                    f"{destination.profile!r}, which is not configured (known: {known})"
+                )
+        return self
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

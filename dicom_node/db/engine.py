@@ -6,6 +6,13 @@ every transaction opened with ``BEGIN IMMEDIATE`` so that concurrent writers
 (association threads, the scheduler, worker processes) queue on the lock instead
 of failing with SQLITE_BUSY when a read transaction upgrades to a write.
 
+The receive path may use its own engine with ``synchronous=NORMAL``: in WAL mode
+a commit then skips the fsync, and a power loss can drop the last instance rows
+(never corrupt the file). Their spool files were fsynced before the C-STORE
+response, so start-up recovery (:mod:`dicom_node.recovery`) records them again.
+Every ``FULL`` commit of another connection, and every checkpoint, syncs the WAL
+with all earlier ``NORMAL`` commits in it (see docs/performance.md).
+
 References
 ----------
 SQLite "Write-Ahead Logging" and "PRAGMA synchronous"; SQLAlchemy 2.0 docs,
@@ -22,7 +29,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node.db.models import Base
 
 
-def make_engine(url: str) -> Engine:
+#: Values accepted for ``sqlite_synchronous`` (SQLite "PRAGMA synchronous").
+SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
+
+
+def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     """Create an engine for ``url`` and the schema if it does not exist.
 
     Parameters
@@ -30,11 +41,27 @@ def make_engine(url: str) -> Engine:
     url : str
         SQLAlchemy URL, for example ``sqlite:////var/lib/dicom-node/db.sqlite``
         or ``postgresql+psycopg://...``.
+    sqlite_synchronous : str
+        ``"FULL"`` (default: every commit is fsynced) or ``"NORMAL"`` (WAL commits
+        are not fsynced; only for writers whose data is durable elsewhere, such
+        as instance rows backed by fsynced spool files). Ignored for other
+        databases.
 
     Returns
     -------
     sqlalchemy.Engine
+
+    Raises
+    ------
+    ValueError
+        If ``sqlite_synchronous`` is not one of :data:`SQLITE_SYNCHRONOUS`.
+
+    References
+    ----------
+    SQLite "PRAGMA synchronous" (WAL mode: NORMAL is consistent, FULL also durable).
     """
+    if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"sqlite_synchronous must be one of {SQLITE_SYNCHRONOUS}")
     is_sqlite = url.startswith("sqlite")
     connect_args = {"check_same_thread": False, "timeout": 30.0} if is_sqlite else {}
     if is_sqlite and ":///" in url and not url.endswith(":memory:"):
@@ -47,7 +74,7 @@ def make_engine(url: str) -> Engine:
             dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA synchronous={sqlite_synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()

@@ -118,6 +118,7 @@ class Series(Base):
     image_orientation_patient: Mapped[list | None] = mapped_column(JSON, nullable=True)
     slice_thickness_mm: Mapped[float | None] = mapped_column(nullable=True)
     frame_of_reference_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    convolution_kernel: Mapped[str] = mapped_column(String(128), default="")
     calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[SeriesState] = mapped_column(_enum(SeriesState), default=SeriesState.RECEIVING)
@@ -152,8 +153,48 @@ class Instance(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Completeness evidence, read from the header at receive (no pixel decode):
+    # position along the series' slice normal (mm; NULL without geometry or when the
+    # instance's orientation differs from the series'), ImagesInAcquisition, and the
+    # association that carried the instance.
+    slice_position_mm: Mapped[float | None] = mapped_column(nullable=True)
+    images_in_acquisition: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    association_id: Mapped[int | None] = mapped_column(
+        ForeignKey("association.id"), nullable=True, index=True
+    )
 
     series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class AssociationOutcome(enum.StrEnum):
+    """How an association ended: RELEASED (A-RELEASE), ABORTED, CLOSED or LOST (node restart)."""
+
+    RELEASED = "RELEASED"
+    ABORTED = "ABORTED"
+    CLOSED = "CLOSED"
+    LOST = "LOST"
+
+
+class Association(Base):
+    """One association accepted by the Storage SCP; open while ``closed_at`` is NULL.
+
+    Series completeness reads these rows: a series whose carrying associations
+    are all released can be proven complete without waiting for the quiet time.
+    """
+
+    __tablename__ = "association"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    peer_address: Mapped[str] = mapped_column(String(64), default="")
+    receiver: Mapped[str] = mapped_column(String(128), default="")
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    outcome: Mapped[AssociationOutcome | None] = mapped_column(
+        _enum(AssociationOutcome), nullable=True
+    )
+
+    __table_args__ = (Index("ix_association_open", "closed_at", "calling_ae_title"),)
 
 
 class Job(Base):
@@ -189,7 +230,7 @@ class Job(Base):
 
 
 class ResultObject(Base):
-    """A DICOM object produced by a job (SEG, SR), stored in the outbox."""
+    """A DICOM object produced by a job (``kind`` SEG, SR or SC), stored in the outbox."""
 
     __tablename__ = "result_object"
 
@@ -248,3 +289,73 @@ class StateChange(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (Index("ix_state_change_entity", "entity", "entity_id"),)
+
+
+class UserRole(enum.StrEnum):
+    """Dashboard roles: an admin may requeue, cancel and see the configuration; a viewer reads."""
+
+    ADMIN = "admin"
+    VIEWER = "viewer"
+
+
+class User(Base):
+    """A dashboard user; ``password_hash`` is an Argon2id hash (PHC string format)."""
+
+    __tablename__ = "web_user"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[UserRole] = mapped_column(_enum(UserRole))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class NotificationState(enum.StrEnum):
+    """Webhook message lifecycle: PENDING -> SENT | FAILED (after its attempts)."""
+
+    PENDING = "PENDING"
+    SENT = "SENT"
+    FAILED = "FAILED"
+
+
+class Notification(Base):
+    """One webhook message about one job's positive finding, with its attempts."""
+
+    __tablename__ = "notification"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id"), index=True)
+    webhook: Mapped[str] = mapped_column(String(64))
+    state: Mapped[NotificationState] = mapped_column(
+        _enum(NotificationState), default=NotificationState.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "webhook", name="uq_notification"),
+        Index("ix_notification_state", "state"),
+    )
+
+
+class Purge(Base):
+    """Retention: the files of a series (spool) and of its jobs (outbox) were deleted.
+
+    The series, instance, job, result object and delivery rows stay; this row
+    says when their files went and how much space that freed.
+    """
+
+    __tablename__ = "purge"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), unique=True)
+    purged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    spool_files: Mapped[int] = mapped_column(Integer, default=0)
+    outbox_files: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_freed: Mapped[int] = mapped_column(BigInteger, default=0)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)

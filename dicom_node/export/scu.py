@@ -115,23 +115,47 @@ def send_files(peer: Peer, paths: Sequence[Path]) -> list[int]:
     Raises
     ------
     DeliveryRefusedError
-        If the peer accepts no presentation context for a file's SOP class, or
-        answers with a failure that retrying cannot fix (0xA9xx, 0x01xx).
+        If the peer accepts no presentation context for a file's SOP class (or,
+        for a compressed file, for its transfer syntax), or answers with a
+        failure that retrying cannot fix (0xA9xx, 0x01xx).
     DeliveryError
         If the association fails or the peer answers another failure status.
+
+    Notes
+    -----
+    Files are sent in the transfer syntax they are stored in (no
+    transcoding): an uncompressed file is proposed in Explicit and Implicit
+    VR Little Endian, a compressed one (for example a JPEG 2000 Lossless SEG)
+    in its own transfer syntax, in a presentation context of its own.
     """
     datasets = [pydicom.dcmread(p) for p in paths]
     ae = _new_ae(peer)
-    for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
-        ae.add_requested_context(sop_class, _TRANSFER_SYNTAXES)
+    wanted: set[tuple[str, str]] = set()
+    for ds in datasets:
+        syntax = str(ds.file_meta.TransferSyntaxUID)
+        wanted.add((str(ds.SOPClassUID), "" if syntax in _TRANSFER_SYNTAXES else syntax))
+    for sop_class, syntax in sorted(wanted):
+        ae.add_requested_context(sop_class, [syntax] if syntax else _TRANSFER_SYNTAXES)
     assoc = _associate(ae, peer)
     statuses: list[int] = []
     try:
         accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        accepted_pairs = {
+            (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts
+        }
         for path, ds in zip(paths, datasets, strict=True):
             if str(ds.SOPClassUID) not in accepted:
                 raise DeliveryRefusedError(
                     f"{peer.ae_title} does not accept SOP class {ds.SOPClassUID.name} ({path.name})"
+                )
+            syntax = str(ds.file_meta.TransferSyntaxUID)
+            if syntax not in _TRANSFER_SYNTAXES and (str(ds.SOPClassUID), syntax) not in (
+                accepted_pairs
+            ):
+                raise DeliveryRefusedError(
+                    f"{peer.ae_title} does not accept {ds.SOPClassUID.name} in "
+                    f"{pydicom.uid.UID(syntax).name} ({path.name}); "
+                    "set compression = \"none\" in its result profile"
                 )
             response = assoc.send_c_store(ds)
             if not response or "Status" not in response:

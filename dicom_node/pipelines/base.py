@@ -56,6 +56,17 @@ class SegmentFinding:
         axis in the order of ``CTVolume.sop_instance_uids``.
     probability : float or None
         Probability of presence in [0, 1] when the algorithm provides one.
+    laterality : {"left", "right", "bilateral"} or None
+        Side of the finding in the patient when known (CID 244); written as the
+        TID 1411 Finding Site laterality and the SEG Anatomic Region Modifier.
+    finding_site : str or None
+        Anatomic site key of :data:`dicom_node.results.codes.ANATOMIC_SITES`
+        (for example ``"basilar artery"``) replacing the label's default site.
+    tracking_id : str or None
+        Tracking Identifier (TID 4108) of the finding; ``"<ABBR>-<n>"`` when None.
+    tracking_uid : str or None
+        Tracking Unique Identifier (TID 4108); a new UID when None. Keep it
+        stable to follow one finding across reports.
     """
 
     label: str
@@ -63,6 +74,10 @@ class SegmentFinding:
     volume_ml: float
     mask: np.ndarray
     probability: float | None = None
+    laterality: str | None = None
+    finding_site: str | None = None
+    tracking_id: str | None = None
+    tracking_uid: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,66 @@
-"""Ingest: one received instance -> one durable spool file and one DB row."""
+"""Ingest: one received instance -> one durable spool file and one DB row.
+
+The spool file is written durably first (fsync, rename, fsync of the
+directory); then one short transaction records the row. Both happen before
+the C-STORE response, so an acknowledged instance is on disk and in the
+database.
+
+The common case, a further instance of a series that is still RECEIVING, is
+one ``UPDATE series`` and one ``INSERT instance`` through pre-built Core
+statements, with the series id cached per process. Anything else (a new
+study or series, a series to re-open, a cache miss) takes the ORM path,
+which also logs the state change. A re-sent instance is recognised by its
+spool file and confirmed in the database before anything is written.
+
+References
+----------
+DICOM PS3.4 B.2.3 (C-STORE statuses: success only once stored);
+PS3.3 C.7.6.2 Image Plane Module (slice positions recorded for completeness).
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.db.models import Instance, Series, SeriesState, Study, utcnow
 from dicom_node.db.transitions import log_initial_state, set_state
-from dicom_node.receive.header import InstanceHeader
+from dicom_node.receive.header import InstanceHeader, position_along_normal, same_orientation
 from dicom_node.receive.spool import Spool
 
 logger = logging.getLogger(__name__)
+
+#: Series ids remembered per process for the fast path.
+SERIES_CACHE_SIZE = 1024
+
+_series = Series.__table__
+_BUMP_SERIES = (
+    _series.update()
+    .where(
+        _series.c.id == bindparam("b_series_id"),
+        _series.c.series_instance_uid == bindparam("b_series_uid"),
+        _series.c.state == SeriesState.RECEIVING,
+    )
+    .values(
+        instance_count=_series.c.instance_count + 1,
+        last_instance_at=bindparam("b_now", type_=_series.c.last_instance_at.type),
+        updated_at=bindparam("b_now", type_=_series.c.updated_at.type),
+    )
+)
+_INSERT_INSTANCE = Instance.__table__.insert()
+
+
+@dataclass(frozen=True)
+class _SeriesKey:
+    series_id: int
+    orientation: tuple[float, ...] | None
 
 
 class InstanceIngest:
@@ -31,6 +77,8 @@ class InstanceIngest:
     def __init__(self, spool: Spool, session_factory: sessionmaker[Session]) -> None:
         self.spool = spool
         self.session_factory = session_factory
+        self._series_keys: OrderedDict[str, _SeriesKey] = OrderedDict()
+        self._lock = threading.Lock()
 
     def is_stored(self, sop_instance_uid: str) -> bool:
         """Return True if an instance with this SOPInstanceUID is already recorded."""
@@ -40,7 +88,14 @@ class InstanceIngest:
             )
         return found is not None
 
-    def store(self, header: InstanceHeader, encoded: bytes, calling_ae_title: str) -> bool:
+    def store(
+        self,
+        header: InstanceHeader,
+        encoded: bytes,
+        calling_ae_title: str,
+        *,
+        association_id: int | None = None,
+    ) -> bool:
         """Store one instance durably and record it.
 
         Parameters
@@ -51,6 +106,9 @@ class InstanceIngest:
             The Part 10 bytes to store unchanged.
         calling_ae_title : str
             Calling AE title of the association that carried it.
+        association_id : int or None
+            Row id of that association (see :class:`AssociationLog`), or None
+            when not tracked.
 
         Returns
         -------
@@ -62,55 +120,128 @@ class InstanceIngest:
         ------
         SpoolWriteError
             If the file cannot be written (disk full, permissions).
+        InvalidUIDError
+            If a UID cannot form a spool path.
         SQLAlchemyError
             If the database cannot record the row.
         """
-        if self.is_stored(header.sop_instance_uid):
-            logger.info("instance %s already stored, not stored again", header.sop_instance_uid)
-            return False
         relative = self.spool.relative_path(
             header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid
         )
+        # The spool file is the durable record: no file, no earlier copy (the database is
+        # asked only when a file exists, i.e. for re-sent instances).
+        if self.spool.absolute(relative).exists() and self.is_stored(header.sop_instance_uid):
+            logger.info("instance %s already stored, not stored again", header.sop_instance_uid)
+            return False
         self.spool.write(relative, encoded)
-        return self.record(header, str(relative), len(encoded), calling_ae_title)
+        return self.record(
+            header, str(relative), len(encoded), calling_ae_title, association_id=association_id
+        )
 
     def record(
-        self, header: InstanceHeader, relative: str, size_bytes: int, calling_ae_title: str
+        self,
+        header: InstanceHeader,
+        relative: str,
+        size_bytes: int,
+        calling_ae_title: str,
+        *,
+        association_id: int | None = None,
     ) -> bool:
-        """Record an instance whose file is already durable in the spool.
-
-        Used by :meth:`store` and by start-up recovery for spool files that
-        have no row (the node stopped between the write and the commit).
+        """Record the row of an instance whose file is already in the spool.
 
         Parameters
         ----------
         header : InstanceHeader
-            Parsed header of the stored file.
+            Parsed header of the instance.
         relative : str
-            Its spool-relative path.
+            Spool-relative path of its file.
         size_bytes : int
-            Its size.
+            Size of the file in bytes.
         calling_ae_title : str
-            Who sent it.
+            Calling AE title of the association that carried it.
+        association_id : int or None
+            Row id of that association, None when not tracked.
 
         Returns
         -------
         bool
-            True if a row was added, False if the SOP instance was already recorded.
+            True if recorded now, False if a row for this SOPInstanceUID
+            already exists.
 
         Raises
         ------
         SQLAlchemyError
             If the database cannot record the row.
         """
+        learned: list[tuple[str, _SeriesKey]] = []
         try:
             with self.session_factory.begin() as session:
-                self._record(session, header, relative, size_bytes, calling_ae_title)
+                self._record(
+                    session,
+                    header,
+                    relative,
+                    size_bytes,
+                    calling_ae_title,
+                    association_id,
+                    utcnow(),
+                    learned,
+                )
         except IntegrityError:
-            # Another association (or an earlier run) recorded the same SOP instance.
-            logger.info("instance %s already recorded", header.sop_instance_uid)
+            # A concurrent association stored the same SOP instance first: same path, same bytes.
+            logger.info(
+                "instance %s stored concurrently by another association", header.sop_instance_uid
+            )
             return False
+        for series_uid, key in learned:  # only committed rows enter the cache
+            self._remember(series_uid, key)
         return True
+
+    # ----------------------------------------------------------------- cache
+    def _cached(self, series_uid: str) -> _SeriesKey | None:
+        with self._lock:
+            return self._series_keys.get(series_uid)
+
+    def _remember(self, series_uid: str, key: _SeriesKey) -> None:
+        with self._lock:
+            self._series_keys[series_uid] = key
+            self._series_keys.move_to_end(series_uid)
+            while len(self._series_keys) > SERIES_CACHE_SIZE:
+                self._series_keys.popitem(last=False)
+
+    # ---------------------------------------------------------------- record
+    @staticmethod
+    def _slice_position(header: InstanceHeader, orientation: tuple[float, ...] | None):
+        if not same_orientation(header.image_orientation_patient, orientation):
+            return None
+        return position_along_normal(header.image_position_patient, orientation)
+
+    @staticmethod
+    def _instance_values(
+        header: InstanceHeader,
+        series_id: int,
+        relative: str,
+        size_bytes: int,
+        calling_ae_title: str,
+        association_id: int | None,
+        slice_position_mm: float | None,
+        now: datetime,
+    ) -> dict:
+        return {
+            "series_id": series_id,
+            "sop_instance_uid": header.sop_instance_uid,
+            "sop_class_uid": header.sop_class_uid,
+            "transfer_syntax_uid": header.transfer_syntax_uid,
+            "instance_number": header.instance_number,
+            "image_type": header.image_type[:128],
+            "number_of_frames": header.number_of_frames,
+            "path": relative,
+            "size_bytes": size_bytes,
+            "calling_ae_title": calling_ae_title,
+            "received_at": now,
+            "slice_position_mm": slice_position_mm,
+            "images_in_acquisition": header.images_in_acquisition,
+            "association_id": association_id,
+        }
 
     def _record(
         self,
@@ -119,8 +250,38 @@ class InstanceIngest:
         relative: str,
         size_bytes: int,
         calling_ae_title: str,
+        association_id: int | None,
+        now: datetime,
+        learned: list[tuple[str, _SeriesKey]],
     ) -> None:
-        now = utcnow()
+        key = self._cached(header.series_instance_uid)
+        if key is not None:
+            connection = session.connection()
+            bumped = connection.execute(
+                _BUMP_SERIES,
+                {
+                    "b_series_id": key.series_id,
+                    "b_series_uid": header.series_instance_uid,
+                    "b_now": now,
+                },
+            )
+            if bumped.rowcount == 1:
+                position = self._slice_position(header, key.orientation)
+                connection.execute(
+                    _INSERT_INSTANCE,
+                    self._instance_values(
+                        header,
+                        key.series_id,
+                        relative,
+                        size_bytes,
+                        calling_ae_title,
+                        association_id,
+                        position,
+                        now,
+                    ),
+                )
+                return
+        # Slow path: new study or series, a series to re-open, or not cached.
         study = session.scalar(
             select(Study).where(Study.study_instance_uid == header.study_instance_uid)
         )
@@ -140,21 +301,27 @@ class InstanceIngest:
             self._reopen(session, series, now)
         series.instance_count += 1
         series.last_instance_at = now
+        orientation = (
+            tuple(float(v) for v in series.image_orientation_patient)
+            if series.image_orientation_patient
+            else None
+        )
         session.add(
             Instance(
-                series_id=series.id,
-                sop_instance_uid=header.sop_instance_uid,
-                sop_class_uid=header.sop_class_uid,
-                transfer_syntax_uid=header.transfer_syntax_uid,
-                instance_number=header.instance_number,
-                image_type=header.image_type,
-                number_of_frames=header.number_of_frames,
-                path=relative,
-                size_bytes=size_bytes,
-                calling_ae_title=calling_ae_title,
-                received_at=now,
+                **self._instance_values(
+                    header,
+                    series.id,
+                    relative,
+                    size_bytes,
+                    calling_ae_title,
+                    association_id,
+                    self._slice_position(header, orientation),
+                    now,
+                )
             )
         )
+        session.flush()
+        learned.append((header.series_instance_uid, _SeriesKey(series.id, orientation)))
 
     @staticmethod
     def _new_series(
@@ -174,6 +341,7 @@ class InstanceIngest:
             ),
             slice_thickness_mm=header.slice_thickness_mm,
             frame_of_reference_uid=header.frame_of_reference_uid,
+            convolution_kernel=header.convolution_kernel[:128],
             calling_ae_title=calling_ae_title,
             instance_count=0,
             state=SeriesState.RECEIVING,

@@ -5,6 +5,12 @@ the network: it parses the header, writes the received bytes durably to the
 spool, records a DB row and answers. Every failure becomes a DIMSE status and
 a log line; no exception escapes into pynetdicom's association thread.
 
+Each accepted association gets a row in the association log (opened at
+EVT_ACCEPTED, closed at EVT_RELEASED, EVT_ABORTED or EVT_CONN_CLOSE) and every
+instance records which association carried it: series completeness uses
+both. ``reuse_port`` lets several receiver processes listen on one port
+(``SO_REUSEPORT``; the kernel spreads the connections over them).
+
 References
 ----------
 DICOM PS3.4 Annex B (Storage Service Class), B.2.3 statuses;
@@ -14,6 +20,10 @@ PS3.7 9.1.1 (C-STORE); PS3.8 (association negotiation).
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
 
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
@@ -23,10 +33,13 @@ from pynetdicom.sop_class import (
     SecondaryCaptureImageStorage,
     Verification,
 )
+from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicom_node.config import DicomSettings
+from dicom_node.db.models import AssociationOutcome
 from dicom_node.errors import InvalidInstanceError, InvalidUIDError, SpoolWriteError
+from dicom_node.receive.associations import AssociationLog
 from dicom_node.receive.header import parse_header
 from dicom_node.receive.ingest import InstanceIngest
 
@@ -54,6 +67,19 @@ STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC210
 
 
+class ReusePortAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with ``SO_REUSEPORT`` set before bind.
+
+    Several processes may then listen on the same address; Linux spreads new
+    connections over them.
+    """
+
+    def server_bind(self) -> None:
+        """Set ``SO_REUSEPORT`` and bind (see :meth:`AssociationServer.server_bind`)."""
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 class StorageSCP:
     """A pynetdicom Storage SCP that spools instances through an :class:`InstanceIngest`.
 
@@ -63,11 +89,36 @@ class StorageSCP:
         AE title, address, calling-AE allow-list, PDU size and timeouts.
     ingest : InstanceIngest
         Stores accepted instances.
+    on_association_closed : callable or None
+        Called with the association's row id after an association that
+        stored at least one instance has closed (for example to bring the
+        series sweep forward). Runs in the association's thread; exceptions
+        are logged.
+    reuse_port : bool
+        Listen with ``SO_REUSEPORT`` so that other receiver processes can
+        share the port.
+    receiver : str or None
+        Name of this receiver in the association log (default ``host:pid``).
     """
 
-    def __init__(self, settings: DicomSettings, ingest: InstanceIngest) -> None:
+    def __init__(
+        self,
+        settings: DicomSettings,
+        ingest: InstanceIngest,
+        *,
+        on_association_closed: Callable[[int], None] | None = None,
+        reuse_port: bool = False,
+        receiver: str | None = None,
+    ) -> None:
         self.settings = settings
         self.ingest = ingest
+        self.on_association_closed = on_association_closed
+        self.reuse_port = reuse_port
+        self.receiver = receiver or f"{socket.gethostname()}:{os.getpid()}"
+        self.associations = AssociationLog(ingest.session_factory, self.receiver)
+        # association object -> [row id or None, instances stored]
+        self._open: dict[object, list] = {}
+        self._open_lock = threading.Lock()
         self._server = None
 
     def _make_ae(self) -> AE:
@@ -101,10 +152,20 @@ class StorageSCP:
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_ABORTED, self._on_aborted),
+            (evt.EVT_CONN_CLOSE, self._on_conn_close),
         ]
-        self._server = ae.start_server(
-            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
-        )
+        address = (self.settings.host, self.settings.port)
+        if self.reuse_port:
+            self._server = ae.make_server(
+                address, evt_handlers=handlers, server_class=ReusePortAssociationServer
+            )
+            threading.Thread(
+                target=self._server.serve_forever, name="ReusePortAcceptor", daemon=True
+            ).start()
+        else:
+            self._server = ae.start_server(address, block=False, evt_handlers=handlers)
         logger.info(
             "Storage SCP %s listening on %s:%d",
             self.settings.ae_title,
@@ -125,8 +186,7 @@ class StorageSCP:
             self._server.shutdown()
             self._server = None
 
-    @staticmethod
-    def _on_accepted(event: Event) -> None:
+    def _on_accepted(self, event: Event) -> None:
         requestor = event.assoc.requestor
         logger.info(
             "association accepted from %s (%s:%s)",
@@ -134,6 +194,42 @@ class StorageSCP:
             requestor.address,
             requestor.port,
         )
+        try:
+            row_id = self.associations.open(
+                requestor.ae_title, f"{requestor.address}:{requestor.port}"
+            )
+        except Exception:  # noqa: BLE001 - untracked: its series fall back to the quiet time
+            logger.exception("association from %s could not be logged", requestor.ae_title)
+            row_id = None
+        with self._open_lock:
+            self._open[event.assoc] = [row_id, 0]
+
+    def _on_released(self, event: Event) -> None:
+        self._closed(event, AssociationOutcome.RELEASED)
+
+    def _on_aborted(self, event: Event) -> None:
+        self._closed(event, AssociationOutcome.ABORTED)
+
+    def _on_conn_close(self, event: Event) -> None:
+        self._closed(event, AssociationOutcome.CLOSED)
+
+    def _closed(self, event: Event, outcome: AssociationOutcome) -> None:
+        with self._open_lock:
+            entry = self._open.pop(event.assoc, None)
+        if entry is None or entry[0] is None:
+            return  # never accepted, not logged, or already closed
+        row_id, stored = entry
+        try:
+            self.associations.close(row_id, outcome)
+        except Exception:  # noqa: BLE001 - the row stays open until the next start
+            logger.exception("closing association %d in the log failed", row_id)
+            return
+        logger.debug("association %d %s after %d instance(s)", row_id, outcome, stored)
+        if stored and self.on_association_closed is not None:
+            try:
+                self.on_association_closed(row_id)
+            except Exception:  # noqa: BLE001
+                logger.exception("on_association_closed failed for association %d", row_id)
 
     @staticmethod
     def _on_rejected(event: Event) -> None:
@@ -193,8 +289,11 @@ class StorageSCP:
                 header.sop_class_uid,
             )
             return STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS
+        with self._open_lock:
+            entry = self._open.get(event.assoc)
+        association_id = entry[0] if entry is not None else None
         try:
-            stored = self.ingest.store(header, encoded, calling)
+            stored = self.ingest.store(header, encoded, calling, association_id=association_id)
         except InvalidUIDError as err:
             logger.warning("C-STORE from %s refused (0xC210): %s", calling, err)
             return STATUS_CANNOT_UNDERSTAND
@@ -212,5 +311,7 @@ class StorageSCP:
             logger.exception("C-STORE of %s refused (0xA700)", header.sop_instance_uid)
             return STATUS_OUT_OF_RESOURCES
         if stored:
+            if entry is not None:
+                entry[1] += 1
             logger.debug("stored %s from %s", header.sop_instance_uid, calling)
         return STATUS_SUCCESS

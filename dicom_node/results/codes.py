@@ -31,16 +31,44 @@ Choices that needed a judgement, and why:
   actually reports on (pydicom's dictionary lists it in CID 646 and CID 7000),
   so it is used instead.
 * Volume unit: UCUM "ml" (milliliter); UCUM defines both "l" and "L" for liter.
-* Hemorrhage subtypes: only codes we are confident of are listed
-  (SCT 21454007 subarachnoid, SCT 274100004 cerebral = intraparenchymal).
-  Epidural, subdural and intraventricular are deliberately absent until their
-  SNOMED CT codes are checked against a SNOMED CT browser; asking for them
-  raises :class:`~dicom_node.errors.ResultBuildError`.
+* Hemorrhage subtypes: a subtype is coded only with a source checked for it.
+  Pre-coordinated SNOMED CT disorders are used for subarachnoid hemorrhage
+  (SCT 21454007) and intraparenchymal (cerebral) hemorrhage (SCT 274100004):
+  both appear with those fully specified names in the RES-Q stroke FHIR
+  implementation guide value set expanded by tx.fhir.org from SNOMED CT
+  International (2025-02) (repository ``tecnomod-um/RES-Q-FHIR-IG``), and
+  274100004 also as "Cerebral hemorrhage" in the OHDSI LEGEND hemorrhagic
+  stroke concept set. Intraventricular hemorrhage is post-coordinated: the
+  finding is SCT 50960005 "Hemorrhage" (CID 7151) and the site SCT 35764002
+  "Brain ventricle" (CID 7151/7153), both DICOM concepts. Epidural and
+  subdural hemorrhage are deliberately absent: the public sources found give
+  conflicting codes (subdural 35486000 or 95455008; epidural 68752002,
+  75063001 or 83329005) and no SNOMED CT browser was reachable to settle
+  them; DICOM lists no "subdural space" or "epidural space" either, so they
+  cannot be post-coordinated. Asking for them raises
+  :class:`~dicom_node.errors.ResultBuildError` instead of guessing.
+* Laterality: CID 244 (SCT 7771000 Left, 24028007 Right, 51440002 Bilateral),
+  used as the TID 1411 Finding Site laterality (concept name SCT 272741003
+  "Laterality") and as the SEG Anatomic Region Modifier (CID 2 lists the same
+  three concepts).
+* Vessels and occlusion (for CT angiography pipelines): the arteries are the
+  SNOMED CT concepts of CID 12105 "Intracranial Cerebral Vessel" and CID 7151
+  (internal carotid artery, MCA and its M1/M2 segments, ACA, basilar artery,
+  PCA); "occlusion" is SCT 26036001 from CID 3810 "Vascular Morphology". All
+  come from pydicom's PS3.16 dictionary (a unit test checks each).
+* Report-level statements (TID 1500 rows 12-14, "Qualitative Evaluations",
+  UMLS C0034375): the finding with Present/Absent, or with SCT 373121007
+  "Not Evaluated" when the series was not analysable, and a TEXT "Comment"
+  (DCM 121106) that says it in words. DCMTK's TID 1500 implementation accepts
+  a report whose only content is this container (its validity check asks for
+  Imaging Measurements *or* Qualitative Evaluations), which is how the
+  "not analysable" report is built.
 
 References
 ----------
-PS3.16 CID 4, CID 100, CID 240, CID 270, CID 7005, CID 7150, CID 7151,
-CID 7162, CID 7181, CID 7469; PS3.16 TID 1500, TID 1411, TID 4019;
+PS3.16 CID 2, CID 4, CID 100, CID 240, CID 244, CID 270, CID 3810, CID 7005,
+CID 7150, CID 7151, CID 7153, CID 7162, CID 7181, CID 7469, CID 12105;
+PS3.16 TID 1500, TID 1411, TID 4019;
 PS3.3 C.8.20.2 Segmentation Image Module (Segment Description Macro).
 """
 
@@ -62,14 +90,44 @@ HEMORRHAGE = Code("50960005", "SCT", "Hemorrhage")
 INTRACRANIAL = Code("1101003", "SCT", "Intracranial")
 BRAIN = Code("12738006", "SCT", "Brain")
 SUBARACHNOID_SPACE = Code("35951006", "SCT", "Subarachnoid space")  # CID 7151 only
+BRAIN_VENTRICLE = Code("35764002", "SCT", "Brain ventricle")  # CID 7151, CID 7153
 # CID 7140 only; kept for reference, not used (see the module docstring).
 INTRACRANIAL_STRUCTURE = Code("128319008", "SCT", "Intracranial structure")
 
 # --- Findings: TID 1411 "Finding" value and qualitative-evaluation name ------
 # SNOMED CT disorders; not in a DICOM CID (TID 1411 leaves the value open).
+# 1386000: pydicom's PS3.16 dictionary ("Intracranial hemorrhage (disorder)").
 INTRACRANIAL_HEMORRHAGE = Code("1386000", "SCT", "Intracranial hemorrhage")
+# 21454007 "Subarachnoid intracranial hemorrhage (disorder)": RES-Q FHIR IG value
+# set expanded by tx.fhir.org from SNOMED CT International 2025-02.
 SUBARACHNOID_HEMORRHAGE = Code("21454007", "SCT", "Subarachnoid hemorrhage")
+# 274100004 "Cerebral hemorrhage (disorder)": same value set; OHDSI LEGEND concept set.
 CEREBRAL_HEMORRHAGE = Code("274100004", "SCT", "Cerebral hemorrhage")
+
+# --- Laterality (CID 244; also CID 2 "Anatomic Modifier") ---------------------
+LATERALITY = Code("272741003", "SCT", "Laterality")  # concept name, TID 1411 finding site
+LEFT = Code("7771000", "SCT", "Left")
+RIGHT = Code("24028007", "SCT", "Right")
+BILATERAL = Code("51440002", "SCT", "Bilateral")
+
+# --- Intracranial arteries (CID 12105 "Intracranial Cerebral Vessel", CID 7151) ---
+INTERNAL_CAROTID_ARTERY = Code("86117002", "SCT", "Internal carotid artery")  # CID 7151
+TERMINAL_INTERNAL_CAROTID_ARTERY = Code("415646005", "SCT", "Terminal internal carotid artery")
+MIDDLE_CEREBRAL_ARTERY = Code("17232002", "SCT", "Middle cerebral artery")
+MIDDLE_CEREBRAL_ARTERY_M1 = Code("414722000", "SCT", "Middle cerebral artery M1 segment")
+MIDDLE_CEREBRAL_ARTERY_M2 = Code("414723005", "SCT", "Middle cerebral artery M2 segment")
+ANTERIOR_CEREBRAL_ARTERY = Code("60176003", "SCT", "Anterior cerebral artery")
+BASILAR_ARTERY = Code("59011009", "SCT", "Basilar artery")  # CID 7151
+POSTERIOR_CEREBRAL_ARTERY = Code("70382005", "SCT", "Posterior cerebral artery")
+
+# --- Vascular morphology (CID 3810) and segmentable abnormalities (CID 7151) ---
+OCCLUSION = Code("26036001", "SCT", "Occlusion")  # CID 3810 "Vascular Morphology"
+THROMBUS = Code("396339007", "SCT", "Thrombus")  # CID 7151
+
+# --- Report-level qualitative evaluations (TID 1500 rows 12-14) ----------------
+QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")  # TID 1500
+NOT_EVALUATED = Code("373121007", "SCT", "Not Evaluated")  # SCT qualifier; DICOM CID 3703
+COMMENT = Code("121106", "DCM", "Comment")  # DCM concept
 
 # --- Qualitative evaluation values (CID 240 "Present-Absent") ----------------
 PRESENT = Code("52101004", "SCT", "Present")
@@ -92,6 +150,9 @@ HISTOGRAM_ANALYSIS = Code("123105", "DCM", "Histogram Analysis")  # CID 7162
 # --- Contributing Equipment purpose of reference (CID 7005) ------------------
 PROCESSING_EQUIPMENT = Code("109102", "DCM", "Processing Equipment")
 
+# --- Secondary Capture source image purpose of reference (CID 7202) ----------
+SOURCE_IMAGE_FOR_PROCESSING = Code("121322", "DCM", "Source image for image processing operation")
+
 # --- SR observation context (TID 1002 Observer Type, CID 270) ----------------
 DEVICE_OBSERVER = Code("121007", "DCM", "Device")
 
@@ -100,6 +161,24 @@ CT_HEAD = Code("24725-4", "LN", "CT Head")
 
 # --- SR document title (TID 1500 row 1, CID 7021) ----------------------------
 IMAGING_MEASUREMENT_REPORT = Code("126000", "DCM", "Imaging Measurement Report")
+
+LATERALITIES: dict[str, Code] = {"left": LEFT, "right": RIGHT, "bilateral": BILATERAL}
+
+#: Anatomic sites a finding may name instead of its default site (``SegmentFinding.finding_site``).
+ANATOMIC_SITES: dict[str, Code] = {
+    "intracranial": INTRACRANIAL,
+    "brain": BRAIN,
+    "subarachnoid space": SUBARACHNOID_SPACE,
+    "brain ventricle": BRAIN_VENTRICLE,
+    "internal carotid artery": INTERNAL_CAROTID_ARTERY,
+    "terminal internal carotid artery": TERMINAL_INTERNAL_CAROTID_ARTERY,
+    "middle cerebral artery": MIDDLE_CEREBRAL_ARTERY,
+    "middle cerebral artery m1 segment": MIDDLE_CEREBRAL_ARTERY_M1,
+    "middle cerebral artery m2 segment": MIDDLE_CEREBRAL_ARTERY_M2,
+    "anterior cerebral artery": ANTERIOR_CEREBRAL_ARTERY,
+    "basilar artery": BASILAR_ARTERY,
+    "posterior cerebral artery": POSTERIOR_CEREBRAL_ARTERY,
+}
 
 ALGORITHM_FAMILIES: dict[str, Code] = {
     "artificial intelligence": ARTIFICIAL_INTELLIGENCE,
@@ -187,6 +266,30 @@ _FINDINGS: dict[str, FindingCodes] = {
         finding_site=BRAIN,
         recommended_display_rgb=(200, 0, 200),
     ),
+    # Post-coordinated: Hemorrhage (CID 7151) at Brain ventricle (CID 7151).
+    "intraventricular hemorrhage": FindingCodes(
+        label="intraventricular hemorrhage",
+        segment_label="Intraventricular hemorrhage",
+        abbreviation="IVH",
+        segmented_property_category=MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+        segmented_property_type=HEMORRHAGE,
+        anatomic_region=BRAIN_VENTRICLE,
+        finding_type=HEMORRHAGE,
+        finding_site=BRAIN_VENTRICLE,
+        recommended_display_rgb=(0, 160, 255),
+    ),
+    # CT angiography: an occluded artery segment (the site names the artery).
+    "vessel occlusion": FindingCodes(
+        label="vessel occlusion",
+        segment_label="Vessel occlusion",
+        abbreviation="OCC",
+        segmented_property_category=MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+        segmented_property_type=THROMBUS,
+        anatomic_region=MIDDLE_CEREBRAL_ARTERY,
+        finding_type=OCCLUSION,
+        finding_site=MIDDLE_CEREBRAL_ARTERY,
+        recommended_display_rgb=(255, 255, 0),
+    ),
 }
 
 
@@ -264,4 +367,67 @@ def algorithm_family_code(family: str) -> Code:
     except KeyError as err:
         raise ResultBuildError(
             f"unknown algorithm family {family!r}; known: {', '.join(sorted(ALGORITHM_FAMILIES))}"
+        ) from err
+
+
+def laterality_code(laterality: str) -> Code:
+    """Return the CID 244 code of a laterality key.
+
+    Parameters
+    ----------
+    laterality : str
+        ``"left"``, ``"right"`` or ``"bilateral"``; case and blanks ignored.
+
+    Returns
+    -------
+    pydicom.sr.coding.Code
+        SCT 7771000 Left, SCT 24028007 Right or SCT 51440002 Bilateral.
+
+    Raises
+    ------
+    dicom_node.errors.ResultBuildError
+        If the key is unknown.
+
+    References
+    ----------
+    PS3.16 CID 244 Laterality, CID 2 Anatomic Modifier.
+    """
+    key = " ".join(str(laterality).split()).lower()
+    try:
+        return LATERALITIES[key]
+    except KeyError as err:
+        raise ResultBuildError(
+            f"unknown laterality {laterality!r}; known: {', '.join(sorted(LATERALITIES))}"
+        ) from err
+
+
+def anatomic_site_code(site: str) -> Code:
+    """Return the code of an anatomic site key (finding site of a finding).
+
+    Parameters
+    ----------
+    site : str
+        A key of :data:`ANATOMIC_SITES`, for example ``"basilar artery"``;
+        case and blanks ignored.
+
+    Returns
+    -------
+    pydicom.sr.coding.Code
+        The SNOMED CT body structure (CID 4, CID 7151 or CID 12105).
+
+    Raises
+    ------
+    dicom_node.errors.ResultBuildError
+        If the key is unknown.
+
+    References
+    ----------
+    PS3.16 CID 4, CID 7151, CID 12105; TID 1411 Finding Site.
+    """
+    key = " ".join(str(site).split()).lower()
+    try:
+        return ANATOMIC_SITES[key]
+    except KeyError as err:
+        raise ResultBuildError(
+            f"unknown anatomic site {site!r}; known: {', '.join(sorted(ANATOMIC_SITES))}"
         ) from err

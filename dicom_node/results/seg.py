@@ -1,11 +1,25 @@
 """DICOM Segmentation (SEG) of a pipeline result.
 
-One BINARY Segmentation instance per pipeline run, one segment per
+One Segmentation per pipeline run and SEG encoding, one segment per
 :class:`~dicom_node.pipelines.base.SegmentFinding`, in the source study and
 frame of reference, in a new series. Every frame references its source CT
 instance (highdicom writes the Derivation Image Sequence per frame) and the
-Referenced Series Sequence lists the whole source series, which OHIF needs to
+Referenced Series Sequence lists the source series, which OHIF needs to
 attach the SEG to its series.
+
+Each segment carries its coded category and type (CID 7150/7151), the
+anatomic region (with the laterality as Anatomic Region Modifier), a
+Tracking ID and Tracking UID (the same UID as the SR's TID 1411 group, so a
+finding can be followed across objects), a recommended display colour in
+CIELab and the Segmentation Algorithm Identification; the node and the
+algorithm are the General and Contributing Equipment (IHE AIR).
+
+Encodings (see :class:`dicom_node.export.profiles.SegEncoding`): BINARY
+(Segmentation Storage) or LABELMAP (Label Map Segmentation Storage, one
+frame per slice, pixel value = segment number); uncompressed, JPEG 2000
+Lossless or (LABELMAP only) RLE Lossless; empty frames kept or omitted; and
+split into several instances of one series when a receiver limits the number
+of frames (:func:`build_segmentations`).
 
 A finding with an empty mask still yields a valid segment (the "absent"
 result): all frames are encoded when every mask is empty, so the object never
@@ -20,6 +34,7 @@ Module; PS3.16 CID 7150, CID 7151, CID 4, CID 7162; IHE AIR.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -29,9 +44,10 @@ from collections.abc import Sequence
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicom_node.errors import ResultBuildError
-from dicom_node.pipelines.base import PipelineResult
+from dicom_node.pipelines.base import PipelineResult, SegmentFinding
 from dicom_node.results import codes
 from dicom_node.results.equipment import (
     EquipmentIdentity,
@@ -109,6 +125,85 @@ def _content_description(result: PipelineResult) -> str:
     return text if len(text) <= 64 else f"AI result {NOT_FOR_DIAGNOSTIC_USE}"
 
 
+def with_tracking(result: PipelineResult) -> PipelineResult:
+    """Return the result with a Tracking ID and Tracking UID on every finding.
+
+    Findings that already carry them keep theirs; the others get
+    ``"<ABBR>-<n>"`` (n = segment number) and a new UID. Building every object
+    of a job from the returned result gives one finding the same Tracking UID
+    in every SEG variant and SR.
+
+    Parameters
+    ----------
+    result : dicom_node.pipelines.base.PipelineResult
+        The pipeline output (not modified).
+
+    Returns
+    -------
+    dicom_node.pipelines.base.PipelineResult
+        A copy whose findings all have ``tracking_id`` and ``tracking_uid``.
+
+    Raises
+    ------
+    dicom_node.errors.ResultBuildError
+        If a label has no codes.
+
+    References
+    ----------
+    PS3.16 TID 4108 Tracking Identifier; PS3.3 C.8.20.2 (Tracking ID, Tracking UID).
+    """
+    findings = []
+    for number, finding in enumerate(result.findings, start=1):
+        abbreviation = codes.finding_codes(finding.label).abbreviation
+        findings.append(
+            dataclasses.replace(
+                finding,
+                tracking_id=finding.tracking_id or f"{abbreviation}-{number}",
+                tracking_uid=finding.tracking_uid or str(hd.UID()),
+            )
+        )
+    return dataclasses.replace(result, findings=findings)
+
+
+def anatomic_region_item(finding: SegmentFinding) -> hd.sr.CodedConcept:
+    """Return the Anatomic Region Sequence item of a finding's segment.
+
+    Parameters
+    ----------
+    finding : dicom_node.pipelines.base.SegmentFinding
+        Its ``finding_site`` (if set) replaces the label's default region; its
+        ``laterality`` (if set) becomes the Anatomic Region Modifier Sequence.
+
+    Returns
+    -------
+    highdicom.sr.CodedConcept
+        The region code, with AnatomicRegionModifierSequence when lateral.
+
+    Raises
+    ------
+    dicom_node.errors.ResultBuildError
+        If the label, site or laterality is unknown.
+
+    References
+    ----------
+    PS3.3 10.5 General Anatomy Mandatory Macro (Anatomic Region Modifier
+    Sequence); PS3.16 CID 2, CID 4, CID 244.
+    """
+    finding_codes = codes.finding_codes(finding.label)
+    region = (
+        codes.anatomic_site_code(finding.finding_site)
+        if finding.finding_site
+        else finding_codes.anatomic_region
+    )
+    item = hd.sr.CodedConcept(region.value, region.scheme_designator, region.meaning)
+    if finding.laterality:
+        side = codes.laterality_code(finding.laterality)
+        item.AnatomicRegionModifierSequence = [
+            hd.sr.CodedConcept(side.value, side.scheme_designator, side.meaning)
+        ]
+    return item
+
+
 def _stack_masks(result: PipelineResult, shape: tuple[int, int, int]) -> np.ndarray:
     """Return the findings' masks as one (slices, rows, columns, segments) uint8 array."""
     masks = []
@@ -158,8 +253,11 @@ def build_segmentation(
     omit_empty_frames: bool = False,
     sop_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
+    segmentation_type: str = "BINARY",
+    transfer_syntax_uid: str = ExplicitVRLittleEndian,
+    instance_number: int = 1,
 ) -> hd.seg.Segmentation:
-    """Build a BINARY Segmentation with one segment per finding.
+    """Build a Segmentation (BINARY or LABELMAP) with one segment per finding.
 
     Parameters
     ----------
@@ -189,19 +287,30 @@ def build_segmentation(
         SOP Instance UID (0008,0018); a new UID when None.
     series_instance_uid : str or None
         Series Instance UID (0020,000E); a new UID when None.
+    segmentation_type : {"BINARY", "LABELMAP"}
+        Segmentation Type (0062,0001). LABELMAP writes one frame per slice
+        whose pixel values are segment numbers (Label Map Segmentation
+        Storage, with highdicom's background segment 0).
+    transfer_syntax_uid : str
+        Explicit VR Little Endian, JPEG 2000 Lossless, or (LABELMAP only)
+        RLE Lossless.
+    instance_number : int
+        Instance Number (0020,0013); increases over the instances of a split SEG.
 
     Returns
     -------
     highdicom.seg.Segmentation
         The SEG instance: same Study Instance UID and Frame of Reference UID
-        as the source, Instance Number 1, Explicit VR Little Endian.
+        as the source.
 
     Raises
     ------
     dicom_node.errors.ResultBuildError
-        If there are no findings, a finding label has no codes, a mask does
-        not match the source grid or is not binary, the source images are not
-        one series on one grid, or highdicom rejects the input.
+        If there are no findings, a finding label, site or laterality has no
+        codes, a mask does not match the source grid or is not binary,
+        LABELMAP masks overlap, the source images are not one series on one
+        grid, or highdicom rejects the input (for example a transfer syntax
+        it cannot encode for this type).
     dicom_node.errors.InvalidUIDError
         If ``sop_instance_uid`` or ``series_instance_uid`` is not a valid UID.
 
@@ -223,6 +332,9 @@ def build_segmentation(
     if series_description is None:
         series_description = f"AI {label} SEG {NOT_FOR_DIAGNOSTIC_USE}"
 
+    segmentation_type = str(segmentation_type).upper()
+    if segmentation_type not in ("BINARY", "LABELMAP"):
+        raise ResultBuildError(f"segmentation type {segmentation_type!r} is not BINARY or LABELMAP")
     algorithm_sequence = algorithm_identification_sequence(result.algorithm, equipment)
     descriptions = []
     for number, finding in enumerate(result.findings, start=1):
@@ -235,9 +347,9 @@ def build_segmentation(
                 segmented_property_type=finding_codes.segmented_property_type,
                 algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
                 algorithm_identification=algorithm_sequence,
-                tracking_uid=str(hd.UID()),
-                tracking_id=f"{finding_codes.abbreviation}-{number}",
-                anatomic_regions=[finding_codes.anatomic_region],
+                tracking_uid=finding.tracking_uid or str(hd.UID()),
+                tracking_id=finding.tracking_id or f"{finding_codes.abbreviation}-{number}",
+                anatomic_regions=[anatomic_region_item(finding)],
                 display_color=hd.color.CIELabColor.from_rgb(*finding_codes.recommended_display_rgb),
             )
         )
@@ -246,6 +358,14 @@ def build_segmentation(
     if omit_empty_frames and all_empty:
         logger.info("every mask is empty: encoding all frames of %s", sop_instance_uid)
         omit_empty_frames = False
+    if segmentation_type == "LABELMAP":
+        if (pixel_array.sum(axis=-1) > 1).any():
+            raise ResultBuildError(
+                "findings overlap: a LABELMAP segmentation cannot encode overlapping segments"
+            )
+        numbers = np.arange(1, pixel_array.shape[-1] + 1, dtype=np.uint16)
+        label_map = (pixel_array.astype(np.uint16) * numbers).sum(axis=-1)
+        pixel_array = label_map.astype(np.uint8 if len(numbers) < 256 else np.uint16)
 
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -253,12 +373,13 @@ def build_segmentation(
             segmentation = hd.seg.Segmentation(
                 source_images=sources,
                 pixel_array=pixel_array,
-                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segmentation_type=hd.seg.SegmentationTypeValues(segmentation_type),
                 segment_descriptions=descriptions,
                 series_instance_uid=series_instance_uid,
                 series_number=series_number,
                 sop_instance_uid=sop_instance_uid,
-                instance_number=1,
+                instance_number=instance_number,
+                transfer_syntax_uid=UID(transfer_syntax_uid),
                 manufacturer=equipment.manufacturer,
                 manufacturer_model_name=equipment.manufacturer_model_name,
                 software_versions=equipment.software_versions,
@@ -279,12 +400,178 @@ def build_segmentation(
     _ensure_referenced_series(segmentation, sources)
 
     logger.info(
-        "built SEG %s (series %s): %d segment(s), %d frame(s)%s in %.2f s",
+        "built SEG %s (%s, series %s, %s): %d segment(s), %d frame(s)%s in %.2f s",
         sop_instance_uid,
+        segmentation_type,
         series_instance_uid,
+        UID(transfer_syntax_uid).keyword,
         len(descriptions),
         int(segmentation.NumberOfFrames),
         ", all empty" if all_empty else "",
         time.perf_counter() - started,
     )
     return segmentation
+
+
+def _frames_per_slice(
+    result: PipelineResult, segmentation_type: str, omit_empty_frames: bool
+) -> np.ndarray:
+    """Number of frames each source slice contributes, shape (slices,)."""
+    per_segment = np.stack(
+        [np.asarray(f.mask).reshape(len(f.mask), -1).any(axis=1) for f in result.findings],
+        axis=1,
+    )  # (slices, segments)
+    if not per_segment.any():
+        omit_empty_frames = False  # an all-empty result keeps every frame
+    if segmentation_type == "LABELMAP":
+        return (
+            per_segment.any(axis=1).astype(int)
+            if omit_empty_frames
+            else np.ones(len(per_segment), dtype=int)
+        )
+    if omit_empty_frames:
+        return per_segment.sum(axis=1).astype(int)
+    return np.full(len(per_segment), per_segment.shape[1], dtype=int)
+
+
+def split_slices(frames_per_slice: np.ndarray, max_frames: int) -> list[slice]:
+    """Split the slice axis into contiguous runs of at most ``max_frames`` frames.
+
+    Slices that contribute no frame join the current run; runs without any
+    frame are dropped (their slices have nothing to encode).
+
+    Parameters
+    ----------
+    frames_per_slice : numpy.ndarray
+        int array of shape (slices,): frames each slice contributes.
+    max_frames : int
+        Largest number of frames per run; 0 means one run with every slice.
+
+    Returns
+    -------
+    list of slice
+        Slice-axis ranges, in order.
+
+    Raises
+    ------
+    dicom_node.errors.ResultBuildError
+        If one slice alone contributes more than ``max_frames`` frames.
+    """
+    total = len(frames_per_slice)
+    if max_frames <= 0 or int(frames_per_slice.sum()) <= max_frames:
+        return [slice(0, total)]
+    if int(frames_per_slice.max()) > max_frames:
+        raise ResultBuildError(
+            f"one slice needs {int(frames_per_slice.max())} frames, more than "
+            f"max_frames={max_frames}; use LABELMAP or raise the limit"
+        )
+    runs: list[slice] = []
+    start, count = 0, 0
+    for index, frames in enumerate(frames_per_slice.tolist()):
+        if count + frames > max_frames:
+            runs.append(slice(start, index))
+            start, count = index, 0
+        count += frames
+    runs.append(slice(start, total))
+    return [run for run in runs if int(frames_per_slice[run].sum()) > 0]
+
+
+def build_segmentations(
+    source_images: Sequence[Dataset],
+    result: PipelineResult,
+    *,
+    equipment: EquipmentIdentity,
+    segmentation_type: str = "BINARY",
+    transfer_syntax_uid: str = ExplicitVRLittleEndian,
+    max_frames: int = 0,
+    omit_empty_frames: bool = False,
+    series_number: int = 9901,
+    series_description: str | None = None,
+    series_instance_uid: str | None = None,
+) -> list[hd.seg.Segmentation]:
+    """Build the SEG series of a result: one instance, or several when frames are limited.
+
+    When the SEG would have more than ``max_frames`` frames, the source slices
+    are split into contiguous runs and each run becomes one instance of the
+    same series (Instance Number 1, 2, ...), every instance with all segment
+    descriptions and the same Tracking UIDs. Each instance references its own
+    source instances.
+
+    Parameters
+    ----------
+    source_images : sequence of pydicom.Dataset
+        Single-frame source images in the slice order of the masks.
+    result : dicom_node.pipelines.base.PipelineResult
+        Findings with masks of shape (slices, rows, columns).
+    equipment : EquipmentIdentity
+        The node.
+    segmentation_type : {"BINARY", "LABELMAP"}
+        Segmentation Type.
+    transfer_syntax_uid : str
+        Transfer syntax (see :func:`build_segmentation`).
+    max_frames : int
+        Largest Number of Frames per instance; 0 = no limit (Weasis needs 400).
+    omit_empty_frames : bool
+        Leave out frames without segmented pixels.
+    series_number : int
+        Series Number of the SEG series.
+    series_description : str or None
+        Series Description; see :func:`build_segmentation`.
+    series_instance_uid : str or None
+        Series Instance UID shared by the instances; new when None.
+
+    Returns
+    -------
+    list of highdicom.seg.Segmentation
+        The instances, in slice order.
+
+    Raises
+    ------
+    dicom_node.errors.ResultBuildError
+        As :func:`build_segmentation`; also when one slice alone needs more
+        than ``max_frames`` frames.
+    dicom_node.errors.InvalidUIDError
+        If ``series_instance_uid`` is not a valid UID.
+
+    References
+    ----------
+    PS3.3 A.51 Segmentation IOD; C.7.6.16 Multi-frame Functional Groups
+    (Number of Frames).
+    """
+    if not result.findings:
+        raise ResultBuildError(f"pipeline {result.pipeline!r} returned no findings to encode")
+    result = with_tracking(result)
+    series_instance_uid = uid_or_new("SeriesInstanceUID", series_instance_uid)
+    runs = split_slices(
+        _frames_per_slice(result, str(segmentation_type).upper(), omit_empty_frames), max_frames
+    )
+    instances = []
+    for number, run in enumerate(runs, start=1):
+        part = dataclasses.replace(
+            result,
+            findings=[
+                dataclasses.replace(f, mask=np.asarray(f.mask)[run]) for f in result.findings
+            ],
+        )
+        instances.append(
+            build_segmentation(
+                list(source_images)[run],
+                part,
+                equipment=equipment,
+                series_number=series_number,
+                series_description=series_description,
+                omit_empty_frames=omit_empty_frames,
+                series_instance_uid=series_instance_uid,
+                segmentation_type=segmentation_type,
+                transfer_syntax_uid=transfer_syntax_uid,
+                instance_number=number,
+            )
+        )
+    if len(instances) > 1:
+        logger.info(
+            "SEG series %s split into %d instances of at most %d frames",
+            series_instance_uid,
+            len(instances),
+            max_frames,
+        )
+    return instances

@@ -126,7 +126,9 @@ def _header_copy(dataset: Dataset) -> Dataset:
     return header
 
 
-def prepare_source_images(source_images: Sequence[Dataset]) -> list[Dataset]:
+def prepare_source_images(
+    source_images: Sequence[Dataset], *, require_geometry: bool = True
+) -> list[Dataset]:
     """Check the source series and return header copies fit for inheritance.
 
     Parameters
@@ -134,6 +136,11 @@ def prepare_source_images(source_images: Sequence[Dataset]) -> list[Dataset]:
     source_images : sequence of pydicom.Dataset
         Single-frame images of one series, in the slice order of the masks
         (pixel data need not be loaded). They are not modified.
+    require_geometry : bool
+        Require what a SEG needs (single-frame images on one grid in one frame
+        of reference). False for objects that only reference the images (the
+        "not analysable" report of a series that failed a geometry gate):
+        then only the UIDs and one study and series are required.
 
     Returns
     -------
@@ -157,22 +164,20 @@ def prepare_source_images(source_images: Sequence[Dataset]) -> list[Dataset]:
     """
     if len(source_images) == 0:
         raise ResultBuildError("no source images given")
+    required = _REQUIRED if require_geometry else _REQUIRED[:4]
     for index, dataset in enumerate(source_images):
-        missing = [kw for kw in _REQUIRED if dataset.get(kw) in (None, "")]
+        missing = [kw for kw in required if dataset.get(kw) in (None, "")]
         if missing:
             raise ResultBuildError(
                 f"source image {index} lacks {', '.join(missing)}; cannot build results"
             )
-        if int(dataset.get("NumberOfFrames", 1) or 1) != 1:
+        if require_geometry and int(dataset.get("NumberOfFrames", 1) or 1) != 1:
             raise ResultBuildError(f"source image {index} is multi-frame; expected single-frame")
     first = source_images[0]
-    for keyword in (
-        "StudyInstanceUID",
-        "SeriesInstanceUID",
-        "FrameOfReferenceUID",
-        "Rows",
-        "Columns",
-    ):
+    shared = ("StudyInstanceUID", "SeriesInstanceUID")
+    if require_geometry:
+        shared += ("FrameOfReferenceUID", "Rows", "Columns")
+    for keyword in shared:
         values = {dataset.get(keyword) for dataset in source_images}
         if len(values) != 1:
             raise ResultBuildError(f"source images differ in {keyword}; expected one series")

@@ -2,11 +2,23 @@
 
 The report is the machine-readable twin of the SEG: for every finding one
 TID 1411 Volumetric ROI Measurements group that references the SEG segment,
-names the finding type and site, gives the volume in mL and says explicitly
-whether the finding is Present or Absent (an absent finding is reported with
-0 mL and "Absent", never left out). The observer is the device (the node
-running the algorithm); the evidence is the source series and the SEG; the
-report lives in the source study.
+carries the finding's Tracking ID and UID (the same as the SEG segment's),
+names the finding type and site (with laterality when known), gives the
+volume in mL (UCUM), the probability when the algorithm has one, and says
+explicitly whether the finding is Present or Absent (an absent finding is
+reported with 0 mL and "Absent", never left out). TID 4019 algorithm
+identification is on every group and measurement. The observer is the device
+(the node running the algorithm); the evidence is the source series and the
+SEG; the report lives in the source study.
+
+Every report also ends with the TID 1500 "Qualitative Evaluations"
+container (rows 12-14): one coded statement per finding (Present/Absent)
+and a text comment, for example "No intracranial hemorrhage detected", so a
+viewer that shows only the top level of an SR still tells the radiologist
+the study was looked at. :func:`build_not_analysable_report` writes a TID
+1500 report with only that container, "Not Evaluated" and the reason, and no
+SEG (DCMTK's TID 1500 validity check accepts Imaging Measurements *or*
+Qualitative Evaluations).
 
 References
 ----------
@@ -31,7 +43,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
 from dicom_node.errors import ResultBuildError
-from dicom_node.pipelines.base import PipelineResult, SegmentFinding
+from dicom_node.pipelines.base import AlgorithmIdentity, PipelineResult, SegmentFinding
 from dicom_node.results import codes
 from dicom_node.results.equipment import (
     EquipmentIdentity,
@@ -44,6 +56,12 @@ from dicom_node.results.seg import (
     replay_warnings,
 )
 from dicom_node.results.source import prepare_source_images, uid_or_new
+
+# TID 1204 default language: English (RFC 5646 "en-US"), as highdicom's MeasurementReport.
+_DEFAULT_LANGUAGE = hd.sr.CodedConcept("en-US", "RFC5646", "English (United States)")
+
+#: The sentence every comment ends with.
+NOT_FOR_DIAGNOSTIC_USE_SENTENCE = "AI result, not for diagnostic use."
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +96,62 @@ def _check_finding_values(number: int, finding: SegmentFinding) -> None:
         )
 
 
+def described_segments(segmentation: Dataset) -> list[Dataset]:
+    """Return the Segment Sequence items that describe findings (segment 0 left out).
+
+    A Label Map Segmentation made by highdicom describes the background as
+    segment 0; it is not a finding.
+
+    Parameters
+    ----------
+    segmentation : pydicom.Dataset
+        A Segmentation or Label Map Segmentation instance.
+
+    Returns
+    -------
+    list of pydicom.Dataset
+        Segment Sequence items with Segment Number >= 1, in order.
+
+    References
+    ----------
+    PS3.3 C.8.20.2 Segment Description Macro; Supplement 243.
+    """
+    return [
+        item for item in segmentation.get("SegmentSequence", []) if int(item.SegmentNumber) >= 1
+    ]
+
+
+def _as_instances(segmentation: Dataset | Sequence[Dataset]) -> list[Dataset]:
+    """Return the SEG instances of one SEG series as a list."""
+    if isinstance(segmentation, Dataset):
+        return [segmentation]
+    instances = list(segmentation)
+    if not instances:
+        raise ResultBuildError("no segmentation instance given")
+    if len({str(i.SeriesInstanceUID) for i in instances}) != 1:
+        raise ResultBuildError("segmentation instances belong to more than one series")
+    return instances
+
+
+def _instance_for_finding(
+    instances: list[Dataset], finding: SegmentFinding, sources: Sequence[Dataset]
+) -> Dataset:
+    """The SEG instance whose source slices hold the finding's first segmented slice."""
+    if len(instances) == 1:
+        return instances[0]
+    mask = np.asarray(finding.mask)
+    occupied = np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1))
+    if occupied.size == 0:
+        return instances[0]
+    wanted = str(sources[int(occupied[0])].SOPInstanceUID)
+    for instance in instances:
+        for series in instance.get("ReferencedSeriesSequence", []):
+            uids = {str(i.ReferencedSOPInstanceUID) for i in series.ReferencedInstanceSequence}
+            if wanted in uids:
+                return instance
+    return instances[0]
+
+
 def _check_segmentation(
     segmentation: Dataset, sources: Sequence[Dataset], result: PipelineResult
 ) -> None:
@@ -87,7 +161,7 @@ def _check_segmentation(
     for keyword in ("StudyInstanceUID", "FrameOfReferenceUID"):
         if segmentation.get(keyword) != sources[0].get(keyword):
             raise ResultBuildError(f"segmentation and source images differ in {keyword}")
-    segments = list(segmentation.get("SegmentSequence", []))
+    segments = described_segments(segmentation)
     if len(segments) != len(result.findings):
         raise ResultBuildError(
             f"segmentation has {len(segments)} segment(s) for {len(result.findings)} finding(s)"
@@ -176,19 +250,28 @@ def volumetric_roi_measurement_group(
     -------
     highdicom.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
         Tracking identifier, Referenced Segment, finding category, type and
-        site, Volume (mL), Probability if given, and a presence evaluation
-        whose name is the finding and whose value is Present or Absent.
+        site (``finding.finding_site`` or the label's site, with
+        ``finding.laterality`` as its Laterality modifier), Volume (mL),
+        Probability if given, and a presence evaluation whose name is the
+        finding and whose value is Present or Absent.
 
     Raises
     ------
     dicom_node.errors.ResultBuildError
-        If the finding label has no codes or highdicom rejects a value.
+        If the finding label, site or laterality has no codes or highdicom
+        rejects a value.
 
     References
     ----------
-    PS3.16 TID 1411, TID 1419, TID 4108, CID 240, CID 7150, CID 7151.
+    PS3.16 TID 1411, TID 1419, TID 4108, CID 240, CID 244, CID 7150, CID 7151.
     """
     finding_codes = codes.finding_codes(finding.label)
+    site = (
+        codes.anatomic_site_code(finding.finding_site)
+        if finding.finding_site
+        else finding_codes.finding_site
+    )
+    laterality = codes.laterality_code(finding.laterality) if finding.laterality else None
     measurements = [
         hd.sr.Measurement(
             name=codes.VOLUME,
@@ -220,7 +303,7 @@ def volumetric_roi_measurement_group(
             ),
             finding_type=finding_codes.finding_type,
             finding_category=finding_codes.segmented_property_category,
-            finding_sites=[hd.sr.FindingSite(anatomic_location=finding_codes.finding_site)],
+            finding_sites=[hd.sr.FindingSite(anatomic_location=site, laterality=laterality)],
             algorithm_id=algorithm_id,
             measurements=measurements,
             qualitative_evaluations=[
@@ -250,9 +333,12 @@ def build_measurement_report(
     source_images : sequence of pydicom.Dataset
         The single-frame source images the SEG was built from (headers
         suffice). Not modified.
-    segmentation : pydicom.Dataset
+    segmentation : pydicom.Dataset or sequence of pydicom.Dataset
         The SEG built from the same result (:func:`build_segmentation`, or
-        read back); segment ``k`` must describe ``result.findings[k - 1]``.
+        read back), or every instance of a split SEG series
+        (:func:`build_segmentations`); segment ``k`` must describe
+        ``result.findings[k - 1]`` (a label map's background segment 0 is
+        skipped). Each group references the instance holding its finding.
     result : dicom_node.pipelines.base.PipelineResult
         Findings with ``volume_ml`` in mL, ``present`` and ``probability``.
     equipment : EquipmentIdentity
@@ -276,7 +362,8 @@ def build_measurement_report(
         Completion Flag COMPLETE, Verification Flag UNVERIFIED, Preliminary
         Flag PRELIMINARY; same Study Instance UID as the source; the source
         instances and the SEG in the Current Requested Procedure Evidence
-        Sequence.
+        Sequence; the Qualitative Evaluations container (TID 1500 rows
+        12-14) with one Present/Absent statement per finding and a comment.
 
     Raises
     ------
@@ -297,7 +384,9 @@ def build_measurement_report(
     if not result.findings:
         raise ResultBuildError(f"pipeline {result.pipeline!r} returned no findings to report")
     sources = prepare_source_images(source_images)
-    _check_segmentation(segmentation, sources, result)
+    instances = _as_instances(segmentation)
+    for instance in instances:
+        _check_segmentation(instance, sources, result)
     for number, finding in enumerate(result.findings, start=1):
         _check_finding_values(number, finding)
     sop_instance_uid = uid_or_new("SOPInstanceUID", sop_instance_uid)
@@ -307,16 +396,18 @@ def build_measurement_report(
         series_description = f"AI {label} report {NOT_FOR_DIAGNOSTIC_USE}"
 
     algorithm_id = algorithm_identification(result.algorithm, equipment)
-    groups = [
-        volumetric_roi_measurement_group(
-            finding,
-            segment,
-            segmentation,
-            sources[0].SeriesInstanceUID,
-            algorithm_id,
+    groups = []
+    for finding, segment in zip(result.findings, described_segments(instances[0]), strict=True):
+        instance = _instance_for_finding(instances, finding, sources)
+        groups.append(
+            volumetric_roi_measurement_group(
+                finding,
+                segment,
+                instance,
+                sources[0].SeriesInstanceUID,
+                algorithm_id,
+            )
         )
-        for finding, segment in zip(result.findings, segmentation.SegmentSequence, strict=True)
-    ]
     try:
         report = hd.sr.MeasurementReport(
             observation_context=device_observer_context(equipment, result),
@@ -324,10 +415,13 @@ def build_measurement_report(
             imaging_measurements=groups,
             title=codes.IMAGING_MEASUREMENT_REPORT,
         )
+        report[0].ContentSequence.append(
+            qualitative_evaluations_container(result_statements(result))
+        )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             document = hd.sr.Comprehensive3DSR(
-                evidence=[*sources, segmentation],
+                evidence=[*sources, *instances],
                 content=report[0],
                 series_instance_uid=series_instance_uid,
                 series_number=series_number,
@@ -351,11 +445,243 @@ def build_measurement_report(
         raise ResultBuildError(f"highdicom rejected the measurement report: {err}") from err
     replay_warnings(caught, sop_instance_uid, logger)
     logger.info(
-        "built SR %s (series %s): %d measurement group(s) for SEG %s in %.2f s",
+        "built SR %s (series %s): %d measurement group(s) for SEG series %s in %.2f s",
         sop_instance_uid,
         series_instance_uid,
         len(groups),
-        segmentation.SOPInstanceUID,
+        instances[0].SeriesInstanceUID,
+        time.perf_counter() - started,
+    )
+    return document
+
+
+def result_statements(result: PipelineResult) -> list[tuple[Code, Code, str]]:
+    """Return the report-level statements of a result: (finding, value, sentence).
+
+    Parameters
+    ----------
+    result : dicom_node.pipelines.base.PipelineResult
+        Findings with ``present``, ``volume_ml`` and ``laterality``.
+
+    Returns
+    -------
+    list of tuple
+        One per distinct finding type: its code, SCT Present or Absent
+        (CID 240), and a sentence such as ``"Intracranial hemorrhage detected:
+        8.46 mL (left)."`` or ``"No intracranial hemorrhage detected."``.
+
+    Raises
+    ------
+    dicom_node.errors.ResultBuildError
+        If a label has no codes.
+    """
+    statements: dict[str, tuple[Code, Code, list[str]]] = {}
+    for finding in result.findings:
+        finding_codes = codes.finding_codes(finding.label)
+        key = finding_codes.segment_label
+        code, value, parts = statements.get(key, (finding_codes.finding_type, codes.ABSENT, []))
+        if finding.present:
+            value = codes.PRESENT
+            side = f" ({finding.laterality})" if finding.laterality else ""
+            parts.append(f"{float(finding.volume_ml):.2f} mL{side}")
+        statements[key] = (code, value, parts)
+    out = []
+    for label, (code, value, parts) in statements.items():
+        if value == codes.PRESENT:
+            sentence = f"{label} detected: {', '.join(parts)}."
+        else:
+            sentence = f"No {label[0].lower()}{label[1:]} detected."
+        out.append((code, value, sentence))
+    return out
+
+
+def qualitative_evaluations_container(
+    statements: Sequence[tuple[Code, Code, str]], *, comment: str | None = None
+) -> hd.sr.ContainerContentItem:
+    """Build the TID 1500 "Qualitative Evaluations" container of a report.
+
+    Parameters
+    ----------
+    statements : sequence of tuple
+        (concept name, coded value, sentence) per statement (row 13 CODE);
+        the sentences are joined into the row 14 TEXT comment.
+    comment : str or None
+        Comment text replacing the joined sentences.
+
+    Returns
+    -------
+    highdicom.sr.ContainerContentItem
+        CONTAINER (C0034375, UMLS, "Qualitative Evaluations"), CONTAINS one
+        CODE item per statement and one TEXT (121106, DCM, "Comment") ending
+        with "AI result, not for diagnostic use."
+
+    Raises
+    ------
+    dicom_node.errors.ResultBuildError
+        If highdicom rejects a value (for example a comment over the UT limit).
+
+    References
+    ----------
+    PS3.16 TID 1500 rows 12-14; CID 240.
+    """
+    text = comment if comment is not None else " ".join(s for _, _, s in statements)
+    text = f"{text} {NOT_FOR_DIAGNOSTIC_USE_SENTENCE}".strip()
+    try:
+        container = hd.sr.ContainerContentItem(
+            name=codes.QUALITATIVE_EVALUATIONS,
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+        container.ContentSequence = hd.sr.ContentSequence()
+        for name, value, _ in statements:
+            container.ContentSequence.append(
+                hd.sr.CodeContentItem(
+                    name=name,
+                    value=value,
+                    relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+                )
+            )
+        container.ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=codes.COMMENT,
+                value=text,
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
+    except (TypeError, ValueError) as err:
+        raise ResultBuildError(
+            f"cannot build the Qualitative Evaluations container: {err}"
+        ) from err
+    return container
+
+
+def build_not_analysable_report(
+    source_images: Sequence[Dataset],
+    *,
+    pipeline: str,
+    algorithm: AlgorithmIdentity,
+    finding_labels: Sequence[str],
+    reason: str,
+    equipment: EquipmentIdentity,
+    series_number: int = 9902,
+    series_description: str | None = None,
+    procedure_reported: Code = codes.CT_HEAD,
+    sop_instance_uid: str | None = None,
+    series_instance_uid: str | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """Build the TID 1500 report that says a series could not be analysed, and why.
+
+    There is no SEG and no measurement: the root container holds the
+    language, the device observer context, the procedure reported and the
+    Qualitative Evaluations container (rows 12-14) with, for each finding
+    the pipeline looks for, the statement "<finding>: Not Evaluated" (SCT
+    373121007) and the comment "Not analysable: <reason>.". TID 1500 makes
+    Imaging Measurements (row 6) conditional; DCMTK's implementation of TID
+    1500 accepts a report with Qualitative Evaluations instead.
+
+    Parameters
+    ----------
+    source_images : sequence of pydicom.Dataset
+        The series' images (headers suffice), listed as evidence; not modified.
+    pipeline : str
+        Pipeline name (for the series description), for example ``"ich"``.
+    algorithm : dicom_node.pipelines.base.AlgorithmIdentity
+        The algorithm that would have run (device observer name and
+        Contributing Equipment).
+    finding_labels : sequence of str
+        Labels of the findings the pipeline reports (for example
+        ``["intracranial hemorrhage"]``).
+    reason : str
+        Why the series is not analysable, in words a radiologist understands
+        (no patient identifiers).
+    equipment : EquipmentIdentity
+        The node.
+    series_number : int
+        Series Number of the SR series.
+    series_description : str or None
+        Series Description; default ``"AI <label> report (not for diagnostic use)"``.
+    procedure_reported : pydicom.sr.coding.Code
+        TID 1500 "Procedure reported".
+    sop_instance_uid, series_instance_uid : str or None
+        UIDs; new when None.
+
+    Returns
+    -------
+    highdicom.sr.Comprehensive3DSR
+        COMPLETE, UNVERIFIED, PRELIMINARY; in the source study.
+
+    Raises
+    ------
+    dicom_node.errors.ResultBuildError
+        If the reason is empty, a label has no codes, the source images are not
+        one series, or highdicom rejects the content.
+    dicom_node.errors.InvalidUIDError
+        If a given UID is not valid.
+
+    References
+    ----------
+    PS3.3 A.35.13 Comprehensive 3D SR IOD; PS3.16 TID 1500 (rows 1-5, 12-14),
+    TID 1001, TID 1204; IHE AIR.
+    """
+    started = time.perf_counter()
+    reason = " ".join(str(reason).split())
+    if not reason:
+        raise ResultBuildError("a not-analysable report needs a reason")
+    if not finding_labels:
+        raise ResultBuildError("a not-analysable report needs the findings it could not evaluate")
+    sources = prepare_source_images(source_images, require_geometry=False)
+    sop_instance_uid = uid_or_new("SOPInstanceUID", sop_instance_uid)
+    series_instance_uid = uid_or_new("SeriesInstanceUID", series_instance_uid)
+    if series_description is None:
+        series_description = f"AI {content_label_for(pipeline)} report {NOT_FOR_DIAGNOSTIC_USE}"
+    seen: dict[str, Code] = {}
+    for label in finding_labels:
+        code = codes.finding_codes(label).finding_type
+        seen.setdefault(code.value, code)
+    statements = [(code, codes.NOT_EVALUATED, "") for code in seen.values()]
+    stub = PipelineResult(pipeline, algorithm, [])
+    try:
+        root = hd.sr.ContainerContentItem(name=codes.IMAGING_MEASUREMENT_REPORT, template_id="1500")
+        root.ContentSequence = hd.sr.ContentSequence()
+        root.ContentSequence.extend(hd.sr.LanguageOfContentItemAndDescendants(_DEFAULT_LANGUAGE))
+        root.ContentSequence.extend(device_observer_context(equipment, stub))
+        root.ContentSequence.append(
+            hd.sr.CodeContentItem(
+                name=hd.sr.CodedConcept("121058", "DCM", "Procedure reported"),
+                value=procedure_reported,
+                relationship_type=hd.sr.RelationshipTypeValues.HAS_CONCEPT_MOD,
+            )
+        )
+        root.ContentSequence.append(
+            qualitative_evaluations_container(statements, comment=f"Not analysable: {reason}.")
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            document = hd.sr.Comprehensive3DSR(
+                evidence=sources,
+                content=root,
+                series_instance_uid=series_instance_uid,
+                series_number=series_number,
+                sop_instance_uid=sop_instance_uid,
+                instance_number=1,
+                manufacturer=equipment.manufacturer,
+                manufacturer_model_name=equipment.manufacturer_model_name,
+                software_versions=equipment.software_versions,
+                device_serial_number=equipment.device_serial_number,
+                institution_name=equipment.institution_name,
+                institutional_department_name=equipment.institutional_department_name,
+                series_description=series_description,
+                is_complete=True,
+                is_final=False,
+                is_verified=False,
+                contributing_equipment=[contributing_equipment_for_algorithm(equipment, algorithm)],
+            )
+    except (ValueError, TypeError, AttributeError, KeyError) as err:
+        raise ResultBuildError(f"highdicom rejected the not-analysable report: {err}") from err
+    replay_warnings(caught, sop_instance_uid, logger)
+    logger.info(
+        "built not-analysable SR %s (series %s) in %.2f s",
+        sop_instance_uid,
+        series_instance_uid,
         time.perf_counter() - started,
     )
     return document

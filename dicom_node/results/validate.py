@@ -16,10 +16,16 @@ any parsed error becomes an error too, so nothing fails silently.
 
 False positives of dciodvfy itself can be accepted only through an explicit
 allow-list passed by the caller (:class:`AllowedError`); accepted errors stay
-visible in :attr:`DciodvfyReport.allowed_errors`. The node's own SEG and SR
-need none. :data:`LABEL_MAP_SEGMENTATION_FALSE_POSITIVES` documents the only
-kind found so far, on objects made by others: this dciodvfy release predates
-the Label Map Segmentation IOD (2024) and rejects such instances.
+visible in :attr:`DciodvfyReport.allowed_errors`. The node's BINARY SEG, SR
+and SC need none. :data:`LABEL_MAP_SEGMENTATION_FALSE_POSITIVES` documents the
+only kind found: this dciodvfy release predates the Label Map Segmentation
+Storage SOP Class (Supplement 243, 2024), so it cannot find the IOD and checks
+none of its modules. So that a label map SEG is not left unchecked,
+:func:`validate_result_file` also runs dciodvfy on a copy relabelled as
+Segmentation Storage; Supplement 243 documents both SOP classes with the same
+IOD, so every module is checked, and only the exact differences the
+supplement makes for LABELMAP are accepted
+(:data:`LABEL_MAP_AS_SEGMENTATION_DIFFERENCES`).
 
 Messages can quote attribute values, including patient names; use
 :meth:`DciodvfyMessage.redacted` for logs.
@@ -36,9 +42,12 @@ import logging
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import pydicom
 
 from dicom_node.errors import ResultBuildError
 
@@ -128,11 +137,17 @@ class AllowedError:
         return re.search(self.pattern, message.text) is not None
 
 
-#: dciodvfy 20220618 does not know the Label Map Segmentation IOD
-#: (SOP Class 1.2.840.10008.5.1.4.1.1.66.7, added to PS3.3 in 2024): it cannot
-#: find the IOD and applies the BINARY/FRACTIONAL rule that segment numbers
-#: start at 1, whereas a label map may describe segment 0. Not applied by
-#: default; the node emits BINARY segmentations only.
+#: SOP Class UIDs of the two segmentation storage classes.
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
+
+#: dciodvfy 20220618 does not know the Label Map Segmentation Storage SOP Class
+#: (1.2.840.10008.5.1.4.1.1.66.7, Supplement 243, in PS3.4/PS3.3 since 2024):
+#: it cannot find the IOD and applies the BINARY/FRACTIONAL rule that segment
+#: numbers start at 1 and increase by 1, whereas Supplement 243 ("Segment
+#: Number not required to start at and increment by 1") lets a label map
+#: describe segment 0 (highdicom writes the background as segment 0). Applied
+#: only to instances of that SOP class (:func:`validate_result_file`).
 LABEL_MAP_SEGMENTATION_FALSE_POSITIVES: tuple[AllowedError, ...] = (
     AllowedError(
         r"^Information Object Not found$",
@@ -141,6 +156,45 @@ LABEL_MAP_SEGMENTATION_FALSE_POSITIVES: tuple[AllowedError, ...] = (
     AllowedError(
         r"^SegmentNumber not monotonically increasing from one by one",
         "Label Map Segmentation may use segment number 0; dciodvfy applies the SEG rule",
+    ),
+)
+
+#: dciodvfy 20220618 also does not know that Label Map Segmentation Storage is a
+#: segmentation SOP class when an SR references it: a TID 1411 Referenced
+#: Segment (IMAGE content item with Referenced Segment Number) pointing at a
+#: label map SEG is reported as a segment number on a non-segmentation
+#: reference. Accepted only for SRs that reference a Label Map SEG; such an SR
+#: is also checked as a copy whose references name Segmentation Storage, with
+#: no allow-list at all (:func:`validate_result_file`).
+LABEL_MAP_REFERENCE_FALSE_POSITIVES: tuple[AllowedError, ...] = (
+    AllowedError(
+        r"^Shall not be present for Referenced SOP Class that is not segmentation - "
+        r"attribute <ReferencedSegmentNumber>$",
+        "dciodvfy release predates Label Map Segmentation Storage, a segmentation SOP class",
+    ),
+)
+
+#: What dciodvfy reports on a correct label map SEG relabelled as Segmentation
+#: Storage, each a difference Supplement 243 makes for Segmentation Type
+#: LABELMAP: the new enumerated value; segment number 0 (background); and no
+#: Segment Identification Sequence in the per-frame functional groups, because
+#: a label map frame holds every segment (the pixel value is the segment
+#: number) instead of one segment per frame.
+LABEL_MAP_AS_SEGMENTATION_DIFFERENCES: tuple[AllowedError, ...] = (
+    *LABEL_MAP_SEGMENTATION_FALSE_POSITIVES[1:],
+    AllowedError(
+        r"^Unrecognized enumerated value <LABELMAP> for value 1 of attribute "
+        r"<Segmentation Type>$",
+        "LABELMAP is the Segmentation Type of the Label Map Segmentation SOP Class",
+    ),
+    AllowedError(
+        r"^Value is zero for value 1 of attribute <Segment Number>$",
+        "a label map may describe segment 0 (the background)",
+    ),
+    AllowedError(
+        r"^Missing attribute Type 1 Required Element=<SegmentIdentificationSequence> "
+        r"Module=<SegmentationMacro>$",
+        "a label map frame holds every segment; no per-frame Segment Identification",
     ),
 )
 
@@ -369,3 +423,107 @@ def run_dciodvfy(
     for message in report.allowed_errors:
         logger.info("dciodvfy %s (allowed): %s", path.name, message.redacted())
     return report
+
+
+def _relabel_label_map(dataset: pydicom.Dataset) -> bool:
+    """Replace every Label Map Segmentation Storage UID by Segmentation Storage, in place.
+
+    Returns whether any value was replaced (SOP Class UID, Referenced SOP
+    Class UIDs in sequences at any depth).
+    """
+    found = False
+
+    def _walk(item: pydicom.Dataset) -> None:
+        nonlocal found
+        for element in item:
+            if element.VR == "SQ":
+                for child in element.value:
+                    _walk(child)
+            elif element.VR == "UI" and str(element.value) == LABEL_MAP_SEGMENTATION_STORAGE:
+                element.value = SEGMENTATION_STORAGE
+                found = True
+
+    _walk(dataset)
+    return found
+
+
+def validate_result_file(
+    path: Path, *, executable: str | None = None, timeout_s: float = 120.0
+) -> DciodvfyReport:
+    """Validate an object the node emits, with the allow-list its SOP class needs.
+
+    BINARY SEG, SR and SC are checked as they are, with no allow-list. A Label
+    Map Segmentation is checked twice: as it is, accepting only
+    :data:`LABEL_MAP_SEGMENTATION_FALSE_POSITIVES`; and as a temporary copy
+    relabelled Segmentation Storage, so that dciodvfy checks every module of
+    the (shared) Segmentation IOD, accepting only
+    :data:`LABEL_MAP_AS_SEGMENTATION_DIFFERENCES`. An SR that references a
+    label map SEG is checked as it is, accepting only
+    :data:`LABEL_MAP_REFERENCE_FALSE_POSITIVES`, and as a copy whose
+    references name Segmentation Storage, accepting nothing. The errors and
+    warnings of both runs are merged into one report.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        A DICOM Part 10 file written by the node.
+    executable : str or None
+        dciodvfy name or path; looked up on PATH when None.
+    timeout_s : float
+        Seconds after which one dciodvfy run is stopped.
+
+    Returns
+    -------
+    DciodvfyReport
+        Errors left after the allow-list (call
+        :meth:`DciodvfyReport.raise_for_errors`), warnings, accepted errors.
+
+    Raises
+    ------
+    dicom_node.errors.ResultBuildError
+        If dciodvfy is missing, fails to run, or the file cannot be read.
+
+    References
+    ----------
+    dicom3tools dciodvfy; PS3.3 A.51 Segmentation IOD; DICOM Supplement 243
+    Label Map Segmentation.
+    """
+    path = Path(path)
+    try:
+        dataset = pydicom.dcmread(path)
+        sop_class_uid = str(dataset.SOPClassUID)
+    except Exception as err:  # noqa: BLE001 - any read failure means an invalid file
+        raise ResultBuildError(f"cannot read {path.name} for validation: {err}") from err
+    if sop_class_uid == LABEL_MAP_SEGMENTATION_STORAGE:
+        direct_allowed = LABEL_MAP_SEGMENTATION_FALSE_POSITIVES
+        surrogate_allowed = LABEL_MAP_AS_SEGMENTATION_DIFFERENCES
+    elif _relabel_label_map(dataset):
+        # An SR (or another object) that references a label map SEG.
+        direct_allowed = LABEL_MAP_REFERENCE_FALSE_POSITIVES
+        surrogate_allowed = ()
+    else:
+        return run_dciodvfy(path, executable=executable, timeout_s=timeout_s)
+    direct = run_dciodvfy(
+        path, allowed_errors=direct_allowed, executable=executable, timeout_s=timeout_s
+    )
+    _relabel_label_map(dataset)
+    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    with tempfile.TemporaryDirectory(prefix="dciodvfy-") as tmp:
+        surrogate_path = Path(tmp) / path.name
+        dataset.save_as(surrogate_path, enforce_file_format=True)
+        surrogate = run_dciodvfy(
+            surrogate_path,
+            allowed_errors=surrogate_allowed,
+            executable=executable,
+            timeout_s=timeout_s,
+        )
+    return DciodvfyReport(
+        path=path,
+        iod=surrogate.iod,
+        errors=direct.errors + surrogate.errors,
+        warnings=direct.warnings + surrogate.warnings,
+        allowed_errors=direct.allowed_errors + surrogate.allowed_errors,
+        other_lines=direct.other_lines + surrogate.other_lines,
+        returncode=max(direct.returncode, surrogate.returncode),
+        output=direct.output + surrogate.output,
+    )

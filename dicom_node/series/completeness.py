@@ -1,20 +1,247 @@
 """Series completeness: when has a series stopped arriving?
 
-A series in RECEIVING becomes COMPLETE once no instance has arrived for
-``stable_after_s`` seconds (Orthanc calls this "stable"). The basis of each
-completion is stored in ``series.completion_basis``.
+Two ways, and the basis of each completion is stored in ``series.completion_basis``:
+
+* **Proof** (:func:`mark_proven_series_complete`), as soon as the data shows
+  it. Every association that carried the series has closed, no association
+  of the same sender is open without having stored anything yet (a sender
+  that opens one association per instance is between two of them), and either
+
+  - the instance count is proven: one multi-frame instance, or as many
+    instances as their common ImagesInAcquisition (0020,1002); or
+  - the geometry is proven: every carrying association was released
+    normally at least ``release_grace_s`` ago, and the slice positions along
+    the normal form a contiguous, evenly spaced stack of at least
+    :data:`MIN_STACK_SLICES` slices. Uneven stacks (the GE head: 4 mm steps
+    then 7 mm steps) prove nothing and wait for the quiet time.
+
+  A series still carried by an open association is never completed, so one
+  sent over several concurrent associations is not split.
+* **Quiet time** (:func:`mark_stable_series_complete`): no instance for
+  ``stable_after_s`` seconds (Orthanc calls this "stable").
+
+What no rule can see is a sender that pauses longer than ``release_grace_s``
+between two associations of one series while the first part alone is an even
+stack; a late instance then re-opens the series (see docs/performance.md).
+
+References
+----------
+DICOM PS3.3 C.7.6.2 Image Plane Module (slice positions along the normal);
+PS3.3 C.7.6.1 General Image Module (ImagesInAcquisition); PS3.3 C.7.6.6
+Multi-frame Module (NumberOfFrames); PS3.8 section 7 (association release).
 """
 
 from __future__ import annotations
 
+import logging
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from dicom_node.db.models import Instance, Series, SeriesState, utcnow
+from dicom_node.db.models import (
+    Association,
+    AssociationOutcome,
+    Instance,
+    Series,
+    SeriesState,
+    utcnow,
+)
 from dicom_node.db.transitions import set_state
 from dicom_node.series.selection import SeriesAttributes
+
+logger = logging.getLogger(__name__)
+
+#: Fewest slices whose geometry can prove a complete stack.
+MIN_STACK_SLICES = 3
+#: Every slice step must lie within this fraction of the median step ...
+EVEN_STEP_RELATIVE_TOLERANCE = 0.01
+#: ... or within this many mm of it (positions are rounded in the headers).
+EVEN_STEP_ABSOLUTE_TOLERANCE_MM = 0.005
+#: Two slices closer than this along the normal are at the same position (mm).
+DUPLICATE_POSITION_TOLERANCE_MM = 1e-3
+
+
+@dataclass(frozen=True)
+class StackEvidence:
+    """Whether slice positions prove a contiguous, evenly spaced stack.
+
+    Parameters
+    ----------
+    proven : bool
+        True when the positions form such a stack.
+    reason : str
+        The evidence ("28 slices, even 5.000 mm steps") or why not.
+    """
+
+    proven: bool
+    reason: str
+
+
+def stack_evidence(positions_mm: Sequence[float | None]) -> StackEvidence:
+    """Decide whether slice positions along the normal form a contiguous, evenly spaced stack.
+
+    Parameters
+    ----------
+    positions_mm : sequence of float or None
+        Position of each instance along the series' slice normal in mm, in
+        any order; None for an instance without usable geometry.
+
+    Returns
+    -------
+    StackEvidence
+        Proven when there are at least :data:`MIN_STACK_SLICES` positions,
+        none missing, no two at the same place, and every step between
+        neighbours is within 1 % (or 0.005 mm) of the median step. A missing
+        slice inside the stack doubles one step, so it is never proven.
+
+    References
+    ----------
+    DICOM PS3.3 C.7.6.2.1.1 Image Position and Image Orientation.
+    """
+    if any(p is None for p in positions_mm):
+        missing = sum(p is None for p in positions_mm)
+        return StackEvidence(False, f"{missing} instance(s) without a position on the normal")
+    if len(positions_mm) < MIN_STACK_SLICES:
+        return StackEvidence(False, f"{len(positions_mm)} slice(s), fewer than {MIN_STACK_SLICES}")
+    ordered = sorted(float(p) for p in positions_mm)  # type: ignore[arg-type]
+    steps = [b - a for a, b in pairwise(ordered)]
+    if min(steps) < DUPLICATE_POSITION_TOLERANCE_MM:
+        return StackEvidence(False, "two slices at the same position")
+    step = statistics.median(steps)
+    tolerance = max(EVEN_STEP_RELATIVE_TOLERANCE * step, EVEN_STEP_ABSOLUTE_TOLERANCE_MM)
+    worst = max(abs(s - step) for s in steps)
+    if worst > tolerance:
+        return StackEvidence(
+            False,
+            f"uneven steps: {min(steps):.3f} to {max(steps):.3f} mm around {step:.3f} mm",
+        )
+    return StackEvidence(True, f"{len(ordered)} slices, even {step:.3f} mm steps")
+
+
+def count_evidence(
+    images_in_acquisition: Sequence[int | None], number_of_frames: Sequence[int]
+) -> str | None:
+    """Return the basis if the instance count proves the series complete, else None.
+
+    Parameters
+    ----------
+    images_in_acquisition : sequence of int or None
+        ImagesInAcquisition of each instance (None where absent).
+    number_of_frames : sequence of int
+        NumberOfFrames of each instance (1 for single-frame).
+
+    Returns
+    -------
+    str or None
+        ``"multi-frame: ..."`` for one multi-frame instance, ``"ImagesInAcquisition:
+        ..."`` when every instance states the same count and that many are
+        here, otherwise None.
+
+    References
+    ----------
+    DICOM PS3.3 C.7.6.1 General Image Module; PS3.3 C.7.6.6 Multi-frame Module.
+    """
+    count = len(number_of_frames)
+    if count == 1 and number_of_frames[0] > 1:
+        return f"multi-frame: one instance with {number_of_frames[0]} frames"
+    values = set(images_in_acquisition)
+    if len(values) == 1 and None not in values and all(n == 1 for n in number_of_frames):
+        (expected,) = values
+        if expected == count:
+            return f"ImagesInAcquisition: {count} of {expected} instances received"
+    return None
+
+
+def _complete(session: Session, series: Series, basis: str, now: datetime) -> None:
+    set_state(session, series, SeriesState.COMPLETE, reason=basis, now=now)
+    series.completed_at = now
+    series.completion_basis = basis
+
+
+def mark_proven_series_complete(
+    session: Session, *, release_grace_s: float, now: datetime | None = None
+) -> list[Series]:
+    """Mark RECEIVING series COMPLETE whose instances prove them complete.
+
+    See the module docstring for the rules.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Open session; the caller commits.
+    release_grace_s : float
+        Seconds after the last carrying association was released before the
+        geometry may prove completeness (a sender that opens one association
+        per instance opens the next one within this time).
+    now : datetime or None
+        Current time (UTC).
+
+    Returns
+    -------
+    list of Series
+        The series completed by this call.
+    """
+    now = now or utcnow()
+    completed = []
+    receiving = session.scalars(
+        select(Series).where(Series.state == SeriesState.RECEIVING).order_by(Series.id)
+    ).all()
+    for series in receiving:
+        rows = session.execute(
+            select(
+                Instance.association_id,
+                Instance.slice_position_mm,
+                Instance.images_in_acquisition,
+                Instance.number_of_frames,
+            ).where(Instance.series_id == series.id)
+        ).all()
+        if not rows or any(r.association_id is None for r in rows):
+            continue  # carried by an untracked association: only the quiet time knows
+        carriers = session.scalars(
+            select(Association).where(Association.id.in_({r.association_id for r in rows}))
+        ).all()
+        if any(c.closed_at is None for c in carriers):
+            continue  # still being received
+        senders = {c.calling_ae_title for c in carriers}
+        has_instance = exists().where(Instance.association_id == Association.id)
+        waiting = session.scalar(
+            select(Association.id)
+            .where(
+                Association.closed_at.is_(None),
+                Association.calling_ae_title.in_(senders),
+                ~has_instance,
+            )
+            .limit(1)
+        )
+        if waiting is not None:
+            continue  # the same sender has a new association open: it may carry more
+        basis = count_evidence(
+            [r.images_in_acquisition for r in rows], [r.number_of_frames for r in rows]
+        )
+        if basis is None:
+            released = all(c.outcome == AssociationOutcome.RELEASED for c in carriers)
+            last_closed = max(c.closed_at for c in carriers)
+            if not released or now - last_closed < timedelta(seconds=release_grace_s):
+                continue
+            stack = stack_evidence([r.slice_position_mm for r in rows])
+            if not stack.proven:
+                logger.debug(
+                    "series %s not proven complete: %s", series.series_instance_uid, stack.reason
+                )
+                continue
+            basis = (
+                f"geometry: {stack.reason}; {len(carriers)} association(s) released, the last "
+                f"{(now - last_closed).total_seconds():.1f} s ago"
+            )
+        _complete(session, series, basis, now)
+        logger.info("series %s complete: %s", series.series_instance_uid, basis)
+        completed.append(series)
+    return completed
 
 
 def mark_stable_series_complete(
@@ -46,9 +273,7 @@ def mark_stable_series_complete(
     for series in quiet:
         quiet_s = (now - series.last_instance_at).total_seconds()
         basis = f"quiet time: no new instance for {quiet_s:.1f} s (stable_after_s={stable_after_s})"
-        set_state(session, series, SeriesState.COMPLETE, reason=basis, now=now)
-        series.completed_at = now
-        series.completion_basis = basis
+        _complete(session, series, basis, now)
     return list(quiet)
 
 
@@ -83,8 +308,8 @@ def series_attributes(session: Session, series: Series) -> SeriesAttributes:
         protocol_name=series.protocol_name,
         contrast_bolus_agent=series.contrast_bolus_agent,
         image_orientation_patient=tuple(iop) if iop else None,
+        slice_count=sum(r[2] for r in rows),
         slice_thickness_mm=series.slice_thickness_mm,
         sop_class_uids=frozenset(r[0] for r in rows),
         image_types=frozenset(image_types),
-        slice_count=sum(r[2] for r in rows),
     )

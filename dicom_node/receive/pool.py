@@ -1,0 +1,286 @@
+"""Several Storage SCP processes on one port, for senders in parallel.
+
+pynetdicom runs each association in Python threads of one process, so
+parallel associations share one interpreter lock: with four senders the
+receiving process, not the disk, sets the pace (docs/performance.md). A
+:class:`ReceiverPool` starts ``dicom.receiver_processes`` processes that each
+listen on the same address with ``SO_REUSEPORT``; Linux spreads incoming
+connections over them, and each association stays in the process that
+accepted it. The processes share the spool and the database; association
+closures are passed to the node through a queue (for the early series sweep).
+
+The pool binds the port itself first (without listening) so that a
+configured port 0 resolves to one port for every process, and it keeps that
+socket until it stops, so no other program can take the port in between. A
+receiver that dies is replaced by :meth:`ReceiverPool.check`; the associations
+it had open are closed as LOST in the association log.
+
+References
+----------
+Linux socket(7), ``SO_REUSEPORT``; DICOM PS3.8 (one association per TCP connection).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dicom_node.config import Settings
+from dicom_node.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a receiver process may take to start listening.
+START_TIMEOUT_S = 120.0
+
+
+def _exit_when_orphaned(parent_pid: int, stop, interval_s: float = 1.0) -> None:
+    while not stop.is_set():
+        time.sleep(interval_s)
+        if os.getppid() != parent_pid:
+            logging.getLogger(__name__).error("node process %d is gone: receiver exits",
+                                              parent_pid)
+            os._exit(3)
+
+
+def receiver_process_main(
+    settings_data: dict[str, Any],
+    port: int,
+    ready,
+    stop,
+    closed_queue,
+    parent_pid: int,
+) -> None:
+    """Entry point of one receiver process: a Storage SCP on the shared port.
+
+    Parameters
+    ----------
+    settings_data : dict
+        ``Settings.model_dump(mode="json")`` of the node.
+    port : int
+        The port every receiver listens on (already resolved, never 0).
+    ready : multiprocessing.Event
+        Set once this process listens.
+    stop : multiprocessing.Event
+        Set by the node to stop all receivers.
+    closed_queue : multiprocessing.Queue
+        Receives the association-log id of each closed association that
+        stored instances.
+    parent_pid : int
+        The node's process id; the receiver exits if that process dies.
+    """
+    from dicom_node.db.engine import make_engine, make_session_factory
+    from dicom_node.logs import configure_logging
+    from dicom_node.receive.ingest import InstanceIngest
+    from dicom_node.receive.scp import StorageSCP
+    from dicom_node.receive.spool import Spool
+
+    settings = Settings.model_validate(settings_data)
+    configure_logging(settings.log_level, log_library_warnings=settings.log_library_warnings)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we stop
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid, stop), daemon=True).start()
+    engine = make_engine(settings.storage.url, sqlite_synchronous="NORMAL")
+    ingest = InstanceIngest(Spool(settings.storage.spool_path), make_session_factory(engine))
+    dicom = settings.dicom.model_copy(update={"port": port})
+    scp = StorageSCP(dicom, ingest, on_association_closed=closed_queue.put, reuse_port=True)
+    scp.start()
+    ready.set()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        scp.stop()
+        engine.dispose()
+
+
+class ReceiverPool:
+    """``processes`` Storage SCP processes listening on one port with ``SO_REUSEPORT``.
+
+    Parameters
+    ----------
+    settings : Settings
+        The node's settings (the ``dicom`` section configures every receiver).
+    processes : int
+        Number of receiver processes, at least 1.
+    on_association_closed : callable or None
+        Called in the node process with the association-log id of each closed
+        association that stored instances.
+    close_lost : callable or None
+        ``close_lost(receiver)`` closes the association rows of a receiver that
+        died (``receiver`` is its ``host:pid``).
+
+    Raises
+    ------
+    ConfigurationError
+        If ``processes`` is less than 1 or the platform lacks ``SO_REUSEPORT``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        processes: int,
+        *,
+        on_association_closed: Callable[[int], None] | None = None,
+        close_lost: Callable[[str], None] | None = None,
+    ) -> None:
+        if processes < 1:
+            raise ConfigurationError("a receiver pool needs at least one process")
+        if not hasattr(socket, "SO_REUSEPORT"):
+            raise ConfigurationError("dicom.receiver_processes > 0 needs SO_REUSEPORT (Linux)")
+        self.settings = settings
+        self.processes = processes
+        self.on_association_closed = on_association_closed
+        self.close_lost = close_lost
+        self._context = multiprocessing.get_context("spawn")
+        self._stop = self._context.Event()
+        self._closed = self._context.Queue()
+        self._reserved: socket.socket | None = None
+        self._port = settings.dicom.port
+        self._receivers: list[multiprocessing.process.BaseProcess] = []
+        self._relay: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The port the receivers listen on."""
+        return self._port
+
+    def _reserve_port(self) -> None:
+        family = socket.AF_INET6 if ":" in self.settings.dicom.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((self.settings.dicom.host, self.settings.dicom.port))
+        self._reserved = sock
+        self._port = int(sock.getsockname()[1])
+
+    def _spawn(self, index: int) -> multiprocessing.process.BaseProcess:
+        ready = self._context.Event()
+        process = self._context.Process(
+            target=receiver_process_main,
+            args=(
+                self.settings.model_dump(mode="json"),
+                self._port,
+                ready,
+                self._stop,
+                self._closed,
+                os.getpid(),
+            ),
+            name=f"dicom-node-receiver-{index}",
+            daemon=True,
+        )
+        process.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ready.wait(0.2):
+            if not process.is_alive() or time.monotonic() > deadline:
+                process.terminate()
+                raise OSError(
+                    f"receiver process {index} did not start listening on port {self._port}"
+                )
+        return process
+
+    def _relay_closures(self) -> None:
+        while True:
+            try:
+                item = self._closed.get(timeout=1.0)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            except (EOFError, OSError):
+                return
+            if item is None:
+                return
+            if self.on_association_closed is not None:
+                try:
+                    self.on_association_closed(int(item))
+                except Exception:  # noqa: BLE001
+                    logger.exception("on_association_closed failed for association %s", item)
+
+    def start(self) -> None:
+        """Bind the port, start the receivers and wait until each listens.
+
+        Raises
+        ------
+        OSError
+            If the port cannot be bound or a receiver does not start.
+        """
+        self._reserve_port()
+        self._relay = threading.Thread(
+            target=self._relay_closures, name="receiver-closures", daemon=True
+        )
+        self._relay.start()
+        try:
+            for index in range(self.processes):
+                self._receivers.append(self._spawn(index))
+        except OSError:
+            self.stop()
+            raise
+        logger.info(
+            "Storage SCP %s listening on %s:%d in %d receiver processes",
+            self.settings.dicom.ae_title,
+            self.settings.dicom.host,
+            self._port,
+            self.processes,
+        )
+
+    def alive(self) -> int:
+        """Number of receiver processes running."""
+        return sum(p.is_alive() for p in self._receivers)
+
+    def check(self) -> int:
+        """Replace receivers that died; return how many were replaced."""
+        if self._stop.is_set():
+            return 0
+        replaced = 0
+        host = socket.gethostname()
+        for index, process in enumerate(self._receivers):
+            if process.is_alive():
+                continue
+            logger.error(
+                "receiver process %s (pid %s) exited with %s: starting a new one",
+                process.name,
+                process.pid,
+                process.exitcode,
+            )
+            if self.close_lost is not None:
+                try:
+                    self.close_lost(f"{host}:{process.pid}")
+                except Exception:  # noqa: BLE001
+                    logger.exception("closing the associations of %s failed", process.name)
+            try:
+                self._receivers[index] = self._spawn(index)
+                replaced += 1
+            except OSError:
+                logger.exception("receiver process %d could not be restarted", index)
+        return replaced
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the receivers (their open associations end) and release the port."""
+        self._stop.set()
+        for process in self._receivers:
+            process.join(timeout_s)
+            if process.is_alive():
+                logger.warning("receiver %s did not stop in %.0f s, terminating", process.name,
+                               timeout_s)
+                process.terminate()
+                process.join(5)
+        self._receivers.clear()
+        try:
+            self._closed.put(None)
+        except (OSError, ValueError):
+            pass
+        if self._relay is not None:
+            self._relay.join(5)
+            self._relay = None
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
