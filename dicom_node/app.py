@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node import __version__
 from dicom_node.config import Settings
 from dicom_node.db.engine import make_engine, make_session_factory
+from dicom_node.db.schema import check_schema
 from dicom_node.db.models import (
     Delivery,
     DeliveryState,
@@ -529,6 +530,7 @@ class Node:
         self.settings = settings
         settings.storage.base_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(settings.storage.url)
+        check_schema(self.engine)
         self.session_factory = make_session_factory(self.engine)
         self.spool = Spool(settings.storage.spool_path)
         settings.storage.outbox_path.mkdir(parents=True, exist_ok=True)

@@ -82,7 +82,11 @@ def serve(config: ConfigOption = None) -> None:
     from dicom_node.app import Node
 
     settings = _settings(config)
-    node = Node(settings)
+    try:
+        node = Node(settings)
+    except ConfigurationError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
     try:
         node.start()
     except ConfigurationError as err:
@@ -131,8 +135,18 @@ def _job_row(job, series) -> dict[str, Any]:
         "created_at": job.created_at.isoformat(),
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "findings": findings,
+        "not_analysable": summary.get("not_analysable"),
         "error": job.error,
     }
+
+
+def _result_text(row: dict[str, Any]) -> str:
+    """One line for a job's outcome: its error, why it was not analysable, or its findings."""
+    if row["state"] == "FAILED":
+        return row["error"] or ""
+    if row.get("not_analysable"):
+        return f"not analysable: {row['not_analysable'].get('reason', '')}"
+    return _finding_text(row["findings"])
 
 
 def _finding_text(findings: list[dict[str, Any]]) -> str:
@@ -203,7 +217,7 @@ def jobs_list(
         return
     typer.echo(f"{'JOB':>5}  {'STATE':<10} {'PIPELINE':<8} {'SERIES':<40} RESULT")
     for row in jobs:
-        result = row["error"] if row["state"] == "FAILED" else _finding_text(row["findings"])
+        result = _result_text(row)
         typer.echo(
             f"{row['job_id']:>5}  {row['state']:<10} {row['pipeline']:<8} "
             f"{row['series_instance_uid'][-40:]:<40} {result}"
@@ -296,6 +310,8 @@ def jobs_show(
     )
     if data["findings"]:
         typer.echo(f"findings: {_finding_text(data['findings'])}")
+    if data["not_analysable"]:
+        typer.echo(f"not analysable: {data['not_analysable'].get('reason', '')}")
     if data["error"]:
         typer.echo(f"error: {data['error']}")
     typer.echo("timeline:")

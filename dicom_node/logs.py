@@ -32,5 +32,9 @@ def configure_logging(level: str, *, log_library_warnings: bool = False) -> None
     library_level = logging.WARNING if log_library_warnings else logging.ERROR
     for name in _LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(max(library_level, logging.getLevelName(level)))
+    # APScheduler logs every sweep at INFO (several per second): only its warnings matter.
+    logging.getLogger("apscheduler").setLevel(
+        logging.DEBUG if level == "DEBUG" else logging.WARNING
+    )
     # pynetdicom logs every association at INFO; keep that only when debugging.
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)

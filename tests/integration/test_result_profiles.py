@@ -216,3 +216,18 @@ def test_multiple_series_all_analyses_each(tmp_path, head_ct_dir):
     sweep_series(session_factory, settings)
     states = _states(session_factory)
     assert {state for state, _ in states.values()} == {SeriesState.DISPATCHED}
+
+
+def test_jobs_list_and_show_say_why_a_series_was_not_analysable(ran, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dicom_node.cli import app as cli_app
+
+    monkeypatch.setenv("DICOM_NODE_STORAGE__BASE_DIR", str(ran["settings"].storage.base_dir))
+    job_id = ran["jobs"]["gapped"].id
+    listed = CliRunner().invoke(cli_app, ["jobs", "list"])
+    assert listed.exit_code == 0, listed.output
+    (line,) = [x for x in listed.output.splitlines() if x.strip().startswith(str(job_id))]
+    assert "not analysable:" in line and "14.0 mm between slices 20 and 21" in line
+    shown = CliRunner().invoke(cli_app, ["jobs", "show", str(job_id)])
+    assert "not analysable: " in shown.output
