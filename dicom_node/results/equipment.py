@@ -104,6 +104,29 @@ class EquipmentIdentity:
         if self.device_uid is not None and not is_valid_uid(self.device_uid):
             raise ResultBuildError(f"device_uid {self.device_uid!r} is not a valid UID")
 
+    def general_equipment_kwargs(self) -> dict[str, str | None]:
+        """Keyword arguments of highdicom's SOP class constructors for the General Equipment Module.
+
+        Returns
+        -------
+        dict
+            ``manufacturer``, ``manufacturer_model_name``, ``software_versions``,
+            ``device_serial_number``, ``institution_name`` and
+            ``institutional_department_name``.
+
+        References
+        ----------
+        DICOM PS3.3 C.7.5.1 General Equipment Module.
+        """
+        return {
+            "manufacturer": self.manufacturer,
+            "manufacturer_model_name": self.manufacturer_model_name,
+            "software_versions": self.software_versions,
+            "device_serial_number": self.device_serial_number,
+            "institution_name": self.institution_name,
+            "institutional_department_name": self.institutional_department_name,
+        }
+
     @property
     def device_observer_uid(self) -> str:
         """str: The Device Observer UID (explicit, or derived and stable)."""
