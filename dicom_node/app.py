@@ -26,23 +26,31 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node import __version__
+from dicom_node.audit import AuditLog
 from dicom_node.config import Settings
 from dicom_node.db.engine import make_engine, make_session_factory
-from dicom_node.db.schema import check_schema
 from dicom_node.db.models import (
     Delivery,
     DeliveryState,
     Instance,
     Job,
+    JobState,
     ResultObject,
     Series,
     SeriesState,
     utcnow,
 )
+from dicom_node.db.schema import check_schema
 from dicom_node.db.transitions import log_initial_state, set_state
 from dicom_node.errors import ResultBuildError
-from dicom_node.export.exporter import deliver_due
-from dicom_node.jobs.queue import enqueue, instance_set_digest, recover_stale_jobs
+from dicom_node.export.exporter import deliver_due, peer_for
+from dicom_node.jobs.limits import limit_worker_memory
+from dicom_node.jobs.queue import (
+    cancel_superseded,
+    enqueue,
+    instance_set_digest,
+    recover_stale_jobs,
+)
 from dicom_node.jobs.worker import run_worker
 from dicom_node.logs import configure_logging
 from dicom_node.metrics import make_registry
@@ -89,6 +97,32 @@ class ResultFile:
     study_instance_uid: str
     size_bytes: int
     destinations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResultVersion:
+    """The result version a job's run produces (see :mod:`dicom_node.results.versioning`).
+
+    Parameters
+    ----------
+    version : int
+        1 for the first result set of a series and pipeline.
+    supersedes : int or None
+        The version this one replaces.
+    superseded_job_id : int or None
+        The job that produced the superseded version.
+    """
+
+    version: int
+    supersedes: int | None = None
+    superseded_job_id: int | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """Keys stored in the job's result summary."""
+        data: dict[str, Any] = {"result_version": self.version}
+        if self.supersedes is not None:
+            data["supersedes"] = {"version": self.supersedes, "job_id": self.superseded_job_id}
+        return data
 
 
 @dataclass
@@ -149,6 +183,7 @@ class JobExecutor:
         from dicom_node.errors import SeriesLoadError
         from dicom_node.results import build_not_analysable_results, build_results_for_profiles
         from dicom_node.results.equipment import EquipmentIdentity
+        from dicom_node.results.versioning import mark_result_version
         from dicom_node.series.quality import (
             QualityFailure,
             check_head_coverage,
@@ -159,9 +194,8 @@ class JobExecutor:
         with self.session_factory() as session:
             job = session.get(Job, job_id)
             pipeline_name = job.pipeline
-            paths = session.scalars(
-                select(Instance.path).where(Instance.series_id == job.series_id)
-            ).all()
+            paths = self._instance_set(session, job)
+            version = self._result_version(session, job)
         # Stage marks (UTC) for the latency breakdown: pixels are read and decoded once, here.
         stages = {"started_at": utcnow()}
         datasets = read_datasets([self.spool.absolute(p) for p in paths])
@@ -174,7 +208,7 @@ class JobExecutor:
         volume = None
         if failure is None:
             try:
-                volume = load_ct_volume(datasets)
+                volume = load_ct_volume(datasets, pixel_limits=self.settings.pixels)
             except SeriesLoadError as err:
                 failure = QualityFailure("volume", f"the series cannot form a volume: {err}")
         if volume is not None and failure is None:
@@ -192,6 +226,8 @@ class JobExecutor:
                 profiles=profiles,
             )
             stages["results_built_at"] = utcnow()
+            for o in objects:
+                mark_result_version(o.dataset, version.version, version.supersedes)
             files = [self._store(o.kind, o.dataset, o.destinations) for o in objects]
             stages["results_written_at"] = utcnow()
             logger.info("job %d: series not analysable (%s)", job_id, failure.gate)
@@ -204,6 +240,7 @@ class JobExecutor:
                 "details": {},
                 "result_files": [f.path for f in files],
                 "stages": {name: at.isoformat() for name, at in stages.items()},
+                **version.summary(),
             }
             return JobOutput(summary=summary, files=files)
         result = pipeline.run(volume)
@@ -220,6 +257,8 @@ class JobExecutor:
             max_key_slices=self.settings.results.max_key_slices,
         )
         stages["results_built_at"] = utcnow()
+        for o in objects:
+            mark_result_version(o.dataset, version.version, version.supersedes)
         files = [self._store(o.kind, o.dataset, o.destinations) for o in objects]
         stages["results_written_at"] = utcnow()  # stored in the outbox and validated
         findings = [
@@ -237,8 +276,58 @@ class JobExecutor:
             "details": result.details,
             "result_files": [f.path for f in files],
             "stages": {name: at.isoformat() for name, at in stages.items()},
+            **version.summary(),
         }
         return JobOutput(summary=summary, files=files)
+
+    @staticmethod
+    def _instance_set(session: Session, job: Job) -> list[str]:
+        """Spool paths of exactly the instances the job's digest covers.
+
+        Instances that arrived after the job was queued belong to the next
+        job (they re-opened the series); they are left out here.
+        """
+        query = select(Instance.path, Instance.sop_instance_uid).where(
+            Instance.series_id == job.series_id
+        )
+        if job.max_instance_id is not None:
+            query = query.where(Instance.id <= job.max_instance_id)
+        rows = session.execute(query.order_by(Instance.id)).all()
+        if instance_set_digest([uid for _, uid in rows]) != job.instance_set_digest:
+            logger.warning(
+                "job %d: the instances found differ from the set it was queued for "
+                "(rows removed by recovery or committed late); analysing %d instance(s)",
+                job.id,
+                len(rows),
+            )
+        return [path for path, _ in rows]
+
+    @staticmethod
+    def _result_version(session: Session, job: Job) -> ResultVersion:
+        """The result version this run produces: 1, or one more than the newest earlier one.
+
+        Earlier result sets are those of the series' other SUCCEEDED jobs of
+        the same pipeline, and this job's own earlier run when it was requeued.
+        """
+        earlier = session.scalars(
+            select(Job).where(
+                Job.series_id == job.series_id,
+                Job.pipeline == job.pipeline,
+                Job.result_summary.is_not(None),
+                (Job.state == JobState.SUCCEEDED) | (Job.id == job.id),
+            )
+        ).all()
+        newest: tuple[int, int] | None = None  # (version, job id)
+        for other in earlier:
+            summary = other.result_summary or {}
+            if not summary.get("result_files"):
+                continue
+            number = int(summary.get("result_version") or 1)
+            if newest is None or (number, other.id) > newest:
+                newest = (number, other.id)
+        if newest is None:
+            return ResultVersion(1)
+        return ResultVersion(newest[0] + 1, supersedes=newest[0], superseded_job_id=newest[1])
 
     def _store(self, kind: str, dataset, destinations: tuple[str, ...] = ()) -> ResultFile:
         buffer = BytesIO()
@@ -382,21 +471,57 @@ def _not_eligible(session: Session, series: Series, reason: str, now: datetime) 
     logger.info("series %s not eligible: %s", series.series_instance_uid, reason)
 
 
+def algorithm_version(pipeline: str) -> str:
+    """Return the algorithm (model) version of a pipeline, part of a job's identity.
+
+    Parameters
+    ----------
+    pipeline : str
+        Pipeline name from the selection rules.
+
+    Returns
+    -------
+    str
+        ``AlgorithmIdentity.version`` of the pipeline; ``""`` for an unknown
+        pipeline (its job then fails in the worker with the reason).
+    """
+    from dicom_node.errors import ConfigurationError
+    from dicom_node.pipelines import get_pipeline
+
+    try:
+        return str(get_pipeline(pipeline).algorithm.version)
+    except ConfigurationError as err:
+        logger.error("pipeline %r: %s", pipeline, err)
+        return ""
+
+
 def _dispatch(session: Session, series: Series, selection, settings: Settings, now: datetime):
-    """Queue a job for a selected series (once per instance set) and mark it DISPATCHED."""
-    uids = session.scalars(
-        select(Instance.sop_instance_uid).where(Instance.series_id == series.id)
+    """Queue a job for a selected series and mark it DISPATCHED.
+
+    One job per (series, pipeline, algorithm version, instance set): a series
+    sent twice is analysed once, a new algorithm version analyses it again.
+    A job still QUEUED for an older instance set of the series is canceled:
+    the new job supersedes it.
+    """
+    rows = session.execute(
+        select(Instance.id, Instance.sop_instance_uid).where(Instance.series_id == series.id)
     ).all()
     job, created = enqueue(
         session,
         series_id=series.id,
         pipeline=selection.pipeline,
-        digest=instance_set_digest(list(uids)),
+        digest=instance_set_digest([uid for _, uid in rows]),
         max_attempts=settings.workers.max_attempts,
         now=now,
+        pipeline_version=algorithm_version(selection.pipeline),
+        max_instance_id=max((row_id for row_id, _ in rows), default=None),
     )
     reason = f"{selection.reason}: job {job.id} ({selection.pipeline})"
-    if not created:
+    if created:
+        superseded = cancel_superseded(session, job, now=now)
+        if superseded:
+            reason += f", supersedes queued job {', '.join(map(str, superseded))}"
+    else:
         reason += ", already analysed for this instance set"
     set_state(session, series, SeriesState.DISPATCHED, reason=reason, now=now)
     series.state_reason = reason
@@ -495,6 +620,7 @@ def worker_process_main(
     configure_logging(settings.log_level, log_library_warnings=settings.log_library_warnings)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    limit_worker_memory(settings.workers.max_memory_bytes)
     engine = make_engine(settings.storage.url)
     session_factory = make_session_factory(engine)
     executor = JobExecutor(settings, session_factory)
@@ -542,10 +668,19 @@ class Node:
             if url.startswith("sqlite") and not url.endswith(":memory:")
             else self.engine
         )
+        self.audit = AuditLog(
+            self.session_factory if settings.audit.database else None,
+            enabled=settings.audit.enabled,
+        )
+        # Built once: a TLS file that cannot be loaded stops the node here, with its name.
+        self.peers = {
+            d.name: peer_for(d, settings.dicom.ae_title) for d in settings.export.destinations
+        }
         self.scp = StorageSCP(
             settings.dicom,
             InstanceIngest(self.spool, make_session_factory(self.receive_engine)),
             on_association_closed=self._association_closed,
+            audit=self.audit,
         )
         self.receivers: ReceiverPool | None = None
         if settings.dicom.receiver_processes:
@@ -581,28 +716,22 @@ class Node:
             self.web = WebServer(web_app, settings.web.host, settings.web.port)
 
     def _association_closed(self, association_id: int) -> None:
-        """Run extra series sweeps just after and ``release_grace_s`` after an association closed.
+        """Run an extra series sweep ``release_grace_s`` after an association closed.
 
-        One-shot jobs with fixed ids: a later closure replaces them, and the
+        A one-shot job with a fixed id: a later closure replaces it, and the
         interval sweep runs regardless, so a stream of short associations
-        neither floods nor starves the sweep. The first catches completeness
-        proven by count, the second by geometry.
+        neither floods nor starves the sweep.
         """
         if not self.settings.series.early_completion or not self.scheduler.running:
             return
-        now = utcnow()
-        for job_id, delay_s in (
-            ("series-sweep-closed", 0.05),
-            ("series-sweep-grace", self.settings.series.release_grace_s + 0.05),
-        ):
-            self.scheduler.add_job(
-                self.sweep,
-                "date",
-                id=job_id,
-                run_date=now + timedelta(seconds=delay_s),
-                replace_existing=True,
-                misfire_grace_time=30,
-            )
+        self.scheduler.add_job(
+            self.sweep,
+            "date",
+            id="series-sweep-released",
+            run_date=utcnow() + timedelta(seconds=self.settings.series.release_grace_s + 0.05),
+            replace_existing=True,
+            misfire_grace_time=30,
+        )
 
     def _close_lost_associations(self, receiver: str) -> None:
         with self.session_factory.begin() as session:
@@ -633,6 +762,8 @@ class Node:
                 self.settings.export.destinations,
                 outbox=self.settings.storage.outbox_path,
                 calling_ae_title=self.settings.dicom.ae_title,
+                peers=self.peers,
+                audit=self.audit,
             )
         except Exception:  # noqa: BLE001
             logger.exception("export sweep failed")

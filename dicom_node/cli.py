@@ -26,10 +26,14 @@ jobs_app = typer.Typer(help="Inspect and manage jobs in the job database.", no_a
 series_app = typer.Typer(help="Inspect received series.", no_args_is_help=True)
 deliveries_app = typer.Typer(help="Inspect deliveries of results.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage dashboard users.", no_args_is_help=True)
+evaluate_app = typer.Typer(
+    help="Evaluate pipelines on generated cases with ground truth.", no_args_is_help=True
+)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(series_app, name="series")
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(users_app, name="users")
+app.add_typer(evaluate_app, name="evaluate")
 
 logger = logging.getLogger("dicom_node.cli")
 
@@ -450,6 +454,44 @@ def deliveries_list(
         )
 
 
+@deliveries_app.command("requeue")
+def deliveries_requeue(
+    delivery_id: Annotated[int, typer.Argument(help="Delivery id from 'deliveries list'.")],
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Put a DEAD delivery back to PENDING with fresh attempts (the exporter sends it again)."""
+    from dicom_node.db.engine import make_engine, make_session_factory
+    from dicom_node.db.models import Delivery
+    from dicom_node.errors import IllegalTransitionError
+    from dicom_node.export.exporter import requeue_delivery
+
+    settings = _settings(config)
+    engine = make_engine(settings.storage.url)
+    try:
+        with make_session_factory(engine).begin() as session:
+            delivery = session.get(Delivery, delivery_id)
+            if delivery is None:
+                typer.echo(f"error: no delivery {delivery_id}", err=True)
+                raise typer.Exit(1)
+            before = str(delivery.state)
+            try:
+                requeue_delivery(session, delivery)
+            except IllegalTransitionError as err:
+                typer.echo(
+                    f"error: a {before} delivery cannot be requeued (only DEAD ones)", err=True
+                )
+                raise typer.Exit(1) from err
+            after = str(delivery.state)
+    finally:
+        engine.dispose()
+    logger.info("delivery %d: %s -> %s from the command line", delivery_id, before, after)
+    if as_json:
+        typer.echo(json.dumps({"delivery_id": delivery_id, "from": before, "to": after}))
+    else:
+        typer.echo(f"delivery {delivery_id}: {before} -> {after}")
+
+
 @app.command()
 def stats(
     config: ConfigOption = None,
@@ -820,3 +862,61 @@ def demo(
     typer.echo(f"\ninspect with: DICOM_NODE_STORAGE__BASE_DIR={workdir} dicom-node jobs list")
     if failed:
         raise typer.Exit(1)
+
+
+@evaluate_app.command("cta")
+def evaluate_cta_command(
+    cases: Annotated[int, typer.Option(help="Number of generated angiograms (>= 60).")] = 72,
+    seed_start: Annotated[
+        int, typer.Option(help="First generator seed (100-219 were used for tuning).")
+    ] = 1000,
+    base: Annotated[
+        Path | None,
+        typer.Option(help="Non-contrast head CT folder to draw into; default: the packaged head."),
+    ] = None,
+    json_path: Annotated[
+        Path, typer.Option("--json", help="Where to write the JSON report.")
+    ] = Path("docs/cta-evaluation.json"),
+    markdown_path: Annotated[
+        Path, typer.Option("--markdown", help="Where to write the Markdown report.")
+    ] = Path("docs/cta-evaluation.md"),
+) -> None:
+    """Evaluate the cta pipeline (vessels, LVO) on generated CT angiograms.
+
+    Draws ``--cases`` synthetic angiograms (normal, ICA-T, M1 and M2
+    occlusions, left and right) into a real head CT, runs the pipeline on
+    each, and writes vessel Dice, LVO sensitivity/specificity, side accuracy
+    and location error as JSON and Markdown. Figures on synthetic data, not
+    clinical accuracy (see docs/cta.md).
+    """
+    from dicom_node.training.evaluate_cta import evaluate_cta, write_reports
+
+    configure_logging("WARNING")
+    folder = base if base is not None else sample_head_ct_dir()
+
+    def progress(case) -> None:
+        truth = f"{case.truth_segment} {case.truth_side}" if case.truth_segment else "normal"
+        found = (
+            f"LVO {case.predicted_segment} {case.predicted_side}" if case.suspected else "no LVO"
+        )
+        ratio = "refused" if case.asymmetry_ratio is None else f"{case.asymmetry_ratio:.2f}"
+        typer.echo(
+            f"seed {case.seed:>4}  {truth:<12} -> {found:<16} ratio {ratio}  "
+            f"Dice {case.dice_intracranial:.3f}  {case.runtime_s:.1f} s"
+        )
+
+    try:
+        evaluation = evaluate_cta(folder, count=cases, seed_start=seed_start, progress=progress)
+    except (ValueError, DicomNodeError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    write_reports(evaluation, json_path, markdown_path)
+    summary = evaluation["summary"]
+    sensitivity = summary["sensitivity"]
+    typer.echo(
+        f"\n{summary['n_cases']} cases: sensitivity ICA-T+M1 {sensitivity['ICA-T+M1']['value']}, "
+        f"M2 {sensitivity['M2']['value']}, specificity {summary['specificity']['value']}, "
+        f"side accuracy {summary['side_accuracy']['of_detected']['value']}, "
+        f"vessel Dice (intracranial, median) {summary['vessel_dice_intracranial']['median']}"
+    )
+    typer.echo(f"reports: {json_path} {markdown_path}")

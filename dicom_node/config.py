@@ -8,11 +8,12 @@ every name (``stable_after_s``, ``max_pdu_bytes``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -27,6 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dicom_node.errors import ConfigurationError
 from dicom_node.export.profiles import DEFAULT_PROFILE_NAME, ResultProfile, default_profiles
+from dicom_node.series.pixel_limits import PixelLimits
 from dicom_node.series.quality import QualitySettings
 from dicom_node.series.selection import SelectionRule, SeriesPreference
 
@@ -47,6 +49,75 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Cipher suites of the BCP 195 TLS profiles for TLS 1.2 (PS3.15 B.9, B.10; RFC 9325 4.2),
+#: in OpenSSL names. TLS 1.3 suites are OpenSSL's defaults (all AEAD).
+BCP195_TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
+)
+
+
+class TlsSettings(_Section):
+    """DICOM TLS of the Storage SCP (``[dicom.tls]``) or of one destination (``tls``).
+
+    Paths are PEM files. The private key should be readable by the node's user
+    only; its password, if any, belongs in ``DICOM_NODE_..._PRIVATE_KEY_PASSWORD``,
+    never in a file kept in git.
+
+    Parameters
+    ----------
+    enabled : bool
+        Use TLS. Off by default (plain TCP, as most modalities still send).
+    certificate, private_key : pathlib.Path or None
+        This node's certificate (chain) and key. Required for the SCP; for a
+        destination only when the PACS asks for a client certificate.
+    private_key_password : SecretStr
+        Password of an encrypted private key; empty when not encrypted.
+    ca_certificates : pathlib.Path or None
+        CA certificates trusted for the peer's certificate. SCP: the CAs of
+        accepted client certificates. Destination: the CAs of the PACS
+        certificate (the system store when None).
+    require_client_certificate : bool
+        SCP only: mutual authentication; a client without a certificate
+        signed by ``ca_certificates`` is refused during the handshake.
+    minimum_version : {"TLSv1.2", "TLSv1.3"}
+        Lowest protocol version accepted (BCP 195: 1.2).
+    ciphers : str
+        OpenSSL cipher list for TLS 1.2 (default: the four BCP 195 AEAD suites).
+    server_hostname : str
+        Destination only: the name the PACS certificate must carry; the
+        destination's ``host`` when empty.
+    check_hostname : bool
+        Destination only: verify ``server_hostname`` against the certificate.
+    handshake_timeout_s : float
+        SCP only: a client that does not finish the handshake in this time is
+        disconnected.
+
+    References
+    ----------
+    DICOM PS3.15 Annex B.9 (BCP 195 TLS Secure Transport Connection Profile) and
+    B.10 (Non-Downgrading BCP 195 profile); BCP 195 (RFC 9325).
+    """
+
+    enabled: bool = False
+    certificate: Path | None = None
+    private_key: Path | None = None
+    private_key_password: SecretStr = SecretStr("")
+    ca_certificates: Path | None = None
+    require_client_certificate: bool = False
+    minimum_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    ciphers: str = BCP195_TLS12_CIPHERS
+    server_hostname: str = ""
+    check_hostname: bool = True
+    handshake_timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("certificate", "private_key", "ca_certificates", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty string (TOML has no null, environment variables are strings) means unset."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+
 class DicomSettings(_Section):
     """The Storage SCP: AE title, address and who may connect (PS3.7, PS3.8)."""
 
@@ -59,6 +130,15 @@ class DicomSettings(_Section):
     # 0: the Storage SCP runs in the node's process (threads); N > 0: N receiver
     # processes share the port with SO_REUSEPORT (for senders in parallel).
     receiver_processes: int = Field(0, ge=0, le=64)
+    # Access control and resource limits (docs/reliability.md).
+    require_called_ae_title: bool = True
+    allowed_networks: list[str] = Field(default_factory=list)
+    max_associations: int = Field(10, ge=1, le=1000)
+    max_accepted_pdu_bytes: int = Field(4 * 1024**2, ge=16384)
+    max_dataset_bytes: int = Field(1024**3, ge=4096)
+    min_free_disk_bytes: int = Field(1024**3, ge=0)
+    min_free_disk_percent: float = Field(1.0, ge=0, le=100)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
@@ -66,6 +146,22 @@ class DicomSettings(_Section):
     @classmethod
     def _check_allow_list(cls, values: list[str]) -> list[str]:
         return [_check_ae_title(v) for v in values]
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _check_networks(cls, values: list[str]) -> list[str]:
+        """Each entry is an IPv4 or IPv6 network in CIDR notation (or one address)."""
+        return [str(ipaddress.ip_network(v.strip(), strict=False)) for v in values]
+
+    @model_validator(mode="after")
+    def _pdu_limits_agree(self) -> DicomSettings:
+        """The enforced PDU cap is at least the maximum PDU length the node announces."""
+        if self.max_pdu_bytes and self.max_pdu_bytes + 6 > self.max_accepted_pdu_bytes:
+            raise ValueError(
+                f"max_accepted_pdu_bytes ({self.max_accepted_pdu_bytes}) must exceed "
+                f"max_pdu_bytes ({self.max_pdu_bytes}) by the 6-byte PDU header"
+            )
+        return self
 
 
 class StorageSettings(_Section):
@@ -101,16 +197,16 @@ class StorageSettings(_Section):
 class SeriesSettings(_Section):
     """Series completeness: proven early, or COMPLETE after ``stable_after_s`` without instances.
 
-    With ``early_completion``, a series is complete as soon as its carrying
-    associations have closed and its instance count (ImagesInAcquisition,
-    NumberOfFrames) or, ``release_grace_s`` after the release, its slice
-    geometry proves it (see :mod:`dicom_node.series.completeness`).
+    With ``early_completion``, a series is complete ``release_grace_s`` after
+    its carrying associations were released when its instance count
+    (ImagesInAcquisition, NumberOfFrames) or its slice geometry proves it
+    (see :mod:`dicom_node.series.completeness`).
     """
 
     stable_after_s: float = Field(10.0, ge=0)
     sweep_interval_s: float = Field(2.0, gt=0)
     early_completion: bool = True
-    release_grace_s: float = Field(1.0, ge=0)
+    release_grace_s: float = Field(2.0, ge=0)
 
 
 class WorkerSettings(_Section):
@@ -122,6 +218,8 @@ class WorkerSettings(_Section):
     poll_interval_s: float = Field(0.5, gt=0)
     heartbeat_interval_s: float = Field(5.0, gt=0)
     heartbeat_timeout_s: float = Field(60.0, gt=0)
+    # Address-space limit of each worker process (RLIMIT_AS); 0 = no limit.
+    max_memory_bytes: int = Field(8 * 1024**3, ge=0)
 
 
 class Destination(_Section):
@@ -137,6 +235,7 @@ class Destination(_Section):
     backoff_max_s: float = Field(600.0, ge=0)
     timeout_s: float = Field(30.0, gt=0)
     profile: str = DEFAULT_PROFILE_NAME
+    tls: TlsSettings = Field(default_factory=TlsSettings)
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
@@ -251,6 +350,19 @@ class RetentionSettings(_Section):
     interval_s: float = Field(3600.0, gt=0)
 
 
+class AuditSettings(_Section):
+    """The audit log of associations (``dicom_node.audit`` logger and ``audit_event`` table).
+
+    One record per association, incoming or outgoing, and per connection
+    refused before an association (source address, TLS): who (AE titles,
+    address, client certificate subject), when, what (instances stored or
+    sent, refused, bytes, series UIDs) and the outcome. No patient identifiers.
+    """
+
+    enabled: bool = True
+    database: bool = True
+
+
 class Settings(BaseSettings):
     """All settings of a node.
 
@@ -276,6 +388,8 @@ class Settings(BaseSettings):
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    pixels: PixelLimits = Field(default_factory=PixelLimits)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -297,19 +297,13 @@ def echo_destination(
     import time
 
     from dicom_node.errors import DicomNodeError
-    from dicom_node.export.scu import Peer, echo
+    from dicom_node.export.exporter import peer_for
+    from dicom_node.export.scu import echo
 
     result = EchoResult(destination.name, destination.ae_title, destination.host, destination.port)
-    peer = Peer(
-        destination.host,
-        destination.port,
-        destination.ae_title,
-        destination.calling_ae_title or calling_ae_title,
-        timeout_s,
-    )
     started = time.monotonic()
     try:
-        result.status = echo(peer)
+        result.status = echo(peer_for(destination, calling_ae_title, timeout_s=timeout_s))
         result.reachable = result.status == 0
         if not result.reachable:
             result.error = f"C-ECHO status 0x{result.status:04X}"

@@ -28,7 +28,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.db.models import Base
 
-
 #: Values accepted for ``sqlite_synchronous`` (SQLite "PRAGMA synchronous").
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
 

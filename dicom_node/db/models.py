@@ -205,7 +205,13 @@ class Job(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
     pipeline: Mapped[str] = mapped_column(String(64))
+    # Algorithm/model version of the pipeline when the job was created: part of the job's
+    # identity, so a new model analyses a series again and the same one does not.
+    pipeline_version: Mapped[str] = mapped_column(String(64), default="")
     instance_set_digest: Mapped[str] = mapped_column(String(64))
+    # Newest instance row of the set the digest covers: the job analyses exactly that set,
+    # even if later instances of the series arrive before it runs (they make a new job).
+    max_instance_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     state: Mapped[JobState] = mapped_column(_enum(JobState), default=JobState.QUEUED)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -224,7 +230,13 @@ class Job(Base):
     result_objects: Mapped[list[ResultObject]] = relationship(back_populates="job")
 
     __table_args__ = (
-        UniqueConstraint("series_id", "pipeline", "instance_set_digest", name="uq_job_identity"),
+        UniqueConstraint(
+            "series_id",
+            "pipeline",
+            "pipeline_version",
+            "instance_set_digest",
+            name="uq_job_identity",
+        ),
         Index("ix_job_state_not_before", "state", "not_before"),
     )
 
@@ -359,3 +371,34 @@ class Purge(Base):
     outbox_files: Mapped[int] = mapped_column(Integer, default=0)
     bytes_freed: Mapped[int] = mapped_column(BigInteger, default=0)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AuditEvent(Base):
+    """The audit log: one row per association (incoming or outgoing) or refused connection.
+
+    Who (AE titles, peer address, TLS client certificate subject), when
+    (``started_at``, ``ended_at``), what (instances stored or sent, refused,
+    bytes, series UIDs) and the outcome. No patient identifiers.
+    """
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    direction: Mapped[str] = mapped_column(String(8))  # "in" (SCP) or "out" (SCU)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    peer_address: Mapped[str] = mapped_column(String(64), default="")
+    calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    called_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    destination: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tls_version: Mapped[str] = mapped_column(String(16), default="")
+    peer_certificate: Mapped[str] = mapped_column(String(256), default="")
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    instances_refused: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    series_instance_uids: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    association_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    __table_args__ = (Index("ix_audit_event_ended", "ended_at"),)

@@ -8,6 +8,7 @@ DICOM PS3.4 Annex A (Verification) and Annex B (Storage); PS3.7 9.1.1 and 9.1.5.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,15 @@ class Peer:
         Our AE title on the association.
     timeout_s : float
         ACSE, DIMSE and network timeout in seconds.
+    tls_context : ssl.SSLContext or None
+        Client-side TLS context (:func:`dicom_node.security.tls.client_context`);
+        None for plain TCP.
+    server_hostname : str
+        Name the peer's certificate must carry (``host`` when empty).
+
+    References
+    ----------
+    DICOM PS3.15 Annex B.9, B.10 (TLS profiles); BCP 195.
     """
 
     host: str
@@ -47,6 +57,8 @@ class Peer:
     ae_title: str
     calling_ae_title: str = "DICOM_NODE"
     timeout_s: float = 30.0
+    tls_context: ssl.SSLContext | None = None
+    server_hostname: str = ""
 
 
 @retry(
@@ -56,7 +68,12 @@ class Peer:
     reraise=True,
 )
 def _associate(ae: AE, peer: Peer):
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    tls_args = (
+        (peer.tls_context, peer.server_hostname or peer.host)
+        if peer.tls_context is not None
+        else None
+    )
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
     if not assoc.accepted_contexts and assoc.rejected_contexts:
         refused = ", ".join(sorted({cx.abstract_syntax.name for cx in assoc.rejected_contexts}))
         if assoc.is_established:

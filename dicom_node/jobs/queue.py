@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 def instance_set_digest(sop_instance_uids: list[str]) -> str:
     """Return the SHA-256 hex digest of a set of SOPInstanceUIDs (order-independent).
 
-    Together with the series and the pipeline it identifies a job, so a
-    series sent twice is analysed once.
+    Together with the series, the pipeline and its algorithm version it
+    identifies a job, so a series sent twice is analysed once.
     """
     joined = "\n".join(sorted(sop_instance_uids)).encode("ascii")
     return hashlib.sha256(joined).hexdigest()
@@ -43,8 +43,10 @@ def enqueue(
     max_attempts: int,
     priority: int = 0,
     now: datetime | None = None,
+    pipeline_version: str = "",
+    max_instance_id: int | None = None,
 ) -> tuple[Job, bool]:
-    """Create a QUEUED job unless the same (series, pipeline, digest) job exists.
+    """Create a QUEUED job unless the same (series, pipeline, version, digest) job exists.
 
     Parameters
     ----------
@@ -62,24 +64,33 @@ def enqueue(
         Higher runs first.
     now : datetime or None
         Creation time (UTC).
+    pipeline_version : str
+        Algorithm (model) version of the pipeline: a new version analyses
+        the same instance set again.
+    max_instance_id : int or None
+        Newest instance row of the set (the job analyses only rows up to it).
 
     Returns
     -------
     (Job, bool)
         The job and whether it was created now.
     """
-    existing = session.scalar(
-        select(Job).where(
-            Job.series_id == series_id, Job.pipeline == pipeline, Job.instance_set_digest == digest
-        )
+    identity = (
+        Job.series_id == series_id,
+        Job.pipeline == pipeline,
+        Job.pipeline_version == pipeline_version,
+        Job.instance_set_digest == digest,
     )
+    existing = session.scalar(select(Job).where(*identity))
     if existing is not None:
         return existing, False
     now = now or utcnow()
     job = Job(
         series_id=series_id,
         pipeline=pipeline,
+        pipeline_version=pipeline_version,
         instance_set_digest=digest,
+        max_instance_id=max_instance_id,
         state=JobState.QUEUED,
         priority=priority,
         max_attempts=max_attempts,
@@ -91,15 +102,54 @@ def enqueue(
             session.add(job)
             session.flush()
     except IntegrityError:
-        return session.scalar(
-            select(Job).where(
-                Job.series_id == series_id,
-                Job.pipeline == pipeline,
-                Job.instance_set_digest == digest,
-            )
-        ), False
+        return session.scalar(select(Job).where(*identity)), False
     log_initial_state(session, job, now=now)
     return job, True
+
+
+def cancel_superseded(
+    session: Session, job: Job, now: datetime | None = None
+) -> list[int]:
+    """Cancel the QUEUED jobs of the same series and pipeline that ``job`` supersedes.
+
+    A job still waiting in the queue when instances arrive would analyse a set
+    that is no longer the series: the newer job, created for the new set,
+    replaces it. A RUNNING job is left alone; its results are delivered and
+    the newer job's results supersede them as the next result version.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Open session; the caller commits.
+    job : Job
+        The newer job (already flushed).
+    now : datetime or None
+        Time of the change (UTC).
+
+    Returns
+    -------
+    list of int
+        Ids of the jobs canceled.
+    """
+    older = session.scalars(
+        select(Job).where(
+            Job.series_id == job.series_id,
+            Job.pipeline == job.pipeline,
+            Job.state == JobState.QUEUED,
+            Job.id < job.id,
+        )
+    ).all()
+    for stale in older:
+        set_state(
+            session,
+            stale,
+            JobState.CANCELED,
+            reason=f"superseded by job {job.id}: the series changed before it ran",
+            now=now,
+        )
+        stale.finished_at = now or utcnow()
+        logger.info("job %d superseded by job %d before it ran", stale.id, job.id)
+    return [stale.id for stale in older]
 
 
 def claim_next(

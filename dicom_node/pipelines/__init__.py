@@ -15,7 +15,7 @@ from dicom_node.pipelines.base import AlgorithmIdentity, PipelineResult
 from dicom_node.series.volume import CTVolume
 
 #: Names accepted by :func:`get_pipeline`.
-PIPELINE_NAMES: tuple[str, ...] = ("ich",)
+PIPELINE_NAMES: tuple[str, ...] = ("ich", "cta")
 
 
 @runtime_checkable
@@ -61,7 +61,9 @@ def get_pipeline(name: str) -> Pipeline:
     ----------
     name : str
         One of :data:`PIPELINE_NAMES`: ``"ich"`` (the ich-baseline detector,
-        :class:`dicom_node.pipelines.ich_baseline.IchBaselinePipeline`).
+        :class:`dicom_node.pipelines.ich_baseline.IchBaselinePipeline`) or
+        ``"cta"`` (vessels and large-vessel occlusion on CT angiography,
+        :class:`dicom_node.pipelines.cta.CtaLvoPipeline`).
 
     Returns
     -------
@@ -77,6 +79,10 @@ def get_pipeline(name: str) -> Pipeline:
         from dicom_node.pipelines.ich_baseline import IchBaselinePipeline
 
         return IchBaselinePipeline()
+    if name == "cta":
+        from dicom_node.pipelines.cta import CtaLvoPipeline
+
+        return CtaLvoPipeline()
     raise ConfigurationError(
         f"unknown pipeline {name!r}; known pipelines: {', '.join(PIPELINE_NAMES)}"
     )

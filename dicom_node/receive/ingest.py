@@ -7,7 +7,8 @@ database.
 
 The common case, a further instance of a series that is still RECEIVING, is
 one ``UPDATE series`` and one ``INSERT instance`` through pre-built Core
-statements, with the series id cached per process. Anything else (a new
+statements on a bare connection (no ORM session), with the series id cached
+per process. Anything else (a new
 study or series, a series to re-open, a cache miss) takes the ORM path,
 which also logs the state change. A re-sent instance is recognised by its
 spool file and confirmed in the database before anything is written.
@@ -26,7 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -79,6 +80,10 @@ class InstanceIngest:
         self.session_factory = session_factory
         self._series_keys: OrderedDict[str, _SeriesKey] = OrderedDict()
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        # The fast path runs on a bare connection of the sessions' engine (no ORM session).
+        bind = session_factory.kw.get("bind")
+        self._engine: Engine | None = bind if isinstance(bind, Engine) else None
 
     def is_stored(self, sop_instance_uid: str) -> bool:
         """Return True if an instance with this SOPInstanceUID is already recorded."""
@@ -134,9 +139,36 @@ class InstanceIngest:
             logger.info("instance %s already stored, not stored again", header.sop_instance_uid)
             return False
         self.spool.write(relative, encoded)
-        return self.record(
+        recorded = self.record(
             header, str(relative), len(encoded), calling_ae_title, association_id=association_id
         )
+        if not recorded:
+            self._drop_if_not_recorded(header.sop_instance_uid, relative)
+        return recorded
+
+    def _drop_if_not_recorded(self, sop_instance_uid: str, relative) -> None:
+        """Remove a file just written whose SOP instance is recorded at another path.
+
+        The same SOPInstanceUID sent with other Study or Series UIDs lands at
+        another spool path; the first copy stays the record, and the new file
+        would be an unrecorded orphan (recorded as a second copy at the next
+        start-up recovery).
+        """
+        with self.session_factory() as session:
+            path = session.scalar(
+                select(Instance.path).where(Instance.sop_instance_uid == sop_instance_uid)
+            )
+        if path is not None and path != str(relative):
+            logger.warning(
+                "instance %s already stored in another study or series (%s): the new copy "
+                "is not kept",
+                sop_instance_uid,
+                path.rsplit("/", 1)[0],
+            )
+            try:
+                self.spool.absolute(relative).unlink()
+            except OSError as err:
+                logger.error("orphan copy of %s could not be removed: %s", sop_instance_uid, err)
 
     def record(
         self,
@@ -175,17 +207,25 @@ class InstanceIngest:
         """
         learned: list[tuple[str, _SeriesKey]] = []
         try:
-            with self.session_factory.begin() as session:
-                self._record(
-                    session,
-                    header,
-                    relative,
-                    size_bytes,
-                    calling_ae_title,
-                    association_id,
-                    utcnow(),
-                    learned,
-                )
+            # One writer per process at a time: threads queue here and take turns at once,
+            # instead of meeting on SQLite's lock, whose busy handler sleeps 1-100 ms.
+            with self._write_lock:
+                now = utcnow()
+                if self._record_fast(
+                    header, relative, size_bytes, calling_ae_title, association_id, now
+                ):
+                    return True
+                with self.session_factory.begin() as session:
+                    self._record(
+                        session,
+                        header,
+                        relative,
+                        size_bytes,
+                        calling_ae_title,
+                        association_id,
+                        now,
+                        learned,
+                    )
         except IntegrityError:
             # A concurrent association stored the same SOP instance first: same path, same bytes.
             logger.info(
@@ -209,6 +249,49 @@ class InstanceIngest:
                 self._series_keys.popitem(last=False)
 
     # ---------------------------------------------------------------- record
+    def _record_fast(
+        self,
+        header: InstanceHeader,
+        relative: str,
+        size_bytes: int,
+        calling_ae_title: str,
+        association_id: int | None,
+        now: datetime,
+    ) -> bool:
+        """Record a further instance of a cached RECEIVING series on a bare connection.
+
+        Returns False (nothing written) when the series is not cached or no
+        longer RECEIVING; the ORM path then does the full work.
+        """
+        key = self._cached(header.series_instance_uid)
+        if key is None or self._engine is None:
+            return False
+        with self._engine.begin() as connection:
+            bumped = connection.execute(
+                _BUMP_SERIES,
+                {
+                    "b_series_id": key.series_id,
+                    "b_series_uid": header.series_instance_uid,
+                    "b_now": now,
+                },
+            )
+            if bumped.rowcount != 1:
+                return False
+            connection.execute(
+                _INSERT_INSTANCE,
+                self._instance_values(
+                    header,
+                    key.series_id,
+                    relative,
+                    size_bytes,
+                    calling_ae_title,
+                    association_id,
+                    self._slice_position(header, key.orientation),
+                    now,
+                ),
+            )
+        return True
+
     @staticmethod
     def _slice_position(header: InstanceHeader, orientation: tuple[float, ...] | None):
         if not same_orientation(header.image_orientation_patient, orientation):
@@ -254,33 +337,6 @@ class InstanceIngest:
         now: datetime,
         learned: list[tuple[str, _SeriesKey]],
     ) -> None:
-        key = self._cached(header.series_instance_uid)
-        if key is not None:
-            connection = session.connection()
-            bumped = connection.execute(
-                _BUMP_SERIES,
-                {
-                    "b_series_id": key.series_id,
-                    "b_series_uid": header.series_instance_uid,
-                    "b_now": now,
-                },
-            )
-            if bumped.rowcount == 1:
-                position = self._slice_position(header, key.orientation)
-                connection.execute(
-                    _INSERT_INSTANCE,
-                    self._instance_values(
-                        header,
-                        key.series_id,
-                        relative,
-                        size_bytes,
-                        calling_ae_title,
-                        association_id,
-                        position,
-                        now,
-                    ),
-                )
-                return
         # Slow path: new study or series, a series to re-open, or not cached.
         study = session.scalar(
             select(Study).where(Study.study_instance_uid == header.study_instance_uid)

@@ -7,7 +7,9 @@ receiving process, not the disk, sets the pace (docs/performance.md). A
 listen on the same address with ``SO_REUSEPORT``; Linux spreads incoming
 connections over them, and each association stays in the process that
 accepted it. The processes share the spool and the database; association
-closures are passed to the node through a queue (for the early series sweep).
+closures are passed to the node over one pipe per receiver (for the early
+series sweep). Nothing else is shared: no lock of the node can be left held by
+a receiver that is killed.
 
 The pool binds the port itself first (without listening) so that a
 configured port 0 resolves to one port for every process, and it keeps that
@@ -24,13 +26,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
-import queue
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from dicom_node.config import Settings
@@ -42,24 +43,14 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 120.0
 
 
-def _exit_when_orphaned(parent_pid: int, stop, interval_s: float = 1.0) -> None:
-    while not stop.is_set():
-        time.sleep(interval_s)
-        if os.getppid() != parent_pid:
-            logging.getLogger(__name__).error("node process %d is gone: receiver exits",
-                                              parent_pid)
-            os._exit(3)
-
-
-def receiver_process_main(
-    settings_data: dict[str, Any],
-    port: int,
-    ready,
-    stop,
-    closed_queue,
-    parent_pid: int,
-) -> None:
+def receiver_process_main(settings_data: dict[str, Any], port: int, control) -> None:
     """Entry point of one receiver process: a Storage SCP on the shared port.
+
+    The process talks to the node over one pipe and shares no lock with it, so
+    that a receiver killed at any moment cannot block the node: it sends
+    ``"ready"`` once it listens, then the association-log id of each closed
+    association that stored instances; it stops when the node sends ``"stop"``
+    or when the pipe closes (the node is gone).
 
     Parameters
     ----------
@@ -67,16 +58,10 @@ def receiver_process_main(
         ``Settings.model_dump(mode="json")`` of the node.
     port : int
         The port every receiver listens on (already resolved, never 0).
-    ready : multiprocessing.Event
-        Set once this process listens.
-    stop : multiprocessing.Event
-        Set by the node to stop all receivers.
-    closed_queue : multiprocessing.Queue
-        Receives the association-log id of each closed association that
-        stored instances.
-    parent_pid : int
-        The node's process id; the receiver exits if that process dies.
+    control : multiprocessing.connection.Connection
+        This receiver's end of its pipe to the node.
     """
+    from dicom_node.audit import AuditLog
     from dicom_node.db.engine import make_engine, make_session_factory
     from dicom_node.logs import configure_logging
     from dicom_node.receive.ingest import InstanceIngest
@@ -86,17 +71,31 @@ def receiver_process_main(
     settings = Settings.model_validate(settings_data)
     configure_logging(settings.log_level, log_library_warnings=settings.log_library_warnings)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we stop
+    stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    threading.Thread(target=_exit_when_orphaned, args=(parent_pid, stop), daemon=True).start()
+    send_lock = threading.Lock()
+
+    def closed(association_id: int) -> None:
+        with send_lock:
+            control.send(association_id)
+
     engine = make_engine(settings.storage.url, sqlite_synchronous="NORMAL")
     ingest = InstanceIngest(Spool(settings.storage.spool_path), make_session_factory(engine))
     dicom = settings.dicom.model_copy(update={"port": port})
-    scp = StorageSCP(dicom, ingest, on_association_closed=closed_queue.put, reuse_port=True)
+    audit = AuditLog(ingest.session_factory if settings.audit.database else None,
+                     enabled=settings.audit.enabled)
+    scp = StorageSCP(dicom, ingest, on_association_closed=closed, reuse_port=True, audit=audit)
     scp.start()
-    ready.set()
     try:
-        while not stop.wait(1.0):
-            pass
+        with send_lock:
+            control.send("ready")
+        while not stop.is_set():
+            if control.poll(1.0):
+                message = control.recv()  # EOFError when the node is gone
+                if message == "stop":
+                    break
+    except (EOFError, OSError):
+        logging.getLogger(__name__).error("the node closed the pipe: receiver stops")
     finally:
         scp.stop()
         engine.dispose()
@@ -141,11 +140,11 @@ class ReceiverPool:
         self.on_association_closed = on_association_closed
         self.close_lost = close_lost
         self._context = multiprocessing.get_context("spawn")
-        self._stop = self._context.Event()
-        self._closed = self._context.Queue()
+        self._stopping = threading.Event()
         self._reserved: socket.socket | None = None
         self._port = settings.dicom.port
-        self._receivers: list[multiprocessing.process.BaseProcess] = []
+        self._receivers: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
+        self._lock = threading.Lock()
         self._relay: threading.Thread | None = None
 
     @property
@@ -162,48 +161,50 @@ class ReceiverPool:
         self._reserved = sock
         self._port = int(sock.getsockname()[1])
 
-    def _spawn(self, index: int) -> multiprocessing.process.BaseProcess:
-        ready = self._context.Event()
+    def _spawn(self, index: int) -> tuple[multiprocessing.process.BaseProcess, Connection]:
+        ours, theirs = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=receiver_process_main,
-            args=(
-                self.settings.model_dump(mode="json"),
-                self._port,
-                ready,
-                self._stop,
-                self._closed,
-                os.getpid(),
-            ),
+            args=(self.settings.model_dump(mode="json"), self._port, theirs),
             name=f"dicom-node-receiver-{index}",
             daemon=True,
         )
         process.start()
+        theirs.close()
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not ready.wait(0.2):
-            if not process.is_alive() or time.monotonic() > deadline:
-                process.terminate()
-                raise OSError(
-                    f"receiver process {index} did not start listening on port {self._port}"
-                )
-        return process
+        try:
+            while not ours.poll(0.2):
+                if not process.is_alive() or time.monotonic() > deadline:
+                    raise OSError("it exited or timed out")
+            if ours.recv() != "ready":
+                raise OSError("it sent something other than 'ready'")
+        except (OSError, EOFError) as err:
+            process.terminate()
+            ours.close()
+            raise OSError(
+                f"receiver process {index} did not start listening on port {self._port}: {err}"
+            ) from err
+        return process, ours
 
     def _relay_closures(self) -> None:
-        while True:
-            try:
-                item = self._closed.get(timeout=1.0)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return
+        """Pass association closures from the receivers to ``on_association_closed``."""
+        while not self._stopping.is_set():
+            with self._lock:
+                connections = [conn for _, conn in self._receivers if not conn.closed]
+            if not connections:
+                time.sleep(0.2)
                 continue
-            except (EOFError, OSError):
-                return
-            if item is None:
-                return
-            if self.on_association_closed is not None:
+            for conn in wait(connections, timeout=0.5):
                 try:
-                    self.on_association_closed(int(item))
-                except Exception:  # noqa: BLE001
-                    logger.exception("on_association_closed failed for association %s", item)
+                    item = conn.recv()
+                except (EOFError, OSError):
+                    conn.close()  # that receiver died; check() replaces it
+                    continue
+                if isinstance(item, int) and self.on_association_closed is not None:
+                    try:
+                        self.on_association_closed(item)
+                    except Exception:  # noqa: BLE001
+                        logger.exception("on_association_closed failed for association %s", item)
 
     def start(self) -> None:
         """Bind the port, start the receivers and wait until each listens.
@@ -220,7 +221,9 @@ class ReceiverPool:
         self._relay.start()
         try:
             for index in range(self.processes):
-                self._receivers.append(self._spawn(index))
+                spawned = self._spawn(index)
+                with self._lock:
+                    self._receivers.append(spawned)
         except OSError:
             self.stop()
             raise
@@ -234,15 +237,15 @@ class ReceiverPool:
 
     def alive(self) -> int:
         """Number of receiver processes running."""
-        return sum(p.is_alive() for p in self._receivers)
+        return sum(process.is_alive() for process, _ in self._receivers)
 
     def check(self) -> int:
         """Replace receivers that died; return how many were replaced."""
-        if self._stop.is_set():
+        if self._stopping.is_set():
             return 0
         replaced = 0
         host = socket.gethostname()
-        for index, process in enumerate(self._receivers):
+        for index, (process, conn) in enumerate(list(self._receivers)):
             if process.is_alive():
                 continue
             logger.error(
@@ -251,33 +254,41 @@ class ReceiverPool:
                 process.pid,
                 process.exitcode,
             )
+            conn.close()
             if self.close_lost is not None:
                 try:
                     self.close_lost(f"{host}:{process.pid}")
                 except Exception:  # noqa: BLE001
                     logger.exception("closing the associations of %s failed", process.name)
             try:
-                self._receivers[index] = self._spawn(index)
-                replaced += 1
+                spawned = self._spawn(index)
             except OSError:
                 logger.exception("receiver process %d could not be restarted", index)
+                continue
+            with self._lock:
+                self._receivers[index] = spawned
+            replaced += 1
         return replaced
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop the receivers (their open associations end) and release the port."""
-        self._stop.set()
-        for process in self._receivers:
+        self._stopping.set()
+        with self._lock:
+            receivers = list(self._receivers)
+            self._receivers.clear()
+        for _, conn in receivers:
+            try:
+                conn.send("stop")
+            except (OSError, ValueError):
+                pass  # already gone
+        for process, conn in receivers:
             process.join(timeout_s)
             if process.is_alive():
                 logger.warning("receiver %s did not stop in %.0f s, terminating", process.name,
                                timeout_s)
                 process.terminate()
                 process.join(5)
-        self._receivers.clear()
-        try:
-            self._closed.put(None)
-        except (OSError, ValueError):
-            pass
+            conn.close()
         if self._relay is not None:
             self._relay.join(5)
             self._relay = None

@@ -22,10 +22,16 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import socketserver
 import threading
 from collections.abc import Callable
 
-from pynetdicom import AE, evt
+from pynetdicom import (
+    AE,
+    PYNETDICOM_IMPLEMENTATION_UID,
+    PYNETDICOM_IMPLEMENTATION_VERSION,
+    evt,
+)
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (
     CTImageStorage,
@@ -33,15 +39,20 @@ from pynetdicom.sop_class import (
     SecondaryCaptureImageStorage,
     Verification,
 )
-from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
 
+from dicom_node.audit import AuditLog
 from dicom_node.config import DicomSettings
 from dicom_node.db.models import AssociationOutcome
 from dicom_node.errors import InvalidInstanceError, InvalidUIDError, SpoolWriteError
+from dicom_node.receive.access import AddressAllowList
 from dicom_node.receive.associations import AssociationLog
-from dicom_node.receive.header import parse_header
+from dicom_node.receive.audit import AssociationAuditor
+from dicom_node.receive.header import file_meta_information, parse_header
 from dicom_node.receive.ingest import InstanceIngest
+from dicom_node.receive.resources import DiskWatermark
+from dicom_node.receive.transport import ConnectionGuard, GuardedAssociationServer, ReceiveLimits
+from dicom_node.security.tls import server_context
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +78,7 @@ STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC210
 
 
-class ReusePortAssociationServer(ThreadedAssociationServer):
+class ReusePortAssociationServer(GuardedAssociationServer):
     """pynetdicom's threaded server with ``SO_REUSEPORT`` set before bind.
 
     Several processes may then listen on the same address; Linux spreads new
@@ -78,6 +89,15 @@ class ReusePortAssociationServer(ThreadedAssociationServer):
         """Set ``SO_REUSEPORT`` and bind (see :meth:`AssociationServer.server_bind`)."""
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def shutdown(self) -> None:
+        """Stop serving and close the socket.
+
+        Made with ``AE.make_server``, this server is not in the AE's list of
+        running servers, which pynetdicom's own ``shutdown`` removes it from.
+        """
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()
 
 
 class StorageSCP:
@@ -99,6 +119,15 @@ class StorageSCP:
         share the port.
     receiver : str or None
         Name of this receiver in the association log (default ``host:pid``).
+    audit : AuditLog or None
+        Where every association is audited; a log on the ingest's database
+        when None.
+
+    Raises
+    ------
+    ConfigurationError
+        If ``dicom.tls`` is enabled and its certificate, key or CA file cannot
+        be loaded.
     """
 
     def __init__(
@@ -109,6 +138,7 @@ class StorageSCP:
         on_association_closed: Callable[[int], None] | None = None,
         reuse_port: bool = False,
         receiver: str | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.settings = settings
         self.ingest = ingest
@@ -120,6 +150,21 @@ class StorageSCP:
         self._open: dict[object, list] = {}
         self._open_lock = threading.Lock()
         self._server = None
+        self.auditor = AssociationAuditor(
+            audit or AuditLog(ingest.session_factory),
+            association_row=lambda assoc: (self._open.get(assoc) or [None])[0],
+            session_factory=ingest.session_factory,
+        )
+        self.disk = DiskWatermark(
+            ingest.spool.root, settings.min_free_disk_bytes, settings.min_free_disk_percent
+        )
+        self.guard = ConnectionGuard(
+            allow_list=AddressAllowList(settings.allowed_networks),
+            limits=ReceiveLimits(settings.max_accepted_pdu_bytes, settings.max_dataset_bytes),
+            tls_context=server_context(settings.tls) if settings.tls.enabled else None,
+            handshake_timeout_s=settings.tls.handshake_timeout_s,
+            on_refused=self.auditor.refused,
+        )
 
     def _make_ae(self) -> AE:
         ae = AE(ae_title=self.settings.ae_title)
@@ -127,6 +172,8 @@ class StorageSCP:
         ae.network_timeout = self.settings.network_timeout_s
         ae.acse_timeout = self.settings.network_timeout_s
         ae.dimse_timeout = self.settings.network_timeout_s
+        ae.maximum_associations = self.settings.max_associations
+        ae.require_called_aet = self.settings.require_called_ae_title
         ae.add_supported_context(Verification)
         for sop_class in STORAGE_SOP_CLASSES:
             ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
@@ -156,16 +203,28 @@ class StorageSCP:
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_CONN_CLOSE, self._on_conn_close),
         ]
+        handlers += self.auditor.handlers()  # after the association log's: rows exist
         address = (self.settings.host, self.settings.port)
         if self.reuse_port:
             self._server = ae.make_server(
-                address, evt_handlers=handlers, server_class=ReusePortAssociationServer
+                address,
+                evt_handlers=handlers,
+                server_class=ReusePortAssociationServer,
+                guard=self.guard,
             )
             threading.Thread(
                 target=self._server.serve_forever, name="ReusePortAcceptor", daemon=True
             ).start()
         else:
-            self._server = ae.start_server(address, block=False, evt_handlers=handlers)
+            self._server = ae.make_server(
+                address,
+                evt_handlers=handlers,
+                server_class=GuardedAssociationServer,
+                guard=self.guard,
+            )
+            threading.Thread(
+                target=self._server.serve_forever, name="StorageSCPAcceptor", daemon=True
+            ).start()
         logger.info(
             "Storage SCP %s listening on %s:%d",
             self.settings.ae_title,
@@ -242,6 +301,19 @@ class StorageSCP:
         )
 
     @staticmethod
+    def _part10(event: Event) -> bytes:
+        """The received dataset as Part 10 bytes, as ``event.encoded_dataset()`` gives them."""
+        request = event.request
+        meta = file_meta_information(
+            str(request.AffectedSOPClassUID or ""),
+            str(request.AffectedSOPInstanceUID or ""),
+            str(event.context.transfer_syntax),
+            PYNETDICOM_IMPLEMENTATION_UID,
+            PYNETDICOM_IMPLEMENTATION_VERSION,
+        )
+        return b"".join((meta, request.DataSet.getvalue()))
+
+    @staticmethod
     def handle_echo(event: Event) -> int:
         """Answer C-ECHO with Success (PS3.4 A.4)."""
         return STATUS_SUCCESS
@@ -260,15 +332,16 @@ class StorageSCP:
             0x0000 on success (also for an instance already stored), 0xC210 if
             the dataset cannot be understood (not DICOM, missing or invalid
             UIDs), 0xA900 if it does not match the requested SOP class, 0xA700
-            if it cannot be stored now (disk or database).
+            if it cannot be stored now (disk or database, or free disk space
+            below ``dicom.min_free_disk_bytes`` / ``min_free_disk_percent``).
         """
         calling = event.assoc.requestor.ae_title
         affected_uid = str(event.request.AffectedSOPInstanceUID or "")
         try:
-            encoded = event.encoded_dataset(include_meta=True)
+            encoded = self._part10(event)
             header = parse_header(encoded, transfer_syntax_uid=str(event.context.transfer_syntax))
         except InvalidInstanceError as err:
-            logger.warning("C-STORE from %s refused (0xC210): %s", calling, err)
+            logger.warning("C-STORE from %s refused (0xC210): %s", calling, str(err))
             return STATUS_CANNOT_UNDERSTAND
         except Exception:  # noqa: BLE001 - nothing may escape into the association thread
             logger.exception("C-STORE from %s refused (0xC210): undecodable request", calling)
@@ -292,13 +365,17 @@ class StorageSCP:
         with self._open_lock:
             entry = self._open.get(event.assoc)
         association_id = entry[0] if entry is not None else None
+        room, why_not = self.disk.has_room(len(encoded))
+        if not room:
+            logger.error("C-STORE of %s refused (0xA700): %s", header.sop_instance_uid, why_not)
+            return STATUS_OUT_OF_RESOURCES
         try:
             stored = self.ingest.store(header, encoded, calling, association_id=association_id)
         except InvalidUIDError as err:
-            logger.warning("C-STORE from %s refused (0xC210): %s", calling, err)
+            logger.warning("C-STORE from %s refused (0xC210): %s", calling, str(err))
             return STATUS_CANNOT_UNDERSTAND
         except SpoolWriteError as err:
-            logger.error("C-STORE of %s refused (0xA700): %s", header.sop_instance_uid, err)
+            logger.error("C-STORE of %s refused (0xA700): %s", header.sop_instance_uid, str(err))
             return STATUS_OUT_OF_RESOURCES
         except SQLAlchemyError as err:
             logger.error(

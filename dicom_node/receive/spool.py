@@ -82,12 +82,15 @@ class Spool:
             is left at the final path.
         """
         target = self.root / relative
-        if self.root not in target.resolve().parents:
+        # A lexical check (no file-system calls): paths are built from validated UIDs only,
+        # so this is defence in depth against a caller passing "..".
+        if not os.path.normpath(target).startswith(f"{self.root}{os.sep}"):
             raise SpoolWriteError(f"refusing to write outside the spool: {relative}")
         tmp_name = None
         try:
-            new_dirs = not target.parent.exists()
-            target.parent.mkdir(parents=True, exist_ok=True)
+            new_dirs = not target.parent.is_dir()
+            if new_dirs:
+                target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(
                 dir=self.incoming, prefix=target.stem[:40], suffix=".part", delete=False
             ) as handle:

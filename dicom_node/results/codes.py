@@ -82,6 +82,7 @@ from dicom_node.errors import ResultBuildError
 
 # --- Segmentation: segmented property category (CID 7150) -------------------
 MORPHOLOGICALLY_ABNORMAL_STRUCTURE = Code("49755003", "SCT", "Morphologically Abnormal Structure")
+ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical Structure")  # CID 7150
 
 # --- Segmentation: segmented property type (CID 7151) ------------------------
 HEMORRHAGE = Code("50960005", "SCT", "Hemorrhage")
@@ -119,6 +120,8 @@ MIDDLE_CEREBRAL_ARTERY_M2 = Code("414723005", "SCT", "Middle cerebral artery M2 
 ANTERIOR_CEREBRAL_ARTERY = Code("60176003", "SCT", "Anterior cerebral artery")
 BASILAR_ARTERY = Code("59011009", "SCT", "Basilar artery")  # CID 7151
 POSTERIOR_CEREBRAL_ARTERY = Code("70382005", "SCT", "Posterior cerebral artery")
+# CT angiography vessel map: CID 4, CID 7151.
+CEREBRAL_ARTERY = Code("88556005", "SCT", "Cerebral artery")
 
 # --- Vascular morphology (CID 3810) and segmentable abnormalities (CID 7151) ---
 OCCLUSION = Code("26036001", "SCT", "Occlusion")  # CID 3810 "Vascular Morphology"
@@ -289,6 +292,18 @@ _FINDINGS: dict[str, FindingCodes] = {
         finding_type=OCCLUSION,
         finding_site=MIDDLE_CEREBRAL_ARTERY,
         recommended_display_rgb=(255, 255, 0),
+    ),
+    # CT angiography: the segmented vessel tree (an anatomical structure, not a lesion).
+    "cerebral arteries": FindingCodes(
+        label="cerebral arteries",
+        segment_label="Cerebral arteries",
+        abbreviation="ART",
+        segmented_property_category=ANATOMICAL_STRUCTURE,
+        segmented_property_type=CEREBRAL_ARTERY,
+        anatomic_region=INTRACRANIAL,
+        finding_type=CEREBRAL_ARTERY,
+        finding_site=INTRACRANIAL,
+        recommended_display_rgb=(255, 64, 64),
     ),
 }
 

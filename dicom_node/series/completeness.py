@@ -3,26 +3,29 @@
 Two ways, and the basis of each completion is stored in ``series.completion_basis``:
 
 * **Proof** (:func:`mark_proven_series_complete`), as soon as the data shows
-  it. Every association that carried the series has closed, no association
-  of the same sender is open without having stored anything yet (a sender
-  that opens one association per instance is between two of them), and either
+  it. Every association that carried the series was released normally (not
+  aborted) at least ``release_grace_s`` ago, no association of the same
+  sender is open without having stored anything yet (a sender that opens one
+  association per instance is between two of them), and either
 
   - the instance count is proven: one multi-frame instance, or as many
     instances as their common ImagesInAcquisition (0020,1002); or
-  - the geometry is proven: every carrying association was released
-    normally at least ``release_grace_s`` ago, and the slice positions along
-    the normal form a contiguous, evenly spaced stack of at least
-    :data:`MIN_STACK_SLICES` slices. Uneven stacks (the GE head: 4 mm steps
-    then 7 mm steps) prove nothing and wait for the quiet time.
+  - the geometry is proven: the slice positions along the normal form a
+    contiguous, evenly spaced stack of at least :data:`MIN_STACK_SLICES`
+    slices. Uneven stacks (the GE head: 4 mm steps then 7 mm steps) prove
+    nothing and wait for the quiet time.
 
   A series still carried by an open association is never completed, so one
-  sent over several concurrent associations is not split.
+  sent over several concurrent or back-to-back associations is not split.
 * **Quiet time** (:func:`mark_stable_series_complete`): no instance for
   ``stable_after_s`` seconds (Orthanc calls this "stable").
 
 What no rule can see is a sender that pauses longer than ``release_grace_s``
 between two associations of one series while the first part alone is an even
-stack; a late instance then re-opens the series (see docs/performance.md).
+stack (or matches ImagesInAcquisition, as one rotation of a sequential scan
+can): that series is completed early and its late instances re-open it, so it
+is analysed twice. Such senders need a longer ``release_grace_s`` or
+``early_completion = false`` (see docs/performance.md).
 
 References
 ----------
@@ -175,9 +178,9 @@ def mark_proven_series_complete(
     session : sqlalchemy.orm.Session
         Open session; the caller commits.
     release_grace_s : float
-        Seconds after the last carrying association was released before the
-        geometry may prove completeness (a sender that opens one association
-        per instance opens the next one within this time).
+        Seconds after the last carrying association was released before a
+        proof counts (a sender that continues a series in a new association
+        opens it within this time).
     now : datetime or None
         Current time (UTC).
 
@@ -207,6 +210,11 @@ def mark_proven_series_complete(
         ).all()
         if any(c.closed_at is None for c in carriers):
             continue  # still being received
+        if not all(c.outcome == AssociationOutcome.RELEASED for c in carriers):
+            continue  # an aborted or broken transfer is likely to be resent
+        last_closed = max(c.closed_at for c in carriers)
+        if now - last_closed < timedelta(seconds=release_grace_s):
+            continue
         senders = {c.calling_ae_title for c in carriers}
         has_instance = exists().where(Instance.association_id == Association.id)
         waiting = session.scalar(
@@ -224,20 +232,17 @@ def mark_proven_series_complete(
             [r.images_in_acquisition for r in rows], [r.number_of_frames for r in rows]
         )
         if basis is None:
-            released = all(c.outcome == AssociationOutcome.RELEASED for c in carriers)
-            last_closed = max(c.closed_at for c in carriers)
-            if not released or now - last_closed < timedelta(seconds=release_grace_s):
-                continue
             stack = stack_evidence([r.slice_position_mm for r in rows])
             if not stack.proven:
                 logger.debug(
                     "series %s not proven complete: %s", series.series_instance_uid, stack.reason
                 )
                 continue
-            basis = (
-                f"geometry: {stack.reason}; {len(carriers)} association(s) released, the last "
-                f"{(now - last_closed).total_seconds():.1f} s ago"
-            )
+            basis = f"geometry: {stack.reason}"
+        basis += (
+            f"; {len(carriers)} association(s) released, the last "
+            f"{(now - last_closed).total_seconds():.1f} s ago"
+        )
         _complete(session, series, basis, now)
         logger.info("series %s complete: %s", series.series_instance_uid, basis)
         completed.append(series)

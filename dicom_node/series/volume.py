@@ -48,6 +48,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from dicom_node.errors import SeriesLoadError
+from dicom_node.series.pixel_limits import PixelLimits, check_series_pixel_limits
 
 if TYPE_CHECKING:
     import highdicom
@@ -541,7 +542,9 @@ def _single_value(datasets: Sequence[pydicom.Dataset], keyword: str) -> str:
     return values.pop()
 
 
-def load_ct_volume(datasets: Sequence[pydicom.Dataset]) -> CTVolume:
+def load_ct_volume(
+    datasets: Sequence[pydicom.Dataset], *, pixel_limits: PixelLimits | None = None
+) -> CTVolume:
     """Assemble single-frame CT instances of one series into a :class:`CTVolume`.
 
     Slices are sorted by the projection of Image Position (Patient) on the
@@ -552,6 +555,10 @@ def load_ct_volume(datasets: Sequence[pydicom.Dataset]) -> CTVolume:
     ----------
     datasets : sequence of pydicom.Dataset
         The instances of one series, pixel data included, in any order.
+    pixel_limits : PixelLimits or None
+        Caps on the decoded size, checked before any pixel is decoded
+        (:func:`~dicom_node.series.pixel_limits.check_series_pixel_limits`);
+        the defaults when None.
 
     Returns
     -------
@@ -566,7 +573,8 @@ def load_ct_volume(datasets: Sequence[pydicom.Dataset]) -> CTVolume:
         UID; Image Orientation (Patient) differing by more than 1e-4; different
         Rows, Columns or Pixel Spacing; a duplicate SOP Instance UID or two
         slices at the same position; missing geometry, rescale or pixel data;
-        pixel data that cannot be decoded (the SOP Instance UID is named).
+        pixel data that cannot be decoded (the SOP Instance UID is named);
+        pixel data that would decode beyond ``pixel_limits``.
 
     References
     ----------
@@ -641,6 +649,7 @@ def load_ct_volume(datasets: Sequence[pydicom.Dataset]) -> CTVolume:
             f"{sorted_along[duplicate[0]]:.3f} mm along the normal"
         )
 
+    check_series_pixel_limits(datasets, pixel_limits or PixelLimits())  # before decoding
     hu = np.empty((len(datasets), rows, columns), dtype=np.float32)
     for k, i in enumerate(order):
         hu[k] = _hu_slice(datasets[i])

@@ -41,8 +41,9 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from dicom_node import __version__
 from dicom_node.config import Settings
-from dicom_node.db.models import Job, JobState, Purge, Series, User, utcnow
+from dicom_node.db.models import Delivery, Job, JobState, Purge, Series, User, utcnow
 from dicom_node.errors import IllegalTransitionError
+from dicom_node.export.exporter import requeue_delivery
 from dicom_node.jobs import queue
 from dicom_node.metrics import make_registry
 from dicom_node.queries import (
@@ -672,6 +673,27 @@ def create_app(
     @app.post("/jobs/{job_id}/cancel", dependencies=[Depends(csrf_protect)])
     def cancel_job(request: Request, job_id: int, user: AdminUser):
         return change_job(request, job_id, user, "cancel")
+
+    @app.post("/deliveries/{delivery_id}/requeue", dependencies=[Depends(csrf_protect)])
+    async def requeue_delivery_action(request: Request, delivery_id: int, user: AdminUser):
+        """Admins: a DEAD delivery back to PENDING (``export.exporter.requeue_delivery``)."""
+        form = await request.form()
+        back = _safe_next(str(form.get("next") or "/deliveries"))
+
+        def change() -> tuple[str, str]:
+            with session_factory.begin() as session:
+                delivery = session.get(Delivery, delivery_id)
+                if delivery is None:
+                    return "error", f"There is no delivery {delivery_id}."
+                try:
+                    requeue_delivery(session, delivery)
+                except IllegalTransitionError:
+                    return "error", f"A {delivery.state} delivery cannot be requeued."
+            logger.info("user %s: requeue delivery %d", user.username, delivery_id)
+            return "ok", f"Delivery {delivery_id} requeued."
+
+        request.session["flash"] = await run_in_threadpool(change)
+        return RedirectResponse(back, status_code=303)
 
     # --- viewer ----------------------------------------------------------------------------
 

@@ -45,7 +45,8 @@ port = {orthanc.dicom_port}
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
-        while run_storescu(storescu, port, [head_ct_dir / "01.dcm"]).returncode != 0:
+        probe = [head_ct_dir / "01.dcm"]
+        while run_storescu(storescu, port, probe, called="NODE_UNDER_TEST").returncode != 0:
             assert process.poll() is None, process.stdout.read()
             assert time.monotonic() < deadline, "serve did not start listening"
             time.sleep(0.5)

@@ -16,7 +16,7 @@ def test_embedded_defaults():
     settings = load_settings()
     assert settings.dicom.ae_title == "DICOM_NODE"
     assert settings.series.stable_after_s == 10.0
-    assert [r.pipeline for r in settings.selection.rules] == ["ich"]
+    assert [r.pipeline for r in settings.selection.rules] == ["cta", "cta", "ich"]
     assert settings.storage.url.startswith("sqlite:///")
 
 

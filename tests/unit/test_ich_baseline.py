@@ -160,7 +160,7 @@ def test_parameters_are_validated():
 
 
 def test_registry():
-    assert PIPELINE_NAMES == ("ich",)
+    assert PIPELINE_NAMES == ("ich", "cta")
     pipeline = get_pipeline("ich")
     assert isinstance(pipeline, IchBaselinePipeline)
     assert isinstance(pipeline, Pipeline)

@@ -73,7 +73,9 @@ def test_contrast_orientation_and_slice_count_conditions(shared_data, rules):
     base = attributes_of(shared_data / "head-ct-ge")
     fields = base.__dict__
     contrast = SeriesAttributes(**{**fields, "contrast_bolus_agent": "IOMERON 400"})
-    assert "ContrastBolusAgent is present" in select_pipeline(contrast, rules).reason
+    head_rules = [r for r in rules if r.pipeline == "ich"]
+    assert "ContrastBolusAgent is present" in select_pipeline(contrast, head_rules).reason
+    assert select_pipeline(contrast, rules).pipeline == "cta"  # CT angiography
     sagittal = SeriesAttributes(**{**fields, "image_orientation_patient": (0, 1, 0, 0, 0, -1)})
     assert "not axial" in select_pipeline(sagittal, rules).reason
     few = SeriesAttributes(**{**fields, "slice_count": 3})
@@ -129,6 +131,8 @@ def test_default_rule_accepts_the_ge_head_with_its_kernel(ge, rules):
     ],
 )
 def test_each_default_condition_rejects_with_its_reason(ge, rules, changes, fragment):
+    # The conditions of the non-contrast head rule (a contrast series is the CTA rules' own).
+    rules = [r for r in rules if r.pipeline == "ich"]
     selection = select_pipeline(_with(ge, **changes), rules)
     assert selection.pipeline is None
     assert fragment in selection.reason, selection.reason

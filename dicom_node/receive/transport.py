@@ -1,0 +1,542 @@
+"""The Storage SCP's transport: source-address check, TLS handshake and PDU limits.
+
+pynetdicom reads a PDU by trusting its 32-bit length field: a peer that
+announces 4 GiB and sends it makes the receiver buffer 4 GiB, and a C-STORE
+dataset is collected in memory, fragment after fragment, without bound,
+before the handler sees it. :class:`GuardedAssociationServer` protects the
+node below pynetdicom's state machine:
+
+* :meth:`~GuardedAssociationServer.verify_request` closes a connection from an
+  address outside ``dicom.allowed_networks`` before any PDU is read;
+* with TLS, the handshake runs in the connection's own thread (pynetdicom
+  does it in the accepting thread, where one silent client would stall
+  every other connection), with a timeout; a client whose certificate is not
+  trusted is disconnected there;
+* every byte an association receives passes a :class:`PduStreamGuard`, which
+  follows the PDU framing (PS3.8 9.3) and the P-DATA-TF presentation data
+  values (PS3.8 9.3.5, E.2): a PDU longer than ``max_accepted_pdu_bytes``, a
+  command set over 64 KiB or a dataset over ``max_dataset_bytes`` gets an
+  A-ABORT (source: service provider, reason: invalid PDU parameter value)
+  and the connection is closed before more is buffered.
+
+Everything else about malformed PDUs (unknown types, bad items, PDUs out of
+sequence) is pynetdicom's state machine: it answers with A-ABORT and closes.
+
+References
+----------
+DICOM PS3.8 section 9.3 (PDU structure), 9.3.5 (P-DATA-TF), 9.3.8 (A-ABORT),
+Annex E.2 (message control header); PS3.15 Annex B (TLS); Python socketserver.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import socketserver
+import ssl
+import struct
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pynetdicom import evt
+from pynetdicom._handlers import (
+    standard_dimse_recv_handler,
+    standard_dimse_sent_handler,
+    standard_pdu_recv_handler,
+    standard_pdu_sent_handler,
+)
+from pynetdicom.fsm import InvalidEventError
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+from dicom_node.db.models import utcnow
+from dicom_node.receive.access import AddressAllowList
+
+logger = logging.getLogger(__name__)
+
+#: PDU header: type (1), reserved (1), length (4) (PS3.8 9.3.1).
+PDU_HEADER_BYTES = 6
+#: PDV item header: item length (4), presentation context ID (1), message control header (1).
+PDV_HEADER_BYTES = 6
+P_DATA_TF = 0x04
+#: A-ABORT PDU: source 2 (DICOM UL service-provider), reason 6 (invalid PDU parameter value).
+A_ABORT_INVALID_PARAMETER = bytes((0x07, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x02, 0x06))
+#: Largest command set accepted (a C-STORE-RQ command is about 200 bytes).
+MAX_COMMAND_BYTES = 65536
+#: Upper-layer events caused by the local association thread (PS3.8 Table 9-10: A-ASSOCIATE,
+#: P-DATA, A-RELEASE and A-ABORT request/response primitives).
+LOCAL_PRIMITIVE_EVENTS = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
+
+
+@dataclass(frozen=True)
+class ReceiveLimits:
+    """Limits on what one association may make the node buffer.
+
+    Parameters
+    ----------
+    max_pdu_bytes : int
+        Largest PDU length field accepted (any PDU type), in bytes.
+    max_dataset_bytes : int
+        Largest dataset of one DIMSE message (all its P-DATA fragments), in bytes.
+    max_command_bytes : int
+        Largest command set of one DIMSE message, in bytes.
+    """
+
+    max_pdu_bytes: int = 4 * 1024**2
+    max_dataset_bytes: int = 1024**3
+    max_command_bytes: int = MAX_COMMAND_BYTES
+
+
+class PduStreamGuard:
+    """Follows the PDU framing of one association's received bytes and enforces limits.
+
+    Feed it every byte in order (:meth:`feed`), in chunks of any size; it
+    keeps a few header bytes and counters, never the data.
+
+    Parameters
+    ----------
+    limits : ReceiveLimits
+        The limits enforced.
+
+    References
+    ----------
+    DICOM PS3.8 9.3.1 (PDU header), 9.3.5 (P-DATA-TF and PDV items), E.2
+    (message control header: bit 0 command/dataset, bit 1 last fragment).
+    """
+
+    def __init__(self, limits: ReceiveLimits) -> None:
+        self.limits = limits
+        self.violation: str | None = None
+        self.bytes_received = 0
+        self._header = bytearray()
+        self._pdu_type = 0
+        self._pdu_left = 0
+        self._pdv_header = bytearray()
+        self._pdv_left = 0
+        self._pdv_is_command = False
+        self._pdv_is_last = False
+        self._command_bytes = 0
+        self._dataset_bytes = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> str | None:
+        """Account for received bytes; return the violation, or None while within limits.
+
+        Parameters
+        ----------
+        data : bytes-like
+            The next bytes received on the association.
+
+        Returns
+        -------
+        str or None
+            Why the association must be aborted (also kept in
+            :attr:`violation`); None when the bytes are within the limits.
+        """
+        if self.violation is not None:
+            return self.violation
+        view = memoryview(data)
+        self.bytes_received += len(view)
+        position, end = 0, len(view)
+        while position < end:
+            if self._pdu_left == 0:
+                take = min(PDU_HEADER_BYTES - len(self._header), end - position)
+                self._header += view[position : position + take]
+                position += take
+                if len(self._header) < PDU_HEADER_BYTES:
+                    break
+                self._pdu_type, _, length = struct.unpack(">BBL", self._header)
+                self._header.clear()
+                if length > self.limits.max_pdu_bytes:
+                    self.violation = (
+                        f"PDU type 0x{self._pdu_type:02X} announces {length} bytes, over "
+                        f"the limit of {self.limits.max_pdu_bytes} (dicom.max_accepted_pdu_bytes)"
+                    )
+                    return self.violation
+                self._pdu_left = length
+                self._pdv_header.clear()
+                self._pdv_left = 0
+                continue
+            if self._pdu_type != P_DATA_TF:
+                skip = min(self._pdu_left, end - position)
+                position += skip
+                self._pdu_left -= skip
+                continue
+            if self._pdv_left == 0:
+                take = min(PDV_HEADER_BYTES - len(self._pdv_header), end - position, self._pdu_left)
+                self._pdv_header += view[position : position + take]
+                position += take
+                self._pdu_left -= take
+                if len(self._pdv_header) == PDV_HEADER_BYTES:
+                    item_length = struct.unpack(">L", self._pdv_header[:4])[0]
+                    control = self._pdv_header[5]
+                    self._pdv_header.clear()
+                    self._pdv_is_command = bool(control & 0x01)
+                    self._pdv_is_last = bool(control & 0x02)
+                    self._pdv_left = max(0, item_length - 2)
+                    if self._pdv_left == 0:
+                        self._fragment_done()
+                elif self._pdu_left == 0:
+                    self._pdv_header.clear()  # malformed item: pynetdicom refuses the PDU
+                continue
+            take = min(self._pdv_left, end - position, self._pdu_left)
+            position += take
+            self._pdv_left -= take
+            self._pdu_left -= take
+            if self._pdv_is_command:
+                self._command_bytes += take
+                if self._command_bytes > self.limits.max_command_bytes:
+                    self.violation = (
+                        f"command set over {self.limits.max_command_bytes} bytes"
+                    )
+                    return self.violation
+            else:
+                self._dataset_bytes += take
+                if self._dataset_bytes > self.limits.max_dataset_bytes:
+                    self.violation = (
+                        f"dataset over {self.limits.max_dataset_bytes} bytes "
+                        "(dicom.max_dataset_bytes)"
+                    )
+                    return self.violation
+            if self._pdv_left == 0:
+                self._fragment_done()
+            elif self._pdu_left == 0:
+                self._pdv_left = 0  # item longer than its PDU: malformed, pynetdicom refuses
+        return None
+
+    def _fragment_done(self) -> None:
+        if self._pdv_is_last:
+            if self._pdv_is_command:
+                self._command_bytes = 0
+            else:
+                self._dataset_bytes = 0
+
+
+class GuardedAssociationSocket(AssociationSocket):
+    """pynetdicom's association socket with a :class:`PduStreamGuard` on every read.
+
+    Installed by :class:`GuardedRequestHandler`; the guard is in
+    :attr:`pdu_guard`.
+    """
+
+    pdu_guard: PduStreamGuard
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        """Read like :meth:`AssociationSocket.recv`; past a limit, abort and report "closed".
+
+        Returns
+        -------
+        bytearray
+            The bytes read, or an empty bytearray when a limit was exceeded (the
+            A-ABORT has been sent and the connection shut down; pynetdicom then
+            sees a closed transport and ends the association).
+        """
+        if self.pdu_guard.violation is not None:
+            return bytearray()  # aborted already
+        try:
+            data = super().recv(nr_bytes)
+        except OSError:
+            self._transport_closed()
+            raise
+        if len(data) < nr_bytes:  # pynetdicom returns short only when the peer closed
+            self._transport_closed()
+        try:
+            violation = self.pdu_guard.feed(data)
+        except Exception:  # noqa: BLE001 - the guard must never break the association thread
+            logger.exception("PDU guard failed; limits not enforced on this association")
+            return data
+        if violation is None:
+            return data
+        self.abort_transport(violation)
+        return bytearray()
+
+    def abort_transport(self, reason: str) -> None:
+        """Send an A-ABORT (service provider, invalid parameter) and shut the connection.
+
+        Safe from the upper layer's own thread (pynetdicom's ``Association.abort``
+        is not: it waits for that thread). The next read sees a closed
+        transport and the association ends.
+
+        Parameters
+        ----------
+        reason : str
+            Logged, and kept in ``pdu_guard.violation`` for the audit record.
+        """
+        if self.pdu_guard.violation is None:
+            self.pdu_guard.violation = reason
+        peer = getattr(self.assoc.requestor, "address", "?")
+        logger.warning("association from %s aborted: %s", peer, reason)
+        raw = self.socket
+        if raw is not None:
+            with suppress(OSError, ValueError):
+                raw.sendall(A_ABORT_INVALID_PARAMETER)
+            with suppress(OSError, ValueError):
+                raw.shutdown(socket.SHUT_RDWR)
+        self._transport_closed()
+
+    def _transport_closed(self) -> None:
+        """Wake an acceptor still waiting for the A-ASSOCIATE-RQ: none will come now.
+
+        pynetdicom's association thread waits up to the ACSE timeout for the
+        request; until then it counts against ``maximum_associations``, so a
+        peer that connects and sends garbage would hold a slot for a minute.
+        ``None`` is what a timed-out wait returns: the thread closes the
+        connection and ends at once.
+        """
+        assoc = self.assoc
+        if getattr(assoc.requestor, "primitive", None) is None:
+            with suppress(Exception):
+                assoc.dul.to_user_queue.put(None)
+
+
+#: C-STORE-RQ command field (PS3.7 E.1-1).
+C_STORE_RQ = 0x0001
+#: pynetdicom's debug-logging handlers, bound to every association by default. The first
+#: exception in a notification handler skips the handlers after it (pynetdicom's trigger),
+#: and these raise on malformed messages, so they are moved last (or dropped when
+#: pynetdicom's debug log is off, which also spares formatting every PDU for nothing).
+_STANDARD_LOG_HANDLERS = (
+    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
+    (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
+    (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
+    (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
+)
+
+
+def abort_on_invalid_command(event: Any) -> None:
+    """EVT_DIMSE_RECV handler: abort at once on a C-STORE-RQ that lacks its SOP UIDs.
+
+    pynetdicom cannot turn such a request into a primitive, answers nothing and
+    leaves the peer waiting until the network timeout; the command cannot be
+    answered either (the response needs the request's UIDs), so the node aborts
+    the association (PS3.7 9.1.1.1: Affected SOP Class and Instance UID are
+    mandatory in a C-STORE-RQ).
+
+    Parameters
+    ----------
+    event : pynetdicom.events.Event
+        The EVT_DIMSE_RECV event (``event.message``: the DIMSE message).
+
+    References
+    ----------
+    DICOM PS3.7 9.1.1.1 (C-STORE request parameters), 9.3.1.1 (C-STORE-RQ command fields).
+    """
+    try:
+        command = event.message.command_set
+        if int(command.get("CommandField", 0)) != C_STORE_RQ:
+            return
+        missing = [
+            keyword
+            for keyword in ("AffectedSOPClassUID", "AffectedSOPInstanceUID", "MessageID")
+            if not str(command.get(keyword, "") or "").strip()
+        ]
+    except Exception:  # noqa: BLE001 - an unreadable command set is as bad as a missing field
+        missing = ["a readable command set"]
+    if not missing:
+        return
+    sock = getattr(event.assoc.dul, "socket", None)
+    if isinstance(sock, GuardedAssociationSocket):
+        sock.abort_transport(f"C-STORE-RQ without {', '.join(missing)}")
+
+
+def tolerate_late_primitives(state_machine: Any) -> None:
+    """Make a state machine drop local primitives that arrive after the association ended.
+
+    A peer can abort, or the node can abort it (:class:`PduStreamGuard`), while
+    the association thread is still preparing its answer (an A-ASSOCIATE-AC,
+    a C-STORE response). The upper layer is then in Sta13 (awaiting transport
+    close) or Sta1, where PS3.8 Table 9-10 defines no action for a local
+    primitive; pynetdicom raises :class:`InvalidEventError` in its reactor
+    thread, which then dies. The association no longer exists, so the
+    primitive is dropped instead (and logged); invalid events from the peer
+    still raise.
+
+    Parameters
+    ----------
+    state_machine : pynetdicom.fsm.StateMachine
+        The association's upper-layer state machine (``assoc.dul.state_machine``).
+
+    References
+    ----------
+    DICOM PS3.8 9.2 (DICOM UL protocol state machine), Table 9-10.
+    """
+    original = state_machine.do_action
+
+    def do_action(event: str) -> None:
+        try:
+            original(event)
+        except InvalidEventError:
+            if event not in LOCAL_PRIMITIVE_EVENTS:
+                raise
+            # The action would have taken the primitive off the queue; left there, the
+            # reactor would offer it again and again.
+            with suppress(queue.Empty, AttributeError):
+                state_machine.dul.to_provider_queue.get(False)
+            logger.info(
+                "local primitive %s dropped: the association has ended (state %s)",
+                event,
+                state_machine.current_state,
+            )
+
+    state_machine.do_action = do_action
+
+
+class GuardedRequestHandler(RequestHandler):
+    """pynetdicom's request handler, with a :class:`GuardedAssociationSocket`."""
+
+    server: GuardedAssociationServer
+
+    def _create_association(self):  # noqa: ANN202 - pynetdicom's signature
+        assoc = super()._create_association()
+        sock = assoc.dul.socket
+        # Same object, same state; only recv() changes (AssociationSocket has no slots).
+        sock.__class__ = GuardedAssociationSocket
+        sock.pdu_guard = PduStreamGuard(self.server.guard.limits)
+        tolerate_late_primitives(assoc.dul.state_machine)
+        debug = logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
+        for event, handler in _STANDARD_LOG_HANDLERS:
+            with suppress(Exception):
+                assoc.unbind(event, handler)
+                if debug:
+                    assoc.bind(event, handler)
+        return assoc
+
+
+#: ``on_refused(peer_address, reason, started_at)``.
+RefusedCallback = Callable[[str, str, datetime], None]
+
+
+@dataclass
+class ConnectionGuard:
+    """What :class:`GuardedAssociationServer` enforces before and during an association.
+
+    Parameters
+    ----------
+    allow_list : AddressAllowList
+        Source networks allowed; empty allows every address.
+    limits : ReceiveLimits
+        PDU, command and dataset size limits.
+    tls_context : ssl.SSLContext or None
+        Server-side TLS context (:func:`dicom_node.security.tls.server_context`);
+        None for plain TCP.
+    handshake_timeout_s : float
+        Seconds a client has to complete the TLS handshake.
+    on_refused : callable or None
+        Called with ``(peer_address, reason, started_at)`` for each connection
+        closed before an association (address not allowed, TLS failure).
+    """
+
+    allow_list: AddressAllowList
+    limits: ReceiveLimits
+    tls_context: ssl.SSLContext | None = None
+    handshake_timeout_s: float = 10.0
+    on_refused: RefusedCallback | None = None
+
+    def refused(self, client_address: Any, reason: str, started_at: datetime) -> None:
+        """Log and report a connection closed before an association."""
+        peer = _peer(client_address)
+        logger.warning("connection from %s refused: %s", peer, reason)
+        if self.on_refused is not None:
+            try:
+                self.on_refused(peer, reason, started_at)
+            except Exception:  # noqa: BLE001
+                logger.exception("on_refused failed")
+
+
+def _peer(client_address: Any) -> str:
+    if isinstance(client_address, tuple) and len(client_address) >= 2:
+        return f"{client_address[0]}:{client_address[1]}"
+    return str(client_address)
+
+
+class GuardedAssociationServer(ThreadedAssociationServer):
+    """A threaded association server that checks addresses, does TLS per thread and caps PDUs.
+
+    Made by ``AE.make_server(..., server_class=GuardedAssociationServer,
+    guard=...)``. ``ssl_context``, when given, replaces ``guard.tls_context``.
+
+    Parameters
+    ----------
+    ae, address, ae_title, contexts, ssl_context, evt_handlers
+        As for :class:`pynetdicom.transport.AssociationServer`.
+    guard : ConnectionGuard
+        Address allow-list, limits, TLS context and the refusal callback.
+
+    References
+    ----------
+    DICOM PS3.8 9.3; PS3.15 Annex B; Python ``socketserver.BaseServer.verify_request``.
+    """
+
+    def __init__(
+        self,
+        ae: Any,
+        address: Any,
+        ae_title: str,
+        contexts: list,
+        ssl_context: ssl.SSLContext | None = None,
+        evt_handlers: list | None = None,
+        *,
+        guard: ConnectionGuard,
+    ) -> None:
+        self.guard = guard
+        if ssl_context is not None:
+            self.guard.tls_context = ssl_context
+        # No context for pynetdicom: it would do the handshake in the accepting thread.
+        super().__init__(
+            ae,
+            address,
+            ae_title,
+            contexts,
+            None,
+            evt_handlers=evt_handlers,
+            request_handler=GuardedRequestHandler,
+        )
+        self.bind(evt.EVT_DIMSE_RECV, abort_on_invalid_command)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Return False (the connection is closed at once) for an address not allowed."""
+        host = client_address[0] if isinstance(client_address, tuple) else str(client_address)
+        if self.guard.allow_list.allows(str(host)):
+            return True
+        self.guard.refused(client_address, "source address not in dicom.allowed_networks",
+                           utcnow())
+        return False
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Complete the TLS handshake (when configured) in this thread, then hand over."""
+        context = self.guard.tls_context
+        if context is not None:
+            started_at = utcnow()
+            previous_timeout = request.gettimeout()
+            try:
+                request.settimeout(self.guard.handshake_timeout_s)
+                wrapped = context.wrap_socket(
+                    request, server_side=True, do_handshake_on_connect=False
+                )
+                wrapped.do_handshake()
+                wrapped.settimeout(previous_timeout)
+            except (ssl.SSLError, OSError, ValueError) as err:
+                reason = getattr(err, "reason", None) or err.__class__.__name__
+                with suppress(OSError):
+                    request.close()
+                self.guard.refused(client_address, f"TLS handshake failed: {reason}", started_at)
+                return
+            request = wrapped
+        self.RequestHandlerClass(request, client_address, self)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log an exception of a connection's thread (instead of printing it) and go on."""
+        logger.exception("connection from %s failed", _peer(client_address))
+
+    def shutdown(self) -> None:
+        """Stop serving, close the socket and abort open associations.
+
+        The server made by ``AE.make_server`` is not in the AE's list of
+        running servers, which pynetdicom's own ``shutdown`` removes it from.
+        """
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()
+        with suppress(ValueError, AttributeError):
+            self.ae._servers.remove(self)

@@ -1,0 +1,1 @@
+"""Transport security shared by the Storage SCP and the Storage SCU (DICOM TLS)."""

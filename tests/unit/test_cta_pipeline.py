@@ -1,0 +1,145 @@
+"""The cta pipeline on generated angiograms, and its SEG + TID 1500 SR.
+
+Two generated cases (a normal angiogram and a left ICA-T occlusion, seeds of
+the evaluation set) and the real non-contrast GE head. The full evaluation
+over 72 cases is ``dicom-node evaluate cta`` (docs/cta-evaluation.md), not a
+test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+from dicom_node.errors import PipelineError
+from dicom_node.imaging.masks import dice_coefficient
+from dicom_node.imaging.vessels import cta_intracranial_mask
+from dicom_node.pipelines import PIPELINE_NAMES, get_pipeline
+from dicom_node.pipelines.base import PipelineResult
+from dicom_node.pipelines.cta import CtaLvoPipeline
+from dicom_node.results import build_results
+from dicom_node.results.equipment import EquipmentIdentity
+from dicom_node.series.volume import CTVolume, load_ct_volume, read_datasets
+from dicom_node.training.synthetic_cta import (
+    SyntheticCTA,
+    generate_synthetic_cta,
+    locate_head_landmarks,
+)
+
+
+@pytest.fixture(scope="module")
+def ge_datasets(shared_data: Path) -> list[pydicom.Dataset]:
+    return read_datasets(sorted((shared_data / "head-ct-ge").glob("*.dcm")))
+
+
+@pytest.fixture(scope="module")
+def cases(ge_datasets) -> dict[str, tuple[SyntheticCTA, CTVolume, PipelineResult]]:
+    landmarks = locate_head_landmarks(load_ct_volume(ge_datasets))
+    pipeline = CtaLvoPipeline()
+    out = {}
+    for name, kwargs in (
+        ("normal", {"seed": 0}),
+        ("ica-t left", {"seed": 1, "occlusion": "ICA-T", "side": "left"}),
+    ):
+        cta = generate_synthetic_cta(ge_datasets, landmarks=landmarks, **kwargs)
+        volume = load_ct_volume(cta.datasets)
+        out[name] = (cta, volume, pipeline.run(volume))
+    return out
+
+
+def test_registered_as_cta():
+    assert "cta" in PIPELINE_NAMES
+    pipeline = get_pipeline("cta")
+    assert isinstance(pipeline, CtaLvoPipeline)
+    assert pipeline.algorithm.family == "image processing"
+
+
+def test_normal_angiogram_has_vessels_and_no_occlusion(cases):
+    cta, volume, result = cases["normal"]
+    arteries, occlusion = result.findings
+    assert arteries.label == "cerebral arteries" and arteries.present
+    assert arteries.mask.shape == volume.shape
+    brain = cta_intracranial_mask(volume)
+    assert dice_coefficient(arteries.mask & brain, cta.vessel_mask & brain) > 0.6
+    assert occlusion.label == "vessel occlusion"
+    assert not occlusion.present and not occlusion.mask.any() and occlusion.volume_ml == 0.0
+    assert occlusion.laterality is None
+    lvo = result.details["lvo"]
+    assert lvo["suspected"] is False and lvo["asymmetry_ratio"] > 0.4
+
+
+def test_left_carotid_terminus_occlusion_is_found_on_the_left(cases):
+    cta, volume, result = cases["ica-t left"]
+    occlusion = result.findings[1]
+    assert occlusion.present and occlusion.laterality == "left"
+    assert occlusion.finding_site in (
+        "terminal internal carotid artery",
+        "middle cerebral artery m1 segment",
+    )
+    lvo = result.details["lvo"]
+    assert lvo["asymmetry_ratio"] < 0.4
+    error_mm = np.linalg.norm(np.asarray(lvo["location_mm"]) - np.asarray(cta.occlusion.point_mm))
+    assert error_mm < 15.0
+    # The "suspected occlusion" region is a ball around that location, on the left.
+    assert 0.2 < occlusion.volume_ml < 0.8
+    index = np.argwhere(occlusion.mask)
+    row_direction = volume.row_direction
+    centres = volume.image_positions_mm[index[:, 0]] + (
+        index[:, 2:3] * volume.pixel_spacing_mm[1] * row_direction
+    )
+    assert np.all(centres[:, 0] > lvo["willis_center_mm"][0])  # LPS +x is the patient's left
+
+
+def test_a_head_without_enhancement_inside_the_skull_is_refused(ge_datasets):
+    # The real head with everything above 100 HU inside the skull set to brain: no arteries,
+    # no calcification. (The unmodified non-contrast head is *not* reliably refused: its skull
+    # base fragments and calcifications pass for vessels; selection keeps it away.)
+    volume = load_ct_volume(ge_datasets)
+    brain = cta_intracranial_mask(volume)
+    hu = np.where(brain & (volume.hu > 100.0), 35.0, volume.hu).astype(np.float32)
+    with pytest.raises(PipelineError, match="contrast"):
+        CtaLvoPipeline().run(replace(volume, hu=hu))
+
+
+def test_seg_and_sr_of_an_occlusion_are_valid_and_read_back(cases, dciodvfy, tmp_path):
+    cta, volume, result = cases["ica-t left"]
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in cta.datasets}
+    ordered = [by_uid[uid] for uid in volume.sop_instance_uids]
+    seg, sr = build_results(ordered, result, equipment=EquipmentIdentity(software_versions="test"))
+    for name, dataset in (("seg", seg), ("sr", sr)):
+        path = tmp_path / f"{name}.dcm"
+        dataset.save_as(path, enforce_file_format=True)
+        check = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
+        errors = [
+            line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")
+        ]
+        assert errors == [], f"{name}: {errors}"
+    seg_read = hd.seg.segread(tmp_path / "seg.dcm")
+    assert seg_read.number_of_segments == 2
+    arteries = seg_read.get_segment_description(1)
+    occlusion = seg_read.get_segment_description(2)
+    assert arteries.segmented_property_type.value == "88556005"  # SCT Cerebral artery
+    assert occlusion.segmented_property_type.value == "396339007"  # SCT Thrombus
+    pixels = seg_read.get_pixels_by_source_instance(
+        source_sop_instance_uids=list(volume.sop_instance_uids),
+        segment_numbers=[1, 2],
+        assert_missing_frames_are_empty=True,
+    ).astype(bool)
+    assert np.array_equal(pixels[..., 0], result.findings[0].mask)
+    assert np.array_equal(pixels[..., 1], result.findings[1].mask)
+    report = hd.sr.srread(tmp_path / "sr.dcm")
+    groups = report.content.get_volumetric_roi_measurement_groups()
+    assert len(groups) == 2
+    finding = groups[1]
+    assert finding.finding_type.value == "26036001"  # SCT Occlusion
+    assert finding.referenced_segment.referenced_sop_instance_uid == seg_read.SOPInstanceUID
+    assert finding.referenced_segment.referenced_segment_numbers == [2]
+    (site,) = finding.finding_sites
+    laterality = [item for item in site.ContentSequence if item.name.value == "272741003"]
+    assert laterality and laterality[0].value.value == "7771000"  # SCT Left
