@@ -22,8 +22,12 @@ PS3.3 C.7.6.2 Image Plane Module (slice positions recorded for completeness).
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,6 +39,11 @@ from dicom_node.db.models import Instance, Series, SeriesState, Study, utcnow
 from dicom_node.db.transitions import log_initial_state, set_state
 from dicom_node.receive.header import InstanceHeader, position_along_normal, same_orientation
 from dicom_node.receive.spool import Spool
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +90,7 @@ class InstanceIngest:
         self._series_keys: OrderedDict[str, _SeriesKey] = OrderedDict()
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._lock_fd: int | None = None
         # The fast path runs on a bare connection of the sessions' engine (no ORM session).
         bind = session_factory.kw.get("bind")
         self._engine: Engine | None = bind if isinstance(bind, Engine) else None
@@ -207,9 +217,10 @@ class InstanceIngest:
         """
         learned: list[tuple[str, _SeriesKey]] = []
         try:
-            # One writer per process at a time: threads queue here and take turns at once,
-            # instead of meeting on SQLite's lock, whose busy handler sleeps 1-100 ms.
-            with self._write_lock:
+            # One writer at a time: threads, and the receiver processes sharing this spool,
+            # queue here and take turns at once instead of meeting on SQLite's lock, whose
+            # busy handler sleeps 1-100 ms between tries.
+            with self._write_lock, self._spool_lock():
                 now = utcnow()
                 if self._record_fast(
                     header, relative, size_bytes, calling_ae_title, association_id, now
@@ -235,6 +246,21 @@ class InstanceIngest:
         for series_uid, key in learned:  # only committed rows enter the cache
             self._remember(series_uid, key)
         return True
+
+    @contextmanager
+    def _spool_lock(self) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on ``<spool>/.ingest.lock`` (with ``_write_lock`` held)."""
+        if fcntl is None:  # not POSIX: SQLite's own locking only
+            yield
+            return
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self.spool.root / ".ingest.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            weakref.finalize(self, os.close, self._lock_fd)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     # ----------------------------------------------------------------- cache
     def _cached(self, series_uid: str) -> _SeriesKey | None:
