@@ -17,14 +17,11 @@ from dicom_node.db.engine import make_engine, make_session_factory
 from dicom_node.db.models import (
     Delivery,
     DeliveryState,
-    Job,
-    ResultObject,
-    Series,
     StateChange,
-    Study,
 )
 from dicom_node.export.exporter import deliver_due
 from tests.conftest import free_port
+from tests.factories import add_result_with_deliveries
 
 pytestmark = pytest.mark.integration
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -40,23 +37,7 @@ def test_dead_delivery_requeued_from_the_cli_is_delivered(tmp_path, head_ct_dir,
     engine = make_engine(settings.storage.url)
     factory = make_session_factory(engine)
     with factory.begin() as session:
-        study = Study(study_instance_uid="1.2.3")
-        session.add(study)
-        session.flush()
-        series = Series(study_id=study.id, series_instance_uid="1.2.3.4")
-        session.add(series)
-        session.flush()
-        job = Job(series_id=series.id, pipeline="ich", instance_set_digest="x")
-        session.add(job)
-        session.flush()
-        obj = ResultObject(job_id=job.id, kind="SEG", sop_class_uid=CT_IMAGE_STORAGE,
-                           sop_instance_uid=str(ds.SOPInstanceUID), series_instance_uid="1.2.3.5",
-                           study_instance_uid="1.2.3", path="obj.dcm", size_bytes=1)
-        session.add(obj)
-        session.flush()
-        delivery = Delivery(result_object_id=obj.id, destination="pacs")
-        session.add(delivery)
-        session.flush()
+        _, (delivery,) = add_result_with_deliveries(session, ds)
         delivery_id = delivery.id
 
     received: list[str] = []

@@ -15,15 +15,12 @@ from dicom_node.db.engine import make_engine, make_session_factory
 from dicom_node.db.models import (
     Delivery,
     DeliveryState,
-    Job,
-    ResultObject,
-    Series,
     StateChange,
-    Study,
     utcnow,
 )
 from dicom_node.export.exporter import backoff_s, deliver_due
 from tests.conftest import free_port
+from tests.factories import add_result_with_deliveries
 
 pytestmark = pytest.mark.integration
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -64,21 +61,7 @@ def outbox_with_delivery(tmp_path, head_ct_dir):
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     factory = make_session_factory(engine)
     with factory.begin() as session:
-        study = Study(study_instance_uid="1.2.3")
-        session.add(study)
-        session.flush()
-        series = Series(study_id=study.id, series_instance_uid="1.2.3.4")
-        session.add(series)
-        session.flush()
-        job = Job(series_id=series.id, pipeline="ich", instance_set_digest="x")
-        session.add(job)
-        session.flush()
-        obj = ResultObject(job_id=job.id, kind="SEG", sop_class_uid=CT_IMAGE_STORAGE,
-                           sop_instance_uid=str(ds.SOPInstanceUID), series_instance_uid="1.2.3.5",
-                           study_instance_uid="1.2.3", path="obj.dcm", size_bytes=1)
-        session.add(obj)
-        session.flush()
-        session.add(Delivery(result_object_id=obj.id, destination="pacs"))
+        add_result_with_deliveries(session, ds)
     yield factory, outbox, str(ds.SOPInstanceUID)
     engine.dispose()
 

@@ -37,10 +37,6 @@ from dicom_node.db.models import (
     Delivery,
     DeliveryState,
     Instance,
-    Job,
-    ResultObject,
-    Series,
-    Study,
 )
 from dicom_node.errors import ConfigurationError
 from dicom_node.export.exporter import deliver_due
@@ -48,6 +44,7 @@ from dicom_node.receive.ingest import InstanceIngest
 from dicom_node.receive.scp import StorageSCP
 from dicom_node.receive.spool import Spool
 from tests.conftest import free_port, run_storescu
+from tests.factories import add_result_with_deliveries
 from tests.tls_certs import Pki, make_pki
 
 pytestmark = pytest.mark.integration
@@ -257,22 +254,7 @@ def test_exporter_delivers_over_tls_and_audits(tmp_path, head_ct_dir, pki):
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     factory = make_session_factory(engine)
     with factory.begin() as session:
-        study = Study(study_instance_uid="1.2.3")
-        session.add(study)
-        session.flush()
-        series = Series(study_id=study.id, series_instance_uid="1.2.3.4")
-        session.add(series)
-        session.flush()
-        job = Job(series_id=series.id, pipeline="ich", instance_set_digest="x")
-        session.add(job)
-        session.flush()
-        obj = ResultObject(job_id=job.id, kind="SEG", sop_class_uid=CT_IMAGE_STORAGE,
-                           sop_instance_uid=str(ds.SOPInstanceUID), series_instance_uid="1.2.3.5",
-                           study_instance_uid="1.2.3", path="obj.dcm", size_bytes=1000)
-        session.add(obj)
-        session.flush()
-        for name in ("untrusting", "pacs"):
-            session.add(Delivery(result_object_id=obj.id, destination=name))
+        add_result_with_deliveries(session, ds, ("untrusting", "pacs"), size_bytes=1000)
     pacs = TlsPacs(pki)
     audit = AuditLog(factory)
     try:
