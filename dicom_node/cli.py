@@ -920,3 +920,7 @@ def evaluate_cta_command(
         f"vessel Dice (intracranial, median) {summary['vessel_dice_intracranial']['median']}"
     )
     typer.echo(f"reports: {json_path} {markdown_path}")
+
+
+if __name__ == "__main__":
+    app()

@@ -7,8 +7,9 @@ Run by :class:`dicom_node.app.Node` before it starts listening. What it does:
   only after the rename);
 * records spool files that have no database row (the node died between the
   durable write and the commit; the instance may have been acknowledged);
-* removes rows whose file is missing, so that no job reads a file that is
-  not there, and re-opens their series;
+* removes rows whose file is missing (except in series that retention
+  purged on purpose), so that no job reads a file that is not there, and
+  re-opens their series;
 * returns RUNNING jobs of workers on this host to QUEUED: when the node
   starts, no worker of its own can be running them. Workers on other hosts
   are recovered by the heartbeat timeout in the scheduler's sweep.
@@ -25,7 +26,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dicom_node.db.models import Instance, Job, JobState, Series, SeriesState, utcnow
+from dicom_node.db.models import Instance, Job, JobState, Purge, Series, SeriesState, utcnow
 from dicom_node.db.transitions import set_state
 from dicom_node.errors import InvalidInstanceError
 from dicom_node.receive.header import parse_header
@@ -94,6 +95,10 @@ def recover_at_start(
     on_disk = _spool_files(spool.root)
     with session_factory() as session:
         rows = dict(session.execute(select(Instance.path, Instance.sop_instance_uid)).all())
+        # Retention deletes the files of purged series on purpose and keeps their rows.
+        purged = set(session.scalars(
+            select(Instance.path).join(Purge, Purge.series_id == Instance.series_id)
+        ))
     for relative in sorted(on_disk - rows.keys()):
         path = spool.absolute(relative)
         try:
@@ -115,7 +120,7 @@ def recover_at_start(
         if ingest.record(header, relative, len(data), calling_ae_title="RECOVERED"):
             report.orphan_files_recorded += 1
 
-    missing = sorted(set(rows) - on_disk)
+    missing = sorted(set(rows) - on_disk - purged)
     if missing:
         with session_factory.begin() as session:
             for relative in missing:

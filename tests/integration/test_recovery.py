@@ -79,3 +79,20 @@ def test_running_jobs_of_this_host_are_requeued(node, head_ct_dir):
         assert session.get(Job, mine).state == JobState.QUEUED
         assert session.get(Job, mine).attempts == 0
         assert session.get(Job, theirs).state == JobState.RUNNING
+
+
+def test_rows_of_purged_series_are_kept_without_files(node, head_ct_dir):
+    """Retention deletes files on purpose; recovery must not treat that as loss."""
+    from dicom_node.db.models import Purge
+
+    ingest, factory = node
+    data = (head_ct_dir / "01.dcm").read_bytes()
+    ingest.store(parse_header(data), data, "CT")
+    with factory.begin() as session:
+        instance = session.scalars(select(Instance)).one()
+        session.add(Purge(series_id=instance.series_id, spool_files=1))
+    ingest.spool.absolute(instance.path).unlink()
+    report = recover_at_start(ingest, factory, host="thishost")
+    assert report.rows_without_file == []
+    with factory() as session:
+        assert session.scalars(select(Instance)).one().sop_instance_uid == instance.sop_instance_uid
