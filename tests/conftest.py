@@ -100,6 +100,21 @@ class OrthancServer:
         response.raise_for_status()
         return response.json()
 
+    def results_for_study(self, study_instance_uid: str) -> dict[str, list[bytes]]:
+        """Download every SEG and SR instance stored for a study, by modality."""
+        found: dict[str, list[bytes]] = {}
+        for series_id in self.get("/series"):
+            series = self.get(f"/series/{series_id}")
+            study = self.get(f"/studies/{series['ParentStudy']}")
+            if study["MainDicomTags"]["StudyInstanceUID"] != study_instance_uid:
+                continue
+            modality = series["MainDicomTags"].get("Modality")
+            if modality in ("SEG", "SR"):
+                for instance_id in series["Instances"]:
+                    found.setdefault(modality, []).append(
+                        self.get_bytes(f"/instances/{instance_id}/file"))
+        return found
+
     def get_bytes(self, path: str) -> bytes:
         """GET a REST resource and return the raw body."""
         response = requests.get(self.url + path, timeout=60)

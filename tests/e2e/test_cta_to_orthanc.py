@@ -88,22 +88,6 @@ def run(tmp_path_factory, shared_data, storescu):
             node.stop()
 
 
-def results_in_orthanc(orthanc, study_instance_uid: str) -> dict[str, list[bytes]]:
-    """Download every SEG and SR instance stored in Orthanc for a study, by modality."""
-    found: dict[str, list[bytes]] = {}
-    for series_id in orthanc.get("/series"):
-        series = orthanc.get(f"/series/{series_id}")
-        study = orthanc.get(f"/studies/{series['ParentStudy']}")
-        if study["MainDicomTags"]["StudyInstanceUID"] != study_instance_uid:
-            continue
-        modality = series["MainDicomTags"].get("Modality")
-        if modality in ("SEG", "SR"):
-            for instance_id in series["Instances"]:
-                found.setdefault(modality, []).append(
-                    orthanc.get_bytes(f"/instances/{instance_id}/file")
-                )
-    return found
-
 
 def test_the_cta_pipeline_ran_and_found_the_left_occlusion(run):
     job = run["job"]
@@ -122,7 +106,7 @@ def test_the_cta_pipeline_ran_and_found_the_left_occlusion(run):
 def test_seg_and_sr_arrive_valid_and_read_back(run, dciodvfy, tmp_path):
     cta = run["cta"]
     study_uid = str(cta.datasets[0].StudyInstanceUID)
-    objects = results_in_orthanc(run["orthanc"], study_uid)
+    objects = run["orthanc"].results_for_study(study_uid)
     assert len(objects.get("SEG", [])) == 1 and len(objects.get("SR", [])) == 1
     for modality, (data,) in objects.items():
         path = tmp_path / f"{modality}.dcm"

@@ -95,21 +95,6 @@ def run(tmp_path_factory, shared_data, storescu):
             node.stop()
 
 
-def results_in_orthanc(orthanc, study_instance_uid: str) -> dict[str, list[bytes]]:
-    """Download every SEG and SR instance stored in Orthanc for a study, by modality."""
-    found: dict[str, list[bytes]] = {}
-    for series_id in orthanc.get("/series"):
-        series = orthanc.get(f"/series/{series_id}")
-        study = orthanc.get(f"/studies/{series['ParentStudy']}")
-        if study["MainDicomTags"]["StudyInstanceUID"] != study_instance_uid:
-            continue
-        modality = series["MainDicomTags"].get("Modality")
-        if modality in ("SEG", "SR"):
-            for instance_id in series["Instances"]:
-                found.setdefault(modality, []).append(
-                    orthanc.get_bytes(f"/instances/{instance_id}/file"))
-    return found
-
 
 def test_jobs_succeeded(run):
     for name, job in run["jobs"].items():
@@ -124,7 +109,7 @@ def test_seg_and_sr_arrive_in_the_source_study(run, case, dciodvfy, tmp_path):
             Series.series_instance_uid == source_series_uid))
         study_uid = series.study.study_instance_uid
         frame_of_reference_uid = series.frame_of_reference_uid
-    objects = results_in_orthanc(run["orthanc"], study_uid)
+    objects = run["orthanc"].results_for_study(study_uid)
     assert len(objects.get("SEG", [])) == 1 and len(objects.get("SR", [])) == 1
     for modality, (data,) in objects.items():
         path = tmp_path / f"{modality}.dcm"
@@ -160,7 +145,7 @@ def test_synthetic_bleed_is_detected_with_volume_and_overlap(run, tmp_path):
     with run["node"].session_factory() as session:
         study_uid = session.scalar(select(Series).where(
             Series.series_instance_uid == run["uids"]["bleed"])).study.study_instance_uid
-    (data,) = results_in_orthanc(run["orthanc"], study_uid)["SEG"]
+    (data,) = run["orthanc"].results_for_study(study_uid)["SEG"]
     (tmp_path / "seg.dcm").write_bytes(data)
     seg = hd.seg.segread(tmp_path / "seg.dcm")
     pixels = seg.get_pixels_by_source_instance(
