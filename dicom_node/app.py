@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -156,7 +157,9 @@ class JobExecutor:
         from dicom_node.pipelines import get_pipeline
 
         if name not in self._pipelines:
-            self._pipelines[name] = get_pipeline(name)
+            self._pipelines[name] = get_pipeline(
+                name, ich_model_dir=self.settings.models.ich_model_dir
+            )
         return self._pipelines[name]
 
     def _destination_profiles(self) -> dict[str, Any]:
@@ -266,6 +269,9 @@ class JobExecutor:
                 "label": f.label,
                 "present": bool(f.present),
                 "volume_ml": round(float(f.volume_ml), 3),
+                # Side and site when the pipeline names them (CTA: LVO side and segment).
+                **({"laterality": f.laterality} if f.laterality else {}),
+                **({"finding_site": f.finding_site} if f.finding_site else {}),
             }
             for f in result.findings
         ]
@@ -471,13 +477,15 @@ def _not_eligible(session: Session, series: Series, reason: str, now: datetime) 
     logger.info("series %s not eligible: %s", series.series_instance_uid, reason)
 
 
-def algorithm_version(pipeline: str) -> str:
+def algorithm_version(pipeline: str, ich_model_dir: Path | None = None) -> str:
     """Return the algorithm (model) version of a pipeline, part of a job's identity.
 
     Parameters
     ----------
     pipeline : str
         Pipeline name from the selection rules.
+    ich_model_dir : Path or None
+        Model package of the ``ich`` pipeline (``[models] ich_model_dir``).
 
     Returns
     -------
@@ -485,12 +493,12 @@ def algorithm_version(pipeline: str) -> str:
         ``AlgorithmIdentity.version`` of the pipeline; ``""`` for an unknown
         pipeline (its job then fails in the worker with the reason).
     """
-    from dicom_node.errors import ConfigurationError
+    from dicom_node.errors import ConfigurationError, ModelPackageError
     from dicom_node.pipelines import get_pipeline
 
     try:
-        return str(get_pipeline(pipeline).algorithm.version)
-    except ConfigurationError as err:
+        return str(get_pipeline(pipeline, ich_model_dir=ich_model_dir).algorithm.version)
+    except (ConfigurationError, ModelPackageError) as err:
         logger.error("pipeline %r: %s", pipeline, err)
         return ""
 
@@ -513,7 +521,7 @@ def _dispatch(session: Session, series: Series, selection, settings: Settings, n
         digest=instance_set_digest([uid for _, uid in rows]),
         max_attempts=settings.workers.max_attempts,
         now=now,
-        pipeline_version=algorithm_version(selection.pipeline),
+        pipeline_version=algorithm_version(selection.pipeline, settings.models.ich_model_dir),
         max_instance_id=max((row_id for row_id, _ in rows), default=None),
     )
     reason = f"{selection.reason}: job {job.id} ({selection.pipeline})"

@@ -34,6 +34,8 @@ app.add_typer(series_app, name="series")
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(users_app, name="users")
 app.add_typer(evaluate_app, name="evaluate")
+train_app = typer.Typer(help="Train the node's models.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 
 logger = logging.getLogger("dicom_node.cli")
 
@@ -154,11 +156,9 @@ def _result_text(row: dict[str, Any]) -> str:
 
 
 def _finding_text(findings: list[dict[str, Any]]) -> str:
-    parts = []
-    for f in findings:
-        word = "present" if f["present"] else "absent"
-        parts.append(f"{f['label']} {word} ({f['volume_ml']:.2f} mL)")
-    return "; ".join(parts)
+    from dicom_node.queries import finding_text
+
+    return finding_text(findings)
 
 
 @jobs_app.command("list")
@@ -920,6 +920,131 @@ def evaluate_cta_command(
         f"vessel Dice (intracranial, median) {summary['vessel_dice_intracranial']['median']}"
     )
     typer.echo(f"reports: {json_path} {markdown_path}")
+
+
+@train_app.command("ich")
+def train_ich_command(
+    base: Annotated[
+        Path | None,
+        typer.Option(help="Real non-contrast head CT folder (base anatomy); default: packaged."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Model package folder to write.")] = Path(
+        "models/ich/1.0.0"
+    ),
+    work_dir: Annotated[
+        Path, typer.Option(help="Cache of generated cases and per-epoch checkpoints.")
+    ] = Path(".ich-work"),
+    version: Annotated[str, typer.Option(help="Model version for the manifest.")] = "1.0.0",
+    train_cases: Annotated[int, typer.Option(help="Synthetic training series.")] = 400,
+    validation_cases: Annotated[int, typer.Option(help="Series for the threshold.")] = 60,
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 14,
+    steps: Annotated[int, typer.Option(help="Batches per epoch.")] = 120,
+    batch_size: Annotated[int, typer.Option(help="Slices per batch.")] = 12,
+    learning_rate: Annotated[float, typer.Option(help="Initial Adam learning rate.")] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation and sampling.")] = 0,
+    processes: Annotated[int, typer.Option(help="Processes generating cases.")] = 2,
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra voxel-labelled data, physionet:PATH or bhsd:PATH (repeatable)."),
+    ] = None,
+) -> None:
+    """Train the ICH ResUNet on synthetic hemorrhages and write a model package.
+
+    Generates seeded synthetic cases on the real head (cached in --work-dir),
+    trains with a progress line per epoch and a checkpoint per epoch (a rerun
+    resumes), chooses the any-ICH threshold on validation cases and writes
+    model.keras, manifest.json and MODEL_CARD.md to --out.
+    """
+    from dicom_node.training.train_ich import IchTrainingConfig, train_ich
+
+    configure_logging("INFO")
+    config = IchTrainingConfig(
+        base_dir=base if base is not None else sample_head_ct_dir(),
+        output_dir=out, work_dir=work_dir, version=version, train_cases=train_cases,
+        validation_cases=validation_cases, epochs=epochs, steps_per_epoch=steps,
+        batch_size=batch_size, learning_rate=learning_rate, seed=seed, processes=processes,
+        datasets=list(dataset or []),
+    )
+    try:
+        package = train_ich(config)
+    except (ValueError, DicomNodeError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(f"model package: {package}")
+
+
+@evaluate_app.command("ich")
+def evaluate_ich_command(
+    model: Annotated[
+        Path | None, typer.Option(help="Model package folder; default: newest shipped.")
+    ] = None,
+    base: Annotated[
+        Path | None,
+        typer.Option(help="Real head CT folder (lesion base, evaluated as is); default: packaged."),
+    ] = None,
+    cases: Annotated[int, typer.Option(help="Held-out synthetic series (>= 100).")] = 120,
+    seed_start: Annotated[int, typer.Option(help="First held-out seed.")] = 900_000,
+    processes: Annotated[int, typer.Option(help="Processes generating cases.")] = 2,
+    report: Annotated[
+        Path, typer.Option(help="Report path without suffix (.json and .md are written).")
+    ] = Path("docs/ich-evaluation"),
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Evaluate on a labelled public dataset instead: physionet:PATH, "
+                     "bhsd:PATH or rsna:PATH (writes <report>.json only)."),
+    ] = None,
+) -> None:
+    """Evaluate the ICH model on held-out synthetic series and the real head.
+
+    Writes Dice per subtype, any-ICH AUC, sensitivity and specificity at the
+    manifest threshold, slice-level AUC and volume error, into the package
+    (evaluation.json, MODEL_CARD.md) and to --report. Synthetic data: not a
+    measure of clinical accuracy. With --dataset, the same figures on your own
+    labelled data (series and slice AUC; Dice where voxel labels exist).
+    """
+    import json
+    import shlex
+    import sys
+
+    from dicom_node.pipelines.ich import default_model_dir
+    from dicom_node.training.evaluate_ich import evaluate_ich
+
+    configure_logging("WARNING")
+    if dataset is not None:
+        from dicom_node.training.ich_real import evaluate_dataset
+
+        try:
+            folder = model if model is not None else default_model_dir()
+            result = evaluate_dataset(folder, dataset)
+        except (ValueError, DicomNodeError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from err
+        report.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        s = result["summary"]
+        typer.echo(
+            f"{s['series']} series ({s['positive_series']} positive): series AUC "
+            f"{s['series_auc']}, sensitivity {s['sensitivity']}, specificity "
+            f"{s['specificity']}, slice AUC {s['slice_auc']}"
+        )
+        typer.echo(f"report: {report.with_suffix('.json')}")
+        return
+    try:
+        folder = model if model is not None else default_model_dir()
+        result = evaluate_ich(
+            folder, base if base is not None else sample_head_ct_dir(), cases=cases,
+            seed_start=seed_start, processes=processes, report_path=report,
+            command="dicom-node " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        )
+    except (ValueError, DicomNodeError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    s = result["summary"]
+    typer.echo(
+        f"{s['cases']} cases: AUC {s['any_ich_auc']}, sensitivity {s['sensitivity']}, "
+        f"specificity {s['specificity']}, mean subtype Dice {s['mean_subtype_dice']}; "
+        f"real head called {'positive' if result['real_head']['positive'] else 'negative'}"
+    )
+    typer.echo(f"reports: {report}.json {report}.md")
 
 
 if __name__ == "__main__":

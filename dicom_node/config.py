@@ -222,6 +222,14 @@ class WorkerSettings(_Section):
     max_memory_bytes: int = Field(8 * 1024**3, ge=0)
 
 
+class ModelSettings(_Section):
+    """Where the learned pipelines find their model packages."""
+
+    # Folder of the ICH model package (manifest.json + model.keras); empty = the
+    # newest package shipped under models/ich/ of the source tree.
+    ich_model_dir: Path | None = None
+
+
 class Destination(_Section):
     """A DICOM peer (normally the PACS) that receives the results by C-STORE."""
 
@@ -380,6 +388,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     series: SeriesSettings = Field(default_factory=SeriesSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     results: ResultSettings = Field(default_factory=ResultSettings)
     selection: SelectionSettings = Field(default_factory=SelectionSettings)

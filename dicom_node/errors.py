@@ -45,6 +45,14 @@ class PipelineError(PermanentError):
     """A pipeline could not analyse a volume it was given."""
 
 
+class ModelPackageError(PermanentError):
+    """A model package is missing, incomplete, or its weights do not match the manifest sha256."""
+
+
+class DatasetError(PermanentError):
+    """A training or evaluation dataset breaks its documented layout (file and rule named)."""
+
+
 class ResultBuildError(PermanentError):
     """A result object (SEG, SR) could not be built or failed validation."""
 

@@ -8,6 +8,7 @@ imported when asked for.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from dicom_node.errors import ConfigurationError
@@ -15,7 +16,7 @@ from dicom_node.pipelines.base import AlgorithmIdentity, PipelineResult
 from dicom_node.series.volume import CTVolume
 
 #: Names accepted by :func:`get_pipeline`.
-PIPELINE_NAMES: tuple[str, ...] = ("ich", "cta")
+PIPELINE_NAMES: tuple[str, ...] = ("ich", "ich-baseline", "cta")
 
 
 @runtime_checkable
@@ -54,16 +55,20 @@ class Pipeline(Protocol):
         ...
 
 
-def get_pipeline(name: str) -> Pipeline:
+def get_pipeline(name: str, *, ich_model_dir: Path | None = None) -> Pipeline:
     """Return a new pipeline object for a pipeline name.
 
     Parameters
     ----------
     name : str
-        One of :data:`PIPELINE_NAMES`: ``"ich"`` (the ich-baseline detector,
+        One of :data:`PIPELINE_NAMES`: ``"ich"`` (the learned 5-subtype
+        model, :class:`dicom_node.pipelines.ich.IchPipeline`),
+        ``"ich-baseline"`` (the classical threshold detector,
         :class:`dicom_node.pipelines.ich_baseline.IchBaselinePipeline`) or
         ``"cta"`` (vessels and large-vessel occlusion on CT angiography,
         :class:`dicom_node.pipelines.cta.CtaLvoPipeline`).
+    ich_model_dir : Path or None
+        Model package of ``"ich"``; None uses the newest shipped package.
 
     Returns
     -------
@@ -74,8 +79,14 @@ def get_pipeline(name: str) -> Pipeline:
     ------
     ConfigurationError
         If ``name`` is not a known pipeline.
+    ModelPackageError
+        If the ``"ich"`` model package is missing or fails its sha256 check.
     """
     if name == "ich":
+        from dicom_node.pipelines.ich import IchPipeline
+
+        return IchPipeline(ich_model_dir)
+    if name == "ich-baseline":
         from dicom_node.pipelines.ich_baseline import IchBaselinePipeline
 
         return IchBaselinePipeline()

@@ -1,0 +1,525 @@
+"""Pipeline ``ich``: learned 5-subtype hemorrhage segmentation and detection.
+
+A Keras 3 residual U-Net (:mod:`dicom_node.training.resunet`) predicts, for
+every source slice resampled in plane to the model grid and stacked with its
+neighbours (:mod:`dicom_node.imaging.ich_input`), per-pixel probabilities of
+background and the five subtypes of :data:`~dicom_node.imaging.ich_input.ICH_SUBTYPES`.
+The probabilities go back to the exact source grid by the inverse in-plane
+affine map, so every mask frame still belongs to its source SOP instance.
+
+Detection is derived from the segmentation: the any-ICH probability of a
+series is the largest 3x3-smoothed probability of "not background" on the
+model grid; the series is positive at or above the operating threshold stored
+in the model manifest (chosen on a validation set). A subtype is reported
+present when the series is positive, its own smoothed probability reaches the
+threshold and its mask holds at least ``min_volume_ml``.
+
+The model package (``models/ich/<version>/``: ``model.keras``,
+``manifest.json``, ``MODEL_CARD.md``) is read once per pipeline object; the
+worker keeps one pipeline object per process, so the weights are loaded once
+per worker process, after their sha256 was checked against the manifest.
+
+References
+----------
+Ronneberger O, et al. U-Net. MICCAI 2015; DICOM PS3.3 A.51 Segmentation IOD
+(masks on the source frames); Hanley JA, McNeil BJ. Radiology 1982;143:29-36
+(AUC used to report the detection score).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from dicom_node.errors import ModelPackageError, PipelineError
+from dicom_node.imaging.ich_input import (
+    AIR_HU,
+    ICH_CLASSES,
+    ICH_SUBTYPES,
+    IchInputSpec,
+    InPlaneGrid,
+    head_grid,
+    stack_context,
+    to_model_grid,
+    to_source_grid,
+    window_channels,
+)
+from dicom_node.pipelines.base import AlgorithmIdentity, PipelineResult, SegmentFinding
+from dicom_node.series.volume import CTVolume
+
+logger = logging.getLogger(__name__)
+
+#: File names inside a model package.
+MANIFEST_NAME = "manifest.json"
+WEIGHTS_NAME = "model.keras"
+MODEL_CARD_NAME = "MODEL_CARD.md"
+#: Label of the any-ICH finding (a key of :mod:`dicom_node.results.codes`).
+ANY_ICH_LABEL = "intracranial hemorrhage"
+#: Slices per forward pass; a fixed batch shape avoids retracing the model.
+BATCH_SLICES = 8
+
+
+def repository_models_dir() -> Path:
+    """Return the ``models/`` folder of a source checkout (editable install).
+
+    Returns
+    -------
+    Path
+        ``<repository>/models``; it exists in a clone and in ``pip install -e``.
+    """
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+def _version_key(name: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in name.replace("-", ".").split("."))
+
+
+def default_model_dir() -> Path:
+    """Return the newest shipped ICH model package, ``models/ich/<version>``.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ModelPackageError
+        If no package with a manifest is shipped.
+    """
+    root = repository_models_dir() / "ich"
+    versions = sorted(
+        (p for p in root.glob("*") if (p / MANIFEST_NAME).is_file()),
+        key=lambda p: _version_key(p.name),
+    )
+    if not versions:
+        raise ModelPackageError(
+            f"no ICH model package under {root}; set [models] ich_model_dir to a package folder"
+        )
+    return versions[-1]
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex sha256 of a file.
+
+    Parameters
+    ----------
+    path : Path
+        File to hash.
+
+    Returns
+    -------
+    str
+        64 lower-case hex digits.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class IchModelPackage:
+    """A verified ICH model package.
+
+    Parameters
+    ----------
+    path : Path
+        Package folder.
+    manifest : dict
+        Parsed ``manifest.json``.
+    spec : IchInputSpec
+        Input specification from the manifest.
+    threshold : float
+        Operating threshold on the any-ICH probability.
+    min_volume_ml : float
+        Smallest subtype mask volume (mL) reported present.
+    min_component_ml : float
+        Connected components smaller than this (mL) are dropped from masks.
+
+    References
+    ----------
+    The manifest keys are documented in ``docs/ich-model.md``.
+    """
+
+    path: Path
+    manifest: dict
+    spec: IchInputSpec
+    threshold: float
+    min_volume_ml: float
+    min_component_ml: float
+
+    @property
+    def name(self) -> str:
+        """str: Model name from the manifest."""
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        """str: Model version from the manifest."""
+        return str(self.manifest["version"])
+
+    @classmethod
+    def load(cls, path: Path) -> IchModelPackage:
+        """Read a package's manifest and verify its weights.
+
+        Parameters
+        ----------
+        path : Path
+            Package folder with ``manifest.json`` and ``model.keras``.
+
+        Returns
+        -------
+        IchModelPackage
+
+        Raises
+        ------
+        ModelPackageError
+            If a file is missing, the manifest is incomplete, its labels are
+            not :data:`ICH_SUBTYPES` in order, or the sha256 of
+            ``model.keras`` differs from ``weights_sha256``.
+        """
+        path = Path(path)
+        manifest_path = path / MANIFEST_NAME
+        weights = path / WEIGHTS_NAME
+        if not manifest_path.is_file() or not weights.is_file():
+            raise ModelPackageError(
+                f"{path}: a model package needs {MANIFEST_NAME} and {WEIGHTS_NAME}"
+            )
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            spec = IchInputSpec.from_manifest(manifest["input"])
+            labels = [entry["finding"] for entry in manifest["labels"]]
+            detection = manifest["detection"]
+            expected = manifest["weights_sha256"]
+            package = cls(
+                path=path,
+                manifest=manifest,
+                spec=spec,
+                threshold=float(detection["any_ich_threshold"]),
+                min_volume_ml=float(detection["min_volume_ml"]),
+                min_component_ml=float(detection["min_component_ml"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ModelPackageError(
+                f"{manifest_path}: unreadable or incomplete manifest: {err}"
+            ) from err
+        if labels != list(ICH_SUBTYPES):
+            raise ModelPackageError(
+                f"{manifest_path}: labels {labels} are not {list(ICH_SUBTYPES)} in order"
+            )
+        actual = sha256_file(weights)
+        if actual != expected:
+            raise ModelPackageError(
+                f"{weights}: sha256 {actual} does not match the manifest's {expected}; "
+                "the weights were changed without a new version"
+            )
+        return package
+
+
+def _configure_threads() -> None:
+    """Give the framework every core this process may use (TensorFlow backend)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(cores or 1))
+        tf.config.threading.set_inter_op_parallelism_threads(2)
+    except RuntimeError:  # already initialised in this process
+        pass
+
+
+def load_keras_model(path: Path):
+    """Load a ``.keras`` file without compiling it.
+
+    Parameters
+    ----------
+    path : Path
+        The ``model.keras`` file.
+
+    Returns
+    -------
+    keras.Model
+
+    Raises
+    ------
+    ModelPackageError
+        If Keras cannot read the file.
+    """
+    _configure_threads()
+    import keras
+
+    from dicom_node.training import resunet  # noqa: F401  (registers the custom loss)
+
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as err:  # Keras raises ValueError, OSError, zipfile errors...
+        raise ModelPackageError(f"{path}: Keras cannot load the model: {err}") from err
+
+
+@dataclass(frozen=True, eq=False)
+class IchPrediction:
+    """Model output for one series on the model grid.
+
+    Parameters
+    ----------
+    probabilities : numpy.ndarray
+        float32 array (slices, size, size, classes), softmax per pixel,
+        class 0 background then :data:`ICH_SUBTYPES`.
+    grid : InPlaneGrid
+        Map between the source slices and the model grid.
+    """
+
+    probabilities: np.ndarray
+    grid: InPlaneGrid
+
+    def smoothed_max(self, channel: int | None = None) -> float:
+        """Largest 3x3-mean probability of a class, or of "not background".
+
+        Parameters
+        ----------
+        channel : int or None
+            Class index (1-5); None means any hemorrhage (1 - background).
+
+        Returns
+        -------
+        float
+            In [0, 1].
+        """
+        if channel is None:
+            p = 1.0 - self.probabilities[..., 0]
+        else:
+            p = self.probabilities[..., channel]
+        smoothed = np.stack([cv2.blur(np.ascontiguousarray(s), (3, 3)) for s in p])
+        return float(smoothed.max()) if smoothed.size else 0.0
+
+
+def predict_model_grid(model, windowed: np.ndarray, spec: IchInputSpec) -> np.ndarray:
+    """Run the network on windowed model-grid slices.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The ResUNet.
+    windowed : numpy.ndarray
+        uint8 array (slices, size, size, windows).
+    spec : IchInputSpec
+        Model input specification.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array (slices, size, size, classes).
+    """
+    slices = windowed.shape[0]
+    out = np.empty((slices, spec.size, spec.size, ICH_CLASSES), dtype=np.float32)
+    for start in range(0, slices, BATCH_SLICES):
+        indices = np.arange(start, min(start + BATCH_SLICES, slices))
+        batch = stack_context(windowed, spec, indices)
+        if len(indices) < BATCH_SLICES:
+            pad = np.zeros((BATCH_SLICES - len(indices), *batch.shape[1:]), dtype=np.float32)
+            batch = np.concatenate([batch, pad])
+        probabilities = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
+        out[indices] = probabilities[: len(indices)]
+    return out
+
+
+def predict_volume(model, volume: CTVolume, spec: IchInputSpec) -> IchPrediction:
+    """Resample a volume to the model grid and predict.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The ResUNet.
+    volume : CTVolume
+        Series in HU.
+    spec : IchInputSpec
+        Model input specification.
+
+    Returns
+    -------
+    IchPrediction
+
+    Raises
+    ------
+    PipelineError
+        If the series shows no head.
+    """
+    try:
+        grid = head_grid(volume.hu, volume.pixel_spacing_mm, spec)
+    except ValueError as err:
+        raise PipelineError(f"cannot place the model grid: {err}") from err
+    hu_model = to_model_grid(np.maximum(volume.hu, AIR_HU), grid)
+    windowed = window_channels(hu_model, spec)
+    return IchPrediction(probabilities=predict_model_grid(model, windowed, spec), grid=grid)
+
+
+def _drop_small_components(mask: np.ndarray, volume: CTVolume, min_ml: float) -> np.ndarray:
+    if min_ml <= 0 or not mask.any():
+        return mask
+    labelled, count = ndimage.label(mask)
+    voxel_ml = volume.voxel_volume_ml  # (slices,)
+    per_voxel = np.broadcast_to(voxel_ml[:, None, None], mask.shape)[mask]
+    sizes = np.bincount(labelled[mask], weights=per_voxel, minlength=count + 1)
+    keep = sizes >= min_ml
+    keep[0] = False
+    return keep[labelled]
+
+
+def _laterality(volume: CTVolume, grid: InPlaneGrid, mask: np.ndarray, subtype: str) -> str | None:
+    """Side of a mask relative to the centre of the head (patient left is +x in LPS)."""
+    if not mask.any():
+        return None
+    size = grid.size
+    centre_col = ((size - 1) / 2.0 - grid.matrix[0, 2]) / grid.matrix[0, 0]
+    columns = np.nonzero(mask)[2].astype(np.float64)
+    toward_left = (columns - centre_col) * np.sign(volume.row_direction[0] or 1.0) > 0
+    left = float(toward_left.mean())
+    if left >= 0.85:
+        return "left"
+    if left <= 0.15:
+        return "right"
+    if subtype in ("subdural hemorrhage", "epidural hemorrhage", "subarachnoid hemorrhage"):
+        return "bilateral"
+    return None
+
+
+def findings_from_prediction(
+    volume: CTVolume, prediction: IchPrediction, package: IchModelPackage
+) -> tuple[list[SegmentFinding], dict]:
+    """Turn model probabilities into findings on the source grid.
+
+    Parameters
+    ----------
+    volume : CTVolume
+        The series the prediction was made on.
+    prediction : IchPrediction
+        From :func:`predict_volume`.
+    package : IchModelPackage
+        Thresholds come from its manifest.
+
+    Returns
+    -------
+    findings : list of SegmentFinding
+        One finding per subtype reported present, in :data:`ICH_SUBTYPES`
+        order (masks do not overlap, so a LABELMAP SEG can carry them); when
+        none is present, a single absent "intracranial hemorrhage" finding
+        with an empty mask and the any-ICH probability. Masks are boolean
+        (slices, rows, columns) on the source grid.
+    details : dict
+        Scores per subtype, volumes (mL), threshold, model version.
+    """
+    source = to_source_grid(prediction.probabilities, prediction.grid)
+    hemorrhage = source[..., 0] <= 0.5
+    label = np.argmax(source[..., 1:], axis=-1) + 1
+    any_score = prediction.smoothed_max(None)
+    positive = any_score >= package.threshold
+    findings: list[SegmentFinding] = []
+    union = np.zeros(volume.shape, dtype=bool)
+    per_subtype: dict[str, dict] = {}
+    for index, subtype in enumerate(ICH_SUBTYPES, start=1):
+        mask = _drop_small_components(hemorrhage & (label == index), volume,
+                                      package.min_component_ml)
+        volume_ml = volume.mask_volume_ml(mask)
+        score = prediction.smoothed_max(index)
+        present = bool(positive and score >= package.threshold
+                       and volume_ml >= package.min_volume_ml)
+        per_subtype[subtype] = {"probability": round(score, 4), "volume_ml": round(volume_ml, 3),
+                                "present": present}
+        if present:
+            union |= mask
+            findings.append(SegmentFinding(
+                label=subtype, present=True, volume_ml=float(volume_ml), mask=mask,
+                probability=float(score),
+                laterality=_laterality(volume, prediction.grid, mask, subtype),
+            ))
+    total_ml = volume.mask_volume_ml(union)
+    if not findings:
+        # Negative: one any-ICH finding, absent, so the SR states "No intracranial
+        # hemorrhage detected" and the SEG carries one (empty) segment.
+        findings.append(SegmentFinding(
+            label=ANY_ICH_LABEL, present=False, volume_ml=0.0,
+            mask=np.zeros(volume.shape, dtype=bool), probability=float(any_score),
+        ))
+    details = {
+        "model": {"name": package.name, "version": package.version},
+        "any_ich_probability": round(any_score, 4),
+        "threshold": package.threshold,
+        "subtypes": per_subtype,
+        "total_volume_ml": round(total_ml, 3),
+    }
+    return findings, details
+
+
+class IchPipeline:
+    """Learned 5-subtype ICH segmentation and detection (see module docstring).
+
+    Parameters
+    ----------
+    model_dir : Path or None
+        Model package folder; None uses :func:`default_model_dir`.
+
+    Raises
+    ------
+    ModelPackageError
+        If the package is missing or its weights fail the sha256 check.
+
+    References
+    ----------
+    Model card: ``models/ich/<version>/MODEL_CARD.md``.
+    """
+
+    name = "ich"
+
+    def __init__(self, model_dir: Path | None = None) -> None:
+        self.package = IchModelPackage.load(Path(model_dir) if model_dir else default_model_dir())
+        self.algorithm = AlgorithmIdentity(
+            name=f"dicom-node {self.package.name}", version=self.package.version,
+            family="artificial intelligence",
+        )
+        self._model = None
+
+    @property
+    def model(self):
+        """keras.Model: the network, loaded on first use and kept."""
+        if self._model is None:
+            self._model = load_keras_model(self.package.path / WEIGHTS_NAME)
+            logger.info("loaded ICH model %s %s", self.package.name, self.package.version)
+        return self._model
+
+    def run(self, volume: CTVolume) -> PipelineResult:
+        """Segment and detect hemorrhage in one head CT.
+
+        Parameters
+        ----------
+        volume : CTVolume
+            Non-contrast head CT in HU.
+
+        Returns
+        -------
+        PipelineResult
+            Findings as :func:`findings_from_prediction` returns them.
+
+        Raises
+        ------
+        PipelineError
+            If the series cannot be placed on the model grid.
+        ModelPackageError
+            If the weights cannot be loaded.
+        """
+        prediction = predict_volume(self.model, volume, self.package.spec)
+        findings, details = findings_from_prediction(volume, prediction, self.package)
+        return PipelineResult(pipeline=self.name, algorithm=self.algorithm, findings=findings,
+                              details=details)

@@ -1,0 +1,281 @@
+"""Synthetic ICH training data on the model grid, generated once and cached.
+
+Each case is the real base head CT, deformed and with zero to three
+synthetic hemorrhages inserted (:func:`dicom_node.training.lesions.make_case`),
+then resampled exactly as the inference pipeline resamples a series
+(:mod:`dicom_node.imaging.ich_input`). The training set stores, per case, the
+windowed model-grid slices (uint8) and the label slices; 2.5D stacks are built
+on the fly from neighbouring slices.
+
+To keep generation fast the base volume is first block-averaged in plane (to
+about 1 mm pixels); lesions are still made at that finer resolution, with
+partial volume across the slice thickness, before the resampling to the model
+grid (2 mm by default).
+
+References
+----------
+DICOM PS3.3 C.7.6.2 Image Plane Module (geometry of the downsampled volume).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dicom_node.imaging.ich_input import (
+    AIR_HU,
+    ICH_SUBTYPES,
+    IchInputSpec,
+    head_grid,
+    labels_to_model_grid,
+    to_model_grid,
+    window_channels,
+)
+from dicom_node.series.volume import CTVolume
+
+logger = logging.getLogger(__name__)
+
+
+def load_base_volume(base_dir: Path):
+    """Load the base head CT series from a folder.
+
+    Parameters
+    ----------
+    base_dir : Path
+        Folder whose files (recursively) are one CT series.
+
+    Returns
+    -------
+    CTVolume
+
+    Raises
+    ------
+    SeriesLoadError
+        If the files do not form one volume.
+    """
+    from dicom_node.series.volume import load_ct_volume, read_datasets
+
+    files = sorted(p for p in Path(base_dir).rglob("*") if p.is_file() and p.name != "LICENSE")
+    return load_ct_volume(read_datasets(files))
+
+
+def downsample_volume(volume: CTVolume, factor: int) -> CTVolume:
+    """Block-average a volume in plane by an integer factor, keeping exact geometry.
+
+    Parameters
+    ----------
+    volume : CTVolume
+        Source volume (slices, rows, columns).
+    factor : int
+        In-plane factor (1 returns ``volume``); rows and columns are cropped
+        to a multiple of it.
+
+    Returns
+    -------
+    CTVolume
+        Volume of shape (slices, rows // factor, columns // factor) whose
+        Pixel Spacing is ``factor`` times larger and whose Image Position
+        (Patient) is the centre of each new first pixel, so every new pixel
+        centre is the mean of the ``factor x factor`` source centres it covers.
+
+    Raises
+    ------
+    ValueError
+        If ``factor`` is not a positive integer.
+
+    References
+    ----------
+    DICOM PS3.3 C.7.6.2.1.1 Image Position and Image Orientation.
+    """
+    if factor < 1 or int(factor) != factor:
+        raise ValueError(f"factor must be a positive integer, got {factor}")
+    if factor == 1:
+        return volume
+    slices, rows, cols = volume.shape
+    rows_n, cols_n = rows // factor, cols // factor
+    hu = np.maximum(volume.hu[:, : rows_n * factor, : cols_n * factor], AIR_HU)
+    hu = hu.reshape(slices, rows_n, factor, cols_n, factor).mean(axis=(2, 4)).astype(np.float32)
+    row_mm, col_mm = volume.pixel_spacing_mm
+    shift = (factor - 1) / 2.0
+    offset = volume.row_direction * col_mm * shift + volume.column_direction * row_mm * shift
+    return replace(
+        volume,
+        hu=hu,
+        image_positions_mm=volume.image_positions_mm + offset[None, :],
+        pixel_spacing_mm=(row_mm * factor, col_mm * factor),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class ModelGridCase:
+    """One synthetic case resampled onto the model grid.
+
+    Parameters
+    ----------
+    windowed : numpy.ndarray
+        uint8 array (slices, size, size, windows), see
+        :func:`dicom_node.imaging.ich_input.window_channels`.
+    labels : numpy.ndarray
+        uint8 array (slices, size, size): 0 background, 1..5 subtypes.
+    subtypes : tuple of str
+        Subtypes inserted (empty for a negative case).
+    volumes_ml : tuple of float
+        Label-mask volume (mL) of each inserted lesion, same order.
+    seed : int
+        Seed of the case.
+    """
+
+    windowed: np.ndarray
+    labels: np.ndarray
+    subtypes: tuple[str, ...]
+    volumes_ml: tuple[float, ...]
+    seed: int
+
+
+def case_on_model_grid(case, spec: IchInputSpec) -> ModelGridCase:
+    """Resample a :class:`~dicom_node.training.lesions.SyntheticCase` onto the model grid.
+
+    Parameters
+    ----------
+    case : SyntheticCase
+        A synthetic case on any in-plane grid.
+    spec : IchInputSpec
+        Model input specification.
+
+    Returns
+    -------
+    ModelGridCase
+    """
+    volume = case.volume
+    grid = head_grid(volume.hu, volume.pixel_spacing_mm, spec)
+    hu_model = to_model_grid(np.maximum(volume.hu, AIR_HU), grid)
+    return ModelGridCase(
+        windowed=window_channels(hu_model, spec),
+        labels=labels_to_model_grid(case.labels, grid),
+        subtypes=tuple(lesion.subtype for lesion in case.lesions),
+        volumes_ml=tuple(float(lesion.mask_volume_ml) for lesion in case.lesions),
+        seed=case.seed,
+    )
+
+
+_WORKER_STATE: dict = {}
+
+
+def _init_worker(base: CTVolume, spec: IchInputSpec) -> None:
+    from dicom_node.training.anatomy import derive_anatomy
+
+    cv2.setNumThreads(1)
+    _WORKER_STATE["base"] = base
+    _WORKER_STATE["anatomy"] = derive_anatomy(base)
+    _WORKER_STATE["spec"] = spec
+
+
+def _make_one(item) -> ModelGridCase:
+    from dicom_node.training.lesions import make_case
+
+    seed, subtypes = item if isinstance(item, tuple) else (item, None)
+    case = make_case(_WORKER_STATE["base"], _WORKER_STATE["anatomy"], seed=seed,
+                     subtypes=subtypes)
+    return case_on_model_grid(case, _WORKER_STATE["spec"])
+
+
+def generate_model_grid_cases(
+    base: CTVolume, seeds: Sequence, spec: IchInputSpec, *, processes: int = 2,
+    progress: bool = True,
+) -> list[ModelGridCase]:
+    """Generate synthetic cases on the model grid.
+
+    Parameters
+    ----------
+    base : CTVolume
+        The base head, typically :func:`downsample_volume` of the real head.
+    seeds : sequence of int or of (int, tuple of str)
+        One case per item; a seed alone draws a random subtype mix
+        (:func:`dicom_node.training.lesions.random_subtypes`), a pair fixes
+        the subtypes (empty tuple: negative). The seed fixes deformation and
+        lesions.
+    spec : IchInputSpec
+        Model input specification.
+    processes : int
+        Worker processes (1 runs in this process).
+    progress : bool
+        Show a progress bar (rich).
+
+    Returns
+    -------
+    list of ModelGridCase
+        In the order of ``seeds``.
+    """
+    from rich.progress import track
+
+    seeds = [s if isinstance(s, tuple) else int(s) for s in seeds]
+    if processes <= 1:
+        _init_worker(base, spec)
+        iterator = map(_make_one, seeds)
+        return list(track(iterator, total=len(seeds), description="synthetic cases",
+                          disable=not progress))
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes, initializer=_init_worker, initargs=(base, spec)) as pool:
+        iterator = pool.imap(_make_one, seeds, chunksize=2)
+        return list(track(iterator, total=len(seeds), description="synthetic cases",
+                          disable=not progress))
+
+
+def save_cases(path: Path, cases: Sequence[ModelGridCase]) -> None:
+    """Write model-grid cases to one compressed ``.npz`` file.
+
+    Parameters
+    ----------
+    path : Path
+        Output file.
+    cases : sequence of ModelGridCase
+        Cases that share slice count and grid size.
+    """
+    subtype_index = {name: i for i, name in enumerate(ICH_SUBTYPES)}
+    lesion_rows = [
+        (i, subtype_index[s], v)
+        for i, case in enumerate(cases)
+        for s, v in zip(case.subtypes, case.volumes_ml, strict=True)
+    ]
+    np.savez_compressed(
+        path,
+        windowed=np.stack([c.windowed for c in cases]),
+        labels=np.stack([c.labels for c in cases]),
+        seeds=np.array([c.seed for c in cases], dtype=np.int64),
+        lesions=np.array(lesion_rows, dtype=np.float64).reshape(-1, 3),
+    )
+
+
+def load_cases(path: Path) -> list[ModelGridCase]:
+    """Read cases written by :func:`save_cases`.
+
+    Parameters
+    ----------
+    path : Path
+        A file written by :func:`save_cases`.
+
+    Returns
+    -------
+    list of ModelGridCase
+    """
+    with np.load(path) as data:
+        windowed, labels, seeds, lesions = (
+            data["windowed"], data["labels"], data["seeds"], data["lesions"]
+        )
+    cases = []
+    for i in range(len(seeds)):
+        rows = lesions[lesions[:, 0] == i]
+        cases.append(ModelGridCase(
+            windowed=windowed[i],
+            labels=labels[i],
+            subtypes=tuple(ICH_SUBTYPES[int(r[1])] for r in rows),
+            volumes_ml=tuple(float(r[2]) for r in rows),
+            seed=int(seeds[i]),
+        ))
+    return cases

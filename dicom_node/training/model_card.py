@@ -1,0 +1,175 @@
+"""Write ``MODEL_CARD.md`` of a model package from its manifest and evaluation.
+
+The card is generated, never hand-edited, so that every figure in it is the
+one the training and evaluation commands measured.
+
+References
+----------
+Mitchell M, et al. Model Cards for Model Reporting. FAT* 2019.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+#: Evaluation results inside a package, written by ``dicom-node evaluate ich``.
+EVALUATION_NAME = "evaluation.json"
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "not measured"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _evaluation_section(evaluation: dict | None) -> list[str]:
+    if not evaluation:
+        return ["Not evaluated yet: run `dicom-node evaluate ich` (see below).", ""]
+    s = evaluation["summary"]
+    lines = [
+        f"Held-out synthetic set: {s['cases']} series ({s['positive_cases']} with hemorrhage, "
+        f"{s['negative_cases']} without), seeds {evaluation['seeds'][0]}-{evaluation['seeds'][1]}, "
+        "never used in training or threshold selection, generated at the full 512 x 512 "
+        "resolution and run through the same code as the node's `ich` pipeline.",
+        "",
+        "| measure | result | target (issue 3) |",
+        "|---|---|---|",
+        f"| any-ICH AUC (series) | {_fmt(s['any_ich_auc'], 3)} | >= 0.95 |",
+        f"| sensitivity at the stored threshold | {_fmt(s['sensitivity'])} "
+        f"({s['true_positives']}/{s['positive_cases']}) | - |",
+        f"| specificity at the stored threshold | {_fmt(s['specificity'])} "
+        f"({s['true_negatives']}/{s['negative_cases']}) | - |",
+        f"| mean Dice over the five subtypes | {_fmt(s['mean_subtype_dice'], 3)} | >= 0.7 |",
+        f"| any-ICH Dice (union of subtypes) | {_fmt(s['any_ich_dice_median'], 3)} (median) | - |",
+        f"| total volume error | {_fmt(s['volume_error_ml_mean'])} mL mean signed, "
+        f"{_fmt(s['volume_abs_error_ml_median'])} mL median absolute | - |",
+        f"| slice-level AUC | {_fmt(s.get('slice_auc'), 3)} | - |",
+        "",
+        "| subtype | cases with it | Dice mean | Dice median | detected (subtype present) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in evaluation["per_subtype"].items():
+        lines.append(
+            f"| {name} | {row['cases']} | {_fmt(row['dice_mean'], 3)} | "
+            f"{_fmt(row['dice_median'], 3)} | {_fmt(row['detected_fraction'])} |"
+        )
+    real = evaluation.get("real_head")
+    if real:
+        lines += [
+            "",
+            f"Real unmodified GE head CT (no hemorrhage): any-ICH probability "
+            f"{_fmt(real['any_ich_probability'], 3)}, called "
+            f"{'positive' if real['positive'] else 'negative'}; "
+            f"reported volume {_fmt(real['total_volume_ml'])} mL.",
+        ]
+    lines += ["", f"Measured with: `{evaluation['command']}`", ""]
+    return lines
+
+
+def write_model_card(package_dir: Path) -> Path:
+    """Render ``MODEL_CARD.md`` from ``manifest.json`` and ``evaluation.json``.
+
+    Parameters
+    ----------
+    package_dir : Path
+        Model package folder.
+
+    Returns
+    -------
+    Path
+        The card written.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the manifest is missing.
+    """
+    package_dir = Path(package_dir)
+    manifest = json.loads((package_dir / "manifest.json").read_text(encoding="utf-8"))
+    evaluation_path = package_dir / EVALUATION_NAME
+    evaluation = (json.loads(evaluation_path.read_text(encoding="utf-8"))
+                  if evaluation_path.is_file() else None)
+    data = manifest["training"]["data"]
+    detection = manifest["detection"]
+    spec = manifest["input"]
+    windows = ", ".join(f"{w['center_hu']:g}/{w['width_hu']:g}" for w in spec["windows"])
+    lines = [
+        f"# Model card: {manifest['name']} {manifest['version']}",
+        "",
+        "**Not for clinical use.** This model was trained and evaluated only on synthetic "
+        "hemorrhages drawn into one real head CT. Its accuracy on real patients has not been "
+        "measured. It exists to exercise the node end to end and as a starting point for "
+        "training on real labelled data (`dicom-node train ich --dataset ...`).",
+        "",
+        "## Model",
+        f"- {manifest['architecture']['type']}, filters {manifest['architecture']['filters']}, "
+        f"{manifest['architecture']['parameters']:,} parameters; Keras "
+        f"{manifest['framework']['keras']} (trained on the {manifest['framework']['backend']} "
+        "backend; the `.keras` file uses only Keras layers and ops).",
+        f"- Input: each source slice resampled in plane to {spec['pixel_spacing_mm']} mm pixels "
+        f"on a {spec['size']} x {spec['size']} grid centred on the head, windows {windows} HU "
+        f"(centre/width), with {spec['context_slices']} neighbouring source slice(s) on each "
+        "side (2.5D). Slices are never resampled along the slice axis; masks return to the "
+        "source frames by the inverse in-plane map.",
+        "- Output: softmax per pixel over background and five subtypes: "
+        + ", ".join(label["finding"] for label in manifest["labels"]) + ".",
+        f"- Detection: any-ICH probability = {detection['any_ich_score']}; positive at >= "
+        f"{detection['any_ich_threshold']} ({detection['threshold_rule']}, "
+        f"{detection['validation']['cases']} validation cases: sensitivity "
+        f"{_fmt(detection['validation']['sensitivity'])}, specificity "
+        f"{_fmt(detection['validation']['specificity'])}). A subtype is reported when the "
+        f"series is positive, its own smoothed probability reaches the threshold and its mask "
+        f"holds >= {detection['min_volume_ml']} mL.",
+        f"- Weights sha256: `{manifest['weights_sha256']}` (checked by the node before use).",
+        "",
+        "## Intended use",
+        "Research, demonstration and integration testing of a DICOM AI node: triage-style "
+        "detection and 5-subtype segmentation of acute intracranial hemorrhage on axial "
+        "non-contrast head CT. Not a medical device; not for diagnosis or triage of patients.",
+        "",
+        "## Training data",
+        f"- {data['kind']}: {data['cases']} synthetic series ({data['negative_cases']} without "
+        f"hemorrhage, {data['multi_lesion_cases']} with several lesions), seeds "
+        f"{data['seeds'][0]}-{data['seeds'][1]}.",
+        f"- Base anatomy: {data['base_series']['source']}, {data['base_series']['slices']} "
+        f"slices, block-averaged in plane by {data['base_series']['in_plane_downsample']} for "
+        "speed; random affine and elastic deformation, intensity and noise changes per case.",
+        "- Lesions per subtype: " + ", ".join(
+            f"{k} {v}" for k, v in data["lesions_per_subtype"].items()) + ".",
+        "- Lesion volumes (mL, label mask): " + ", ".join(
+            f"{k} {v[0]}-{v[1]}" for k, v in data["lesion_volume_ml_range"].items() if v) + ".",
+        f"- Generator: `{data['generator']}` (epidural lens, subdural crescent, subarachnoid "
+        "sulcal/cisternal blood, intraparenchymal irregular lesion with optional edema, "
+        "dependent intraventricular blood; partial volume over the slice thickness; noise "
+        "matched to the scan).",
+        f"- Extra real datasets: {', '.join(data['extra_datasets']) or 'none'}.",
+        f"- Training time: {manifest['training']['seconds']:.0f} s on "
+        f"{manifest['training']['machine']} (config: {manifest['training']['config']}).",
+        "",
+        "## Evaluation",
+        *_evaluation_section(evaluation),
+        "## Limits",
+        "- One real anatomy. Every training and evaluation series is the same head, deformed; "
+        "the held-out set tests new deformations and lesion placements, not new patients, "
+        "scanners or reconstruction kernels. Expect far worse results on real scans.",
+        "- Synthetic lesions are idealised (uniform density plus noise, simple shapes); real "
+        "hemorrhage has mixed density, clot retraction, beam-hardening and motion artefacts.",
+        "- 2 mm in-plane model pixels: thin subarachnoid blood is partly lost to partial "
+        "volume; volumes below about 0.5 mL are unreliable.",
+        "- No calcification, tumour, contrast, post-operative or pediatric cases were seen in "
+        "training: such findings may be called hemorrhage.",
+        "",
+        "## Reproduce",
+        "```",
+        "dicom-node train ich --base ../shared/data/head-ct-ge --out models/ich/"
+        f"{manifest['version']}",
+        f"dicom-node evaluate ich --model models/ich/{manifest['version']}",
+        "```",
+        "",
+    ]
+    card = package_dir / "MODEL_CARD.md"
+    card.write_text("\n".join(lines), encoding="utf-8")
+    return card
