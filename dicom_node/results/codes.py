@@ -40,13 +40,36 @@ Choices that needed a judgement, and why:
   274100004 also as "Cerebral hemorrhage" in the OHDSI LEGEND hemorrhagic
   stroke concept set. Intraventricular hemorrhage is post-coordinated: the
   finding is SCT 50960005 "Hemorrhage" (CID 7151) and the site SCT 35764002
-  "Brain ventricle" (CID 7151/7153), both DICOM concepts. Epidural and
-  subdural hemorrhage are deliberately absent: the public sources found give
-  conflicting codes (subdural 35486000 or 95455008; epidural 68752002,
-  75063001 or 83329005) and no SNOMED CT browser was reachable to settle
-  them; DICOM lists no "subdural space" or "epidural space" either, so they
-  cannot be post-coordinated. Asking for them raises
-  :class:`~dicom_node.errors.ResultBuildError` instead of guessing.
+  "Brain ventricle" (CID 7151/7153), both DICOM concepts.
+* Subdural hemorrhage: SCT 35486000. Two independent public sources name
+  this code for it: the MR-RATE pathology-to-SNOMED CT mapping ("SNOMED CT:
+  35486000 (Subdural intracranial hemorrhage)", as quoted in a public MR-RATE
+  research workspace), and the OHDSI Athena OMOP vocabulary (an Athena-built
+  concept list labels "SNOMED/35486000" "Subdural hemorrhage"). The rival
+  candidate SCT 95455008 is ruled out: the same tx.fhir.org expansion of
+  SNOMED CT International 2025-02 used for 21454007 lists it as "Thrombosis
+  of cerebral veins (disorder)" (``tecnomod-um/RES-Q-FHIR-IG``;
+  ``tecnomod-um/SK-FHIR-IG`` ``input/pagecontent/valuesets-StrokeDiagnosisVS.md``).
+  Both naming sources are second-hand (quoted in public code whose
+  repository the search index did not name; the MR-RATE file itself was
+  not seen), so confirm the code in a SNOMED CT browser when one is
+  reachable. DICOM has no "subdural space" concept, so the finding site and the SEG
+  anatomic region are SCT 1101003 "Intracranial" (CID 4/7151): true, if
+  less specific than the finding itself.
+* Epidural hemorrhage: not settled as a pre-coordinated concept. Only one
+  public source was found for a code (SCT 82999001 "Epidural intracranial
+  hemorrhage", the same Athena-built list); the other candidates seen in
+  public code (68752002, 75063001, 83329005) appear without a fully
+  specified name or in unsourced hobby mappings, and no SNOMED CT browser
+  was reachable. It is therefore post-coordinated from DICOM concepts only:
+  the finding is SCT 50960005 "Hemorrhage" (CID 7151) and the site SCT
+  1101003 "Intracranial" (CID 4/7151). A site of SCT 18545000 "Dura mater"
+  (CID 7151) was rejected as wrong: an epidural bleed lies outside the dura
+  (between the dura and the skull), not in it, and DICOM lists no "epidural
+  (extradural) space". The coded meaning is thus "intracranial hemorrhage";
+  what makes it epidural is the segment label "Epidural hemorrhage", the
+  tracking identifier ("EDH-n") and the report text. Replace it with the
+  pre-coordinated disorder once a second source confirms the code.
 * Laterality: CID 244 (SCT 7771000 Left, 24028007 Right, 51440002 Bilateral),
   used as the TID 1411 Finding Site laterality (concept name SCT 272741003
   "Laterality") and as the SEG Anatomic Region Modifier (CID 2 lists the same
@@ -104,6 +127,10 @@ INTRACRANIAL_HEMORRHAGE = Code("1386000", "SCT", "Intracranial hemorrhage")
 SUBARACHNOID_HEMORRHAGE = Code("21454007", "SCT", "Subarachnoid hemorrhage")
 # 274100004 "Cerebral hemorrhage (disorder)": same value set; OHDSI LEGEND concept set.
 CEREBRAL_HEMORRHAGE = Code("274100004", "SCT", "Cerebral hemorrhage")
+# 35486000 "Subdural intracranial hemorrhage": MR-RATE SNOMED CT mapping; OHDSI Athena
+# ("Subdural hemorrhage"). Not 95455008 (= "Thrombosis of cerebral veins (disorder)").
+SUBDURAL_HEMORRHAGE = Code("35486000", "SCT", "Subdural hemorrhage")
+# Epidural hemorrhage has no settled pre-coordinated code: HEMORRHAGE at INTRACRANIAL.
 
 # --- Laterality (CID 244; also CID 2 "Anatomic Modifier") ---------------------
 LATERALITY = Code("272741003", "SCT", "Laterality")  # concept name, TID 1411 finding site
@@ -126,6 +153,25 @@ CEREBRAL_ARTERY = Code("88556005", "SCT", "Cerebral artery")
 # --- Vascular morphology (CID 3810) and segmentable abnormalities (CID 7151) ---
 OCCLUSION = Code("26036001", "SCT", "Occlusion")  # CID 3810 "Vascular Morphology"
 THROMBUS = Code("396339007", "SCT", "Thrombus")  # CID 7151
+
+# --- CT angiography report additions (cta pipeline; kept together, edit as a block) ---
+# Left-right asymmetry of the MCA vessel volume (lower over higher side), a TID 1419/300
+# NUM: DCM 113288 "Volume Ratio" (CID 218 "Quantitative Image Feature", CID 7180, CID 7469)
+# in UCUM "{ratio}" (CID 7181); both from pydicom's PS3.16 dictionary.
+VOLUME_RATIO = Code("113288", "DCM", "Volume Ratio")
+RATIO = Code("{ratio}", "UCUM", "ratio")
+# TID 1500 "Procedure reported" of a head CTA (extends CID 100). No LOINC code for a head
+# CT angiogram is in pydicom's PS3.16 dictionary; SCT 582101000119108 "Computed
+# tomography angiography of head with contrast (procedure)" is the SNOMED CT Editorial
+# Guide's example of its CTA naming pattern (confluence.ihtsdotools.org, DOCEG "Computed
+# Tomography - CT"). It lies in the US extension namespace (1000119), not the
+# International release.
+CT_ANGIOGRAPHY_HEAD = Code("582101000119108", "SCT", "CT angiography of head with contrast")
+#: Extra TID 1411 measurements a pipeline may name in ``details["sr"]``: (concept, unit).
+EXTRA_MEASUREMENTS: dict[str, tuple[Code, Code]] = {"volume ratio": (VOLUME_RATIO, RATIO)}
+#: TID 1500 "Procedure reported" per pipeline name; CT_HEAD for any other pipeline.
+PROCEDURES_REPORTED: dict[str, Code] = {"cta": CT_ANGIOGRAPHY_HEAD}
+# --- end of CT angiography report additions ---
 
 # --- Report-level qualitative evaluations (TID 1500 rows 12-14) ----------------
 QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")  # TID 1500
@@ -268,6 +314,30 @@ _FINDINGS: dict[str, FindingCodes] = {
         finding_type=CEREBRAL_HEMORRHAGE,
         finding_site=BRAIN,
         recommended_display_rgb=(200, 0, 200),
+    ),
+    # Post-coordinated: Hemorrhage (CID 7151), intracranial (CID 4); see the module docstring.
+    "epidural hemorrhage": FindingCodes(
+        label="epidural hemorrhage",
+        segment_label="Epidural hemorrhage",
+        abbreviation="EDH",
+        segmented_property_category=MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+        segmented_property_type=HEMORRHAGE,
+        anatomic_region=INTRACRANIAL,
+        finding_type=HEMORRHAGE,
+        finding_site=INTRACRANIAL,
+        recommended_display_rgb=(0, 200, 0),
+    ),
+    # SCT 35486000; DICOM has no subdural space, so the site is Intracranial (CID 4).
+    "subdural hemorrhage": FindingCodes(
+        label="subdural hemorrhage",
+        segment_label="Subdural hemorrhage",
+        abbreviation="SDH",
+        segmented_property_category=MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+        segmented_property_type=HEMORRHAGE,
+        anatomic_region=INTRACRANIAL,
+        finding_type=SUBDURAL_HEMORRHAGE,
+        finding_site=INTRACRANIAL,
+        recommended_display_rgb=(0, 255, 255),
     ),
     # Post-coordinated: Hemorrhage (CID 7151) at Brain ventricle (CID 7151).
     "intraventricular hemorrhage": FindingCodes(

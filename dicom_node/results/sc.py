@@ -4,10 +4,13 @@ Many PACS viewers cannot display a DICOM SEG. For them the node renders the
 result into ordinary images, stored as a Secondary Capture series in the
 source study:
 
-* **key slices**: the slices with the most segmented area (at most
-  ``max_key_slices``), in the brain window (centre 40 HU, width 80 HU), each
-  finding drawn as a coloured outline (its SEG Recommended Display colour),
-  with a legend naming each finding, its side and its volume in mL;
+* **key slices** (at most ``max_key_slices``): first the slice where each
+  present finding is largest (largest finding first), so that every subtype
+  of a multi-finding result is shown while the limit allows, then the slices
+  with the most segmented area; in the brain window (centre 40 HU, width
+  80 HU), each finding drawn as a coloured outline (its SEG Recommended
+  Display colour, one per finding label), with a legend naming each finding,
+  its side and its volume in mL;
 * **a summary image** with the table of findings (or "No intracranial
   hemorrhage detected", or "NOT ANALYSABLE: <reason>").
 
@@ -85,6 +88,38 @@ class OverlayLayout:
 
 def _bgr(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     return (int(rgb[2]), int(rgb[1]), int(rgb[0]))
+
+
+def wrap_text(text: str, width_px: int, *, scale: float = 0.7, thickness: int = 1) -> list[str]:
+    """Split text into lines that fit a pixel width in OpenCV's Hershey simplex font.
+
+    Parameters
+    ----------
+    text : str
+        ASCII text; split at blanks (a single word wider than the line stays whole).
+    width_px : int
+        Largest line width in pixels.
+    scale : float
+        Font scale as passed to ``cv2.putText``.
+    thickness : int
+        Stroke thickness in pixels.
+
+    Returns
+    -------
+    list of str
+        At least one line (empty text gives ``[""]``).
+    """
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        candidate = f"{line} {word}".strip()
+        if line and cv2.getTextSize(candidate, _FONT, scale, thickness)[0][0] > width_px:
+            lines.append(line)
+            line = word
+        else:
+            line = candidate
+    lines.append(line)
+    return lines
 
 
 def _banner(width: int, layout: OverlayLayout) -> np.ndarray:
@@ -266,13 +301,15 @@ def render_summary(
     Parameters
     ----------
     title : str
-        First line, for example ``"AI result (ICH): 1 finding(s) reported"``.
+        Title, for example ``"AI result (ICH): 1 finding(s) reported"``;
+        wrapped over several lines when wider than the image.
     table : sequence of tuple
         (cells, swatch colour RGB or None) per table row; five cells are
         laid out in :data:`SUMMARY_COLUMNS`, one cell spans the row. An empty
         sequence draws no table.
     footer : sequence of str
-        Lines after the table (algorithm, key slices, warning).
+        Lines after the table (algorithm, key slices, warning), each wrapped
+        to the image width.
     width : int
         Image width in pixels.
     layout : OverlayLayout
@@ -284,10 +321,12 @@ def render_summary(
         uint8 RGB image of shape (height, width, 3).
     """
     row_px = layout.legend_row_px
-    body_rows = 2 + (len(table) + 1 if table else 0) + 1 + len(footer)
+    margin, swatch = 16, row_px // 2
+    title_lines = wrap_text(title, width - 2 * margin, thickness=2)
+    footer_lines = [part for text in footer for part in wrap_text(text, width - 2 * margin)]
+    body_rows = len(title_lines) + 1 + (len(table) + 1 if table else 0) + 1 + len(footer_lines)
     body = np.zeros((row_px * body_rows + row_px // 2, width, 3), dtype=np.uint8)
     body[:] = _bgr(PANEL_RGB)
-    margin, swatch = 16, row_px // 2
 
     def put(text: str, x: int, row: int, bold: bool = False) -> None:
         baseline = row_px // 4 + row * row_px + row_px // 2 + 10
@@ -295,8 +334,9 @@ def render_summary(
             body, text, (x, baseline), _FONT, 0.7, (235, 235, 235), 2 if bold else 1, cv2.LINE_AA
         )
 
-    put(title, margin, 0, bold=True)
-    row = 2
+    for row, text in enumerate(title_lines):
+        put(text, margin, row, bold=True)
+    row = len(title_lines) + 1
     if table:
         left = margin + swatch + 14
         span = width - left - margin
@@ -316,7 +356,7 @@ def render_summary(
                 put(" ".join(cells), left, row)
             row += 1
     row += 1
-    for text in footer:
+    for text in footer_lines:
         put(text, margin, row)
         row += 1
     canvas = np.vstack([_banner(width, layout), body])
@@ -352,7 +392,12 @@ def patient_orientation(image_orientation: Sequence[float]) -> tuple[str, str]:
 
 
 def key_slice_indices(result: PipelineResult, max_key_slices: int) -> list[int]:
-    """Choose the key slices: those with the most segmented area, in slice order.
+    """Choose the key slices: every present finding shown if possible, then the largest areas.
+
+    First, for each present finding in order of decreasing segmented voxel
+    count, the slice where its area is largest (so that a result with several
+    hemorrhage subtypes shows each one while ``max_key_slices`` allows);
+    then the remaining slices by total segmented area.
 
     Parameters
     ----------
@@ -370,9 +415,20 @@ def key_slice_indices(result: PipelineResult, max_key_slices: int) -> list[int]:
     present = [np.asarray(f.mask, dtype=bool) for f in result.findings if f.present]
     if not present or max_key_slices <= 0:
         return []
-    area = np.sum([m.reshape(len(m), -1).sum(axis=1) for m in present], axis=0)
-    ranked = [int(i) for i in np.argsort(-area, kind="stable") if area[i] > 0]
-    return sorted(ranked[:max_key_slices])
+    per_slice = np.stack([m.reshape(len(m), -1).sum(axis=1) for m in present])  # (findings, slices)
+    chosen: list[int] = []
+    for finding in np.argsort(-per_slice.sum(axis=1), kind="stable"):
+        areas = per_slice[finding]
+        best = int(np.argmax(areas))
+        if areas[best] > 0 and best not in chosen and len(chosen) < max_key_slices:
+            chosen.append(best)
+    area = per_slice.sum(axis=0)
+    for index in np.argsort(-area, kind="stable"):
+        if len(chosen) >= max_key_slices or area[index] <= 0:
+            break
+        if int(index) not in chosen:
+            chosen.append(int(index))
+    return sorted(chosen)
 
 
 def _secondary_capture(

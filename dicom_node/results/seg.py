@@ -360,8 +360,12 @@ def build_segmentation(
         omit_empty_frames = False
     if segmentation_type == "LABELMAP":
         if (pixel_array.sum(axis=-1) > 1).any():
+            shared = pixel_array.reshape(-1, pixel_array.shape[-1])
+            shared = shared[shared.sum(axis=1) > 1].any(axis=0)
+            labels = [f.label for f, s in zip(result.findings, shared, strict=True) if s]
             raise ResultBuildError(
-                "findings overlap: a LABELMAP segmentation cannot encode overlapping segments"
+                "findings overlap: a LABELMAP segmentation cannot encode overlapping segments "
+                f"({', '.join(labels)})"
             )
         numbers = np.arange(1, pixel_array.shape[-1] + 1, dtype=np.uint16)
         label_map = (pixel_array.astype(np.uint16) * numbers).sum(axis=-1)

@@ -501,9 +501,15 @@ def test_hemorrhage_subtypes_lateralities_and_sites():
         node_codes.HEMORRHAGE,
         node_codes.BRAIN_VENTRICLE,
     )
-    for unsourced in ("epidural hemorrhage", "subdural hemorrhage"):
-        with pytest.raises(ResultBuildError, match="no coded concept"):
-            node_codes.finding_codes(unsourced)
+    sdh = node_codes.finding_codes("subdural hemorrhage")
+    assert (sdh.finding_type.value, sdh.finding_site) == ("35486000", node_codes.INTRACRANIAL)
+    edh = node_codes.finding_codes("epidural hemorrhage")  # post-coordinated, see codes.py
+    assert (edh.finding_type, edh.finding_site) == (
+        node_codes.HEMORRHAGE,
+        node_codes.INTRACRANIAL,
+    )
+    with pytest.raises(ResultBuildError, match="no coded concept"):
+        node_codes.finding_codes("extra-axial collection")
     assert node_codes.laterality_code(" Bilateral ") == node_codes.BILATERAL
     assert node_codes.anatomic_site_code("Basilar artery") == node_codes.BASILAR_ARTERY
     with pytest.raises(ResultBuildError):

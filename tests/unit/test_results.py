@@ -353,7 +353,7 @@ def test_unknown_label_is_refused(ge_head):
     with pytest.raises(ResultBuildError, match="no coded concept"):
         build_segmentation(
             ge_head,
-            _result(np.zeros((28, 512, 512), bool), label="epidural hemorrhage"),
+            _result(np.zeros((28, 512, 512), bool), label="extra-axial collection"),
             equipment=EQUIPMENT,
         )
 
@@ -447,7 +447,7 @@ def test_finding_codes_lookup():
     assert node_codes.finding_codes("  Intracranial  Hemorrhage ").abbreviation == "ICH"
     assert "intracranial hemorrhage" in node_codes.known_finding_labels()
     with pytest.raises(ResultBuildError):
-        node_codes.finding_codes("subdural hemorrhage")
+        node_codes.finding_codes("subdural hygroma")
     with pytest.raises(ResultBuildError):
         node_codes.algorithm_family_code("deep magic")
 
