@@ -181,13 +181,21 @@ def pipelines_seen(session: Session) -> list[str]:
 
 
 def finding_text(findings: Sequence[dict[str, Any]]) -> str:
-    """``label present|absent (volume mL)`` for each finding, joined with ``; ``."""
+    """``label present|absent[, side site] (volume mL)`` per finding, joined with ``; ``.
+
+    A present finding with a ``laterality`` or ``finding_site`` (for CTA, the
+    side and segment of a suspected large-vessel occlusion) names them, for
+    example ``vessel occlusion present, left middle cerebral artery m1 segment``.
+    """
     parts = []
     for f in findings:
         word = "present" if f.get("present") else "absent"
         volume = f.get("volume_ml")
+        where = " ".join(str(f[k]) for k in ("laterality", "finding_site") if f.get(k))
         parts.append(
-            f"{f.get('label')} {word}" + (f" ({volume:.2f} mL)" if volume is not None else "")
+            f"{f.get('label')} {word}"
+            + (f", {where}" if where and f.get("present") else "")
+            + (f" ({volume:.2f} mL)" if volume is not None else "")
         )
     return "; ".join(parts)
 

@@ -97,6 +97,11 @@ class Region:
     exclude_posterior_cerebral : bool
         Leave out the course of the posterior cerebral artery around the
         midbrain (posterior to 8 mm, within 30 mm of the midline, below 20 mm).
+    exclude_ventricular_atrium : bool
+        Leave out the atrium (trigone) of the lateral ventricle and its
+        choroid plexus glomus (:data:`VENTRICULAR_ATRIUM_MM`): the commonest
+        site of physiological intracranial calcification, which a single
+        CTA cannot tell from contrast, and a place no MCA trunk runs through.
     """
 
     name: str
@@ -104,6 +109,7 @@ class Region:
     posterior_mm: tuple[float, float]
     superior_mm: tuple[float, float]
     exclude_posterior_cerebral: bool = False
+    exclude_ventricular_atrium: bool = False
 
     def contains(self, local_mm: np.ndarray, side: str) -> np.ndarray:
         """Return which points lie in the region on one side.
@@ -133,7 +139,19 @@ class Region:
         )
         if self.exclude_posterior_cerebral:
             inside &= ~((posterior > 8.0) & (lateral < 30.0) & (superior < 20.0))
+        if self.exclude_ventricular_atrium:
+            medial_of, posterior_to, above = VENTRICULAR_ATRIUM_MM
+            inside &= ~((lateral < medial_of) & (posterior > posterior_to) & (superior > above))
         return inside
+
+
+#: The atrium (trigone) of the lateral ventricle with the choroid plexus glomus, in the
+#: head frame: medial to 34 mm from the midline, more than 15 mm posterior to and more than
+#: 15 mm above the circle of Willis (lateral max, posterior min, superior min; mm). The
+#: insular M2 trunks run lateral to it, over the insula (about 35-45 mm from the midline).
+#: Calcified choroid plexus (about 100-300 HU, common in adults) lies here and, being as
+#: dense as contrast-filled lumen, would pass for vessel on one side only.
+VENTRICULAR_ATRIUM_MM = (34.0, 15.0, 15.0)
 
 
 #: The territories compared, relative to the circle of Willis (mm).
@@ -148,7 +166,11 @@ DEFAULT_REGIONS: dict[str, Region] = {
         "middle_cerebral_artery_m1", (16.0, 38.0), (-25.0, 5.0), (-8.0, 8.0)
     ),
     "middle_cerebral_artery_m2": Region(
-        "middle_cerebral_artery_m2", (30.0, 52.0), (-25.0, 30.0), (0.0, 40.0)
+        "middle_cerebral_artery_m2",
+        (30.0, 52.0),
+        (-25.0, 30.0),
+        (0.0, 40.0),
+        exclude_ventricular_atrium=True,
     ),
     "middle_cerebral_artery_territory": Region(
         "middle_cerebral_artery_territory",
@@ -156,6 +178,7 @@ DEFAULT_REGIONS: dict[str, Region] = {
         (-60.0, 45.0),
         (-12.0, 65.0),
         exclude_posterior_cerebral=True,
+        exclude_ventricular_atrium=True,
     ),
 }
 #: Approximate position of the carotid terminus in the head frame (lateral, posterior, superior).
@@ -338,7 +361,7 @@ def analyse_large_vessel_occlusion(
     plane: MidsagittalPlane,
     *,
     min_fraction: float = 0.2,
-    trunk_ratio_threshold: float = 0.40,
+    trunk_ratio_threshold: float = 0.30,
     mirror_tolerance_mm: float = 3.5,
     termination_min_radius_mm: float = 1.0,
     min_trunk_volume_ml: float = 0.02,

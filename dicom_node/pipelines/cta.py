@@ -28,9 +28,10 @@ Findings, in this order (one SEG segment and one TID 1411 group each):
   5 mm ball at the estimated proximal end of the occlusion (the "suspected
   occlusion" region), empty when absent.
 
-Everything else (asymmetry ratios, per-hemisphere volumes and centreline
-lengths, location in patient mm, trunk profiles) is in
-:attr:`PipelineResult.details`.
+The SR's occlusion group also carries the M2-trunk asymmetry ratio (DCM
+113288 "Volume Ratio", UCUM ``{ratio}``; ``details["sr"]``). Everything
+else (the location in patient mm, other ratios, per-hemisphere volumes and
+centreline lengths, trunk profiles) is in :attr:`PipelineResult.details`.
 
 **Not for diagnostic use.** Tuned and evaluated only on synthetic
 angiograms drawn into one real non-contrast head CT
@@ -110,7 +111,7 @@ class CtaLvoPipeline:
 
     name = "cta"
     algorithm = AlgorithmIdentity(
-        name="cta-lvo-baseline", version="0.1.0", family="image processing"
+        name="cta-lvo-baseline", version="0.2.0", family="image processing"
     )
     #: Labels of the findings, for the "not analysable" report.
     finding_labels = (CEREBRAL_ARTERIES_LABEL, VESSEL_OCCLUSION_LABEL)
@@ -118,7 +119,7 @@ class CtaLvoPipeline:
     def __init__(
         self,
         *,
-        trunk_ratio_threshold: float = 0.40,
+        trunk_ratio_threshold: float = 0.30,
         occlusion_radius_mm: float = 5.0,
         min_arterial_peak_hu: float = MIN_ARTERIAL_PEAK_HU,
     ) -> None:
@@ -211,9 +212,14 @@ class CtaLvoPipeline:
             ),
             **analysis.details,
         }
+        occlusion_sr: dict = {
+            "measurements": [{"name": "volume ratio", "value": round(analysis.asymmetry_ratio, 3)}]
+        }
         details = {
             "parameters": self.parameters(),
             "lvo": lvo,
+            # Read by the SR builder (dicom_node.results.sr): TID 1419 extras of a finding.
+            "sr": {VESSEL_OCCLUSION_LABEL: occlusion_sr},
             "vessels": {
                 "volume_ml": round(vessel_ml, 3),
                 "arterial_peak_hu": round(vessels.arterial_peak_hu, 1),

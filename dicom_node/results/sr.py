@@ -228,6 +228,7 @@ def volumetric_roi_measurement_group(
     segmentation: Dataset,
     source_series_instance_uid: str,
     algorithm_id: hd.sr.AlgorithmIdentification,
+    extra: dict | None = None,
 ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
     """Build the TID 1411 group of one finding, referencing its SEG segment.
 
@@ -245,6 +246,14 @@ def volumetric_roi_measurement_group(
         Segmentation).
     algorithm_id : highdicom.sr.AlgorithmIdentification
         TID 4019 content for the group and its measurements.
+    extra : dict or None
+        The finding's entry of ``PipelineResult.details["sr"]``:
+        ``"measurements"``, a list of ``{"name": key, "value": float}`` with
+        ``key`` in :data:`dicom_node.results.codes.EXTRA_MEASUREMENTS`
+        (for example the LVO ``"volume ratio"``, UCUM ``{ratio}``). A
+        location as a SCOORD3D POINT is not written: highdicom 0.28 rejects
+        referenced coordinates in the measurements of a TID 1411 group whose
+        region is a SEG segment.
 
     Returns
     -------
@@ -280,6 +289,18 @@ def volumetric_roi_measurement_group(
             algorithm_id=algorithm_id,
         )
     ]
+    extra = extra or {}
+    for item in extra.get("measurements", []):
+        if item.get("name") not in codes.EXTRA_MEASUREMENTS or not math.isfinite(
+            float(item.get("value", math.nan))
+        ):
+            raise ResultBuildError(f"finding {finding.label!r}: bad extra measurement {item!r}")
+        name, unit = codes.EXTRA_MEASUREMENTS[item["name"]]
+        measurements.append(
+            hd.sr.Measurement(
+                name=name, value=float(item["value"]), unit=unit, algorithm_id=algorithm_id
+            )
+        )
     if finding.probability is not None:
         measurements.append(
             hd.sr.Measurement(
@@ -322,7 +343,7 @@ def build_measurement_report(
     equipment: EquipmentIdentity,
     series_number: int = 9902,
     series_description: str | None = None,
-    procedure_reported: Code = codes.CT_HEAD,
+    procedure_reported: Code | None = None,
     sop_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
 ) -> hd.sr.Comprehensive3DSR:
@@ -349,8 +370,11 @@ def build_measurement_report(
     series_description : str or None
         Series Description (0008,103E); default
         ``"AI <content label> report (not for diagnostic use)"``.
-    procedure_reported : pydicom.sr.coding.Code
-        TID 1500 "Procedure reported"; LN 24725-4 "CT Head" by default.
+    procedure_reported : pydicom.sr.coding.Code or None
+        TID 1500 "Procedure reported"; when None, the pipeline's entry of
+        :data:`dicom_node.results.codes.PROCEDURES_REPORTED` (SCT
+        582101000119108 "CT angiography of head with contrast" for ``cta``),
+        else LN 24725-4 "CT Head".
     sop_instance_uid : str or None
         SOP Instance UID (0008,0018); a new UID when None.
     series_instance_uid : str or None
@@ -395,6 +419,9 @@ def build_measurement_report(
         label = content_label_for(result.pipeline)
         series_description = f"AI {label} report {NOT_FOR_DIAGNOSTIC_USE}"
 
+    if procedure_reported is None:
+        procedure_reported = codes.PROCEDURES_REPORTED.get(result.pipeline, codes.CT_HEAD)
+    extras = (result.details or {}).get("sr") or {}
     algorithm_id = algorithm_identification(result.algorithm, equipment)
     groups = []
     for finding, segment in zip(result.findings, described_segments(instances[0]), strict=True):
@@ -406,6 +433,7 @@ def build_measurement_report(
                 instance,
                 sources[0].SeriesInstanceUID,
                 algorithm_id,
+                extra=extras.get(finding.label),
             )
         )
     try:
@@ -559,7 +587,7 @@ def build_not_analysable_report(
     equipment: EquipmentIdentity,
     series_number: int = 9902,
     series_description: str | None = None,
-    procedure_reported: Code = codes.CT_HEAD,
+    procedure_reported: Code | None = None,
     sop_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
 ) -> hd.sr.Comprehensive3DSR:
@@ -594,8 +622,8 @@ def build_not_analysable_report(
         Series Number of the SR series.
     series_description : str or None
         Series Description; default ``"AI <label> report (not for diagnostic use)"``.
-    procedure_reported : pydicom.sr.coding.Code
-        TID 1500 "Procedure reported".
+    procedure_reported : pydicom.sr.coding.Code or None
+        TID 1500 "Procedure reported"; when None, as :func:`build_measurement_report`.
     sop_instance_uid, series_instance_uid : str or None
         UIDs; new when None.
 
@@ -634,6 +662,8 @@ def build_not_analysable_report(
         seen.setdefault(code.value, code)
     statements = [(code, codes.NOT_EVALUATED, "") for code in seen.values()]
     stub = PipelineResult(pipeline, algorithm, [])
+    if procedure_reported is None:
+        procedure_reported = codes.PROCEDURES_REPORTED.get(pipeline, codes.CT_HEAD)
     try:
         root = hd.sr.ContainerContentItem(name=codes.IMAGING_MEASUREMENT_REPORT, template_id="1500")
         root.ContentSequence = hd.sr.ContentSequence()

@@ -101,6 +101,12 @@ def test_the_cta_pipeline_ran_and_found_the_left_occlusion(run):
     assert lvo["side"] == "left"
     assert lvo["segment"] in ("ICA-T", "M1")
     assert summary["findings"][1]["present"] is True
+    # The job summary (jobs show, dashboard) names the side and the segment.
+    assert summary["findings"][1]["laterality"] == "left"
+    assert summary["findings"][1]["finding_site"] in (
+        "terminal internal carotid artery",
+        "middle cerebral artery m1 segment",
+    )
 
 
 def test_seg_and_sr_arrive_valid_and_read_back(run, dciodvfy, tmp_path):

@@ -71,7 +71,11 @@ def test_normal_angiogram_has_vessels_and_no_occlusion(cases):
     assert not occlusion.present and not occlusion.mask.any() and occlusion.volume_ml == 0.0
     assert occlusion.laterality is None
     lvo = result.details["lvo"]
-    assert lvo["suspected"] is False and lvo["asymmetry_ratio"] > 0.4
+    threshold = result.details["parameters"]["trunk_ratio_threshold"]
+    assert lvo["suspected"] is False and lvo["asymmetry_ratio"] > threshold
+    # The SR extras: the ratio, also when no occlusion is suspected.
+    extras = result.details["sr"]["vessel occlusion"]
+    assert extras["measurements"] == [{"name": "volume ratio", "value": lvo["asymmetry_ratio"]}]
 
 
 def test_left_carotid_terminus_occlusion_is_found_on_the_left(cases):
@@ -83,7 +87,7 @@ def test_left_carotid_terminus_occlusion_is_found_on_the_left(cases):
         "middle cerebral artery m1 segment",
     )
     lvo = result.details["lvo"]
-    assert lvo["asymmetry_ratio"] < 0.4
+    assert lvo["asymmetry_ratio"] < result.details["parameters"]["trunk_ratio_threshold"]
     error_mm = np.linalg.norm(np.asarray(lvo["location_mm"]) - np.asarray(cta.occlusion.point_mm))
     assert error_mm < 15.0
     # The "suspected occlusion" region is a ball around that location, on the left.
@@ -143,3 +147,38 @@ def test_seg_and_sr_of_an_occlusion_are_valid_and_read_back(cases, dciodvfy, tmp
     (site,) = finding.finding_sites
     laterality = [item for item in site.ContentSequence if item.name.value == "272741003"]
     assert laterality and laterality[0].value.value == "7771000"  # SCT Left
+    # The asymmetry ratio is a TID 1419 NUM of the occlusion group: DCM 113288 in {ratio}.
+    ratios = [m for m in finding.get_measurements() if m.name.value == "113288"]
+    assert len(ratios) == 1
+    assert ratios[0].unit.value == "{ratio}"
+    assert ratios[0].value == pytest.approx(result.details["lvo"]["asymmetry_ratio"], abs=1e-3)
+    # Procedure reported: CT angiography of head (SCT), not the plain "CT Head".
+    procedures = [
+        item.ConceptCodeSequence[0].CodeValue
+        for item in report.ContentSequence
+        if item.ConceptNameCodeSequence[0].CodeValue == "121058"
+    ]
+    assert procedures == ["582101000119108"]
+
+
+def test_job_summary_text_names_the_side_and_segment():
+    from dicom_node.queries import finding_text
+
+    text = finding_text(
+        [
+            {"label": "cerebral arteries", "present": True, "volume_ml": 4.2},
+            {
+                "label": "vessel occlusion",
+                "present": True,
+                "volume_ml": 0.52,
+                "laterality": "left",
+                "finding_site": "middle cerebral artery m1 segment",
+            },
+        ]
+    )
+    assert text == (
+        "cerebral arteries present (4.20 mL); "
+        "vessel occlusion present, left middle cerebral artery m1 segment (0.52 mL)"
+    )
+    absent = finding_text([{"label": "vessel occlusion", "present": False, "volume_ml": 0.0}])
+    assert absent == "vessel occlusion absent (0.00 mL)"
