@@ -54,6 +54,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 
 from dicom_node.db.models import utcnow
 from dicom_node.receive.access import AddressAllowList
+from dicom_node.receive.reactor import make_event_driven
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +237,7 @@ class GuardedAssociationSocket(AssociationSocket):
         if self.pdu_guard.violation is not None:
             return bytearray()  # aborted already
         try:
-            data = super().recv(nr_bytes)
+            data = self._recv_exactly(nr_bytes)
         except OSError:
             self._transport_closed()
             raise
@@ -251,6 +252,38 @@ class GuardedAssociationSocket(AssociationSocket):
             return data
         self.abort_transport(violation)
         return bytearray()
+
+    def _recv_exactly(self, nr_bytes: int) -> bytearray:
+        """Read ``nr_bytes`` into one buffer, as many as the kernel has at each call.
+
+        pynetdicom's ``AssociationSocket.recv`` reads 4 KiB per call and
+        appends each piece to a growing bytearray: 64 calls for one 256 KiB
+        PDU. Here each ``recv_into`` fills the rest of a buffer of the final
+        size. As pynetdicom's, it returns fewer bytes only when the peer
+        closed the connection.
+
+        Raises
+        ------
+        OSError
+            If the socket fails, times out or is closed on this side.
+        """
+        sock = self.socket
+        if sock is None:
+            raise OSError("the association's socket is closed")
+        data = bytearray(nr_bytes)
+        view = memoryview(data)
+        received = 0
+        try:
+            while received < nr_bytes:
+                count = sock.recv_into(view[received:], nr_bytes - received)
+                if not count:
+                    break
+                received += count
+        finally:
+            view.release()
+        if received < nr_bytes:
+            del data[received:]
+        return data
 
     def abort_transport(self, reason: str) -> None:
         """Send an A-ABORT (service provider, invalid parameter) and shut the connection.
@@ -395,6 +428,7 @@ class GuardedRequestHandler(RequestHandler):
         sock.__class__ = GuardedAssociationSocket
         sock.pdu_guard = PduStreamGuard(self.server.guard.limits)
         tolerate_late_primitives(assoc.dul.state_machine)
+        make_event_driven(assoc)
         debug = logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
         for event, handler in _STANDARD_LOG_HANDLERS:
             with suppress(Exception):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from io import BytesIO
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -24,6 +25,7 @@ from dicom_node.config import load_settings
 from dicom_node.db.engine import make_engine, make_session_factory
 from dicom_node.db.models import AuditEvent, Instance
 from dicom_node.receive.ingest import InstanceIngest
+from dicom_node.receive.resources import DiskWatermark
 from dicom_node.receive.scp import StorageSCP
 from dicom_node.receive.spool import Spool
 from tests.dimse import encode_explicit_le
@@ -110,6 +112,64 @@ def test_a_dataset_over_the_cap_is_aborted_while_it_arrives(tmp_path, head_ct_di
                 break
             time.sleep(0.05)
         assert any(r and "dataset over 262144 bytes" in r for r in reasons), reasons
+    finally:
+        scp.stop()
+        engine.dispose()
+
+
+class CountingWatermark(DiskWatermark):
+    """A watermark whose file system is a settable figure; counts the ``statvfs`` calls."""
+
+    def __init__(self, free: int, total: int = 10**12, **kwargs):
+        super().__init__(Path("."), **kwargs)
+        self.free, self.total, self.calls = free, total, 0
+
+    def free_bytes(self):
+        self.calls += 1
+        return self.free, self.total
+
+
+def test_the_watermark_reuses_statvfs_within_its_interval_and_bytes():
+    disk = CountingWatermark(10**10, min_free_bytes=10**9, recheck_interval_s=60,
+                             recheck_bytes=10 * 10**6)
+    for _ in range(9):
+        assert disk.has_room(10**6) == (True, "")
+    assert disk.calls == 1  # one statvfs for 9 MB
+    assert disk.has_room(10**6)[0] and disk.has_room(10**6)[0]
+    assert disk.calls == 2  # 10 MB admitted on one answer: asked again
+
+
+def test_the_watermark_asks_again_before_refusing_and_after_its_interval():
+    disk = CountingWatermark(10**9 + 3 * 10**6, min_free_bytes=10**9, recheck_interval_s=60)
+    assert disk.has_room(2 * 10**6)[0]
+    disk.free = 10**10  # another program freed space: the estimate alone would refuse
+    assert disk.has_room(2 * 10**6) == (True, "")
+    assert disk.calls == 2
+    disk.free = 10**9  # the disk filled up: refused on a fresh answer, every time
+    disk.recheck_interval_s = 0.05
+    time.sleep(0.06)
+    room, why_not = disk.has_room(1)
+    assert not room and "dicom.min_free_disk_bytes" in why_not
+    assert not disk.has_room(1)[0]
+    assert disk.calls == 4
+
+
+def test_a_disk_filling_during_an_association_gets_0xA700(tmp_path, head_ct_dir):
+    """The statvfs cache does not let instances through once the disk is below the watermark."""
+    first, second = (pydicom.dcmread(head_ct_dir / name) for name in ("11.dcm", "12.dcm"))
+    scp, engine, factory = make_scp(tmp_path / "filling", min_free_disk_bytes=1)
+    try:
+        assoc = associate(scp.port)
+        assert assoc.send_c_store(first).Status == 0x0000
+        scp.disk.free_bytes = lambda: (0, 10**12)  # the file system is full now
+        scp.disk.recheck_interval_s = 0.01
+        time.sleep(0.02)
+        assert assoc.send_c_store(second).Status == 0xA700
+        assert assoc.send_c_store(second).Status == 0xA700
+        assoc.release()
+        assert count(factory) == 1
+        written = [p for p in scp.ingest.spool.root.rglob("*.dcm")]
+        assert len(written) == 1
     finally:
         scp.stop()
         engine.dispose()
