@@ -29,9 +29,11 @@ Findings, in this order (one SEG segment and one TID 1411 group each):
   occlusion" region), empty when absent.
 
 The SR's occlusion group also carries the M2-trunk asymmetry ratio (DCM
-113288 "Volume Ratio", UCUM ``{ratio}``; ``details["sr"]``). Everything
-else (the location in patient mm, other ratios, per-hemisphere volumes and
-centreline lengths, trunk profiles) is in :attr:`PipelineResult.details`.
+113288 "Volume Ratio", UCUM ``{ratio}``), and a suspected occlusion's
+location in patient mm becomes a TID 1410 group with a SCOORD3D POINT
+(both through ``details["sr"]``). Everything else (other ratios,
+per-hemisphere volumes and centreline lengths, trunk profiles) is in
+:attr:`PipelineResult.details`.
 
 **Not for diagnostic use.** Tuned and evaluated only on synthetic
 angiograms drawn into one real non-contrast head CT
@@ -162,7 +164,9 @@ class CtaLvoPipeline:
             with boolean masks (slices, rows, columns) on the volume's grid
             and volumes in mL; the occlusion carries ``laterality`` and
             ``finding_site`` when present. ``details`` holds the decision
-            figures (``lvo``), the vessel-map figures and the runtime.
+            figures (``lvo``), the vessel-map figures, the runtime, and
+            ``sr``, the SR extras of the occlusion: the ratio and, when an
+            occlusion is suspected, ``location_mm`` (LPS mm, 0.001 mm).
 
         Raises
         ------
@@ -215,6 +219,9 @@ class CtaLvoPipeline:
         occlusion_sr: dict = {
             "measurements": [{"name": "volume ratio", "value": round(analysis.asymmetry_ratio, 3)}]
         }
+        if analysis.suspected and analysis.location_mm is not None:
+            # The SR's TID 1410 SCOORD3D POINT: LPS mm in the source Frame of Reference.
+            occlusion_sr["location_mm"] = [round(float(x), 3) for x in analysis.location_mm]
         details = {
             "parameters": self.parameters(),
             "lvo": lvo,

@@ -171,6 +171,11 @@ CT_ANGIOGRAPHY_HEAD = Code("582101000119108", "SCT", "CT angiography of head wit
 EXTRA_MEASUREMENTS: dict[str, tuple[Code, Code]] = {"volume ratio": (VOLUME_RATIO, RATIO)}
 #: TID 1500 "Procedure reported" per pipeline name; CT_HEAD for any other pipeline.
 PROCEDURES_REPORTED: dict[str, Code] = {"cta": CT_ANGIOGRAPHY_HEAD}
+# TID 1410 "Geometric purpose of region" (DCM 130400) of the suspected occlusion's location,
+# a SCOORD3D POINT: DCM 128140 "Representative point", CID 219 "Geometry Graphical
+# Representation" in pydicom's PS3.16 dictionary (the point stands for the finding; it is
+# not the centre of a measured region).
+REPRESENTATIVE_POINT = Code("128140", "DCM", "Representative point")
 # --- end of CT angiography report additions ---
 
 # --- Report-level qualitative evaluations (TID 1500 rows 12-14) ----------------

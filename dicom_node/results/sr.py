@@ -20,13 +20,23 @@ the study was looked at. :func:`build_not_analysable_report` writes a TID
 SEG (DCMTK's TID 1500 validity check accepts Imaging Measurements *or*
 Qualitative Evaluations).
 
+A finding whose ``details["sr"]`` entry gives a ``"location_mm"`` (the CTA
+pipeline's suspected occlusion) gets, right after its TID 1411 group, a
+TID 1410 Planar ROI group with the same Tracking ID and UID, finding type,
+site and laterality whose region is a SCOORD3D POINT (DCM 111030 "Image
+Region") in the source series' Frame of Reference, with Geometric purpose of
+region DCM 128140 "Representative point" (:func:`planar_roi_location_group`).
+highdicom rejects coordinates inside a group that references a SEG segment,
+so the point needs a group of its own.
+
 References
 ----------
-PS3.3 A.35.13 Comprehensive 3D SR IOD; PS3.16 TID 1500 Measurement Report,
-TID 1411 Volumetric ROI Measurements and Qualitative Evaluations, TID 1419 ROI
-Measurements, TID 1001/1002/1004 Observation Context, TID 4019 Algorithm
-Identification, TID 4108 Tracking Identifier; CID 240, CID 7150, CID 7151;
-IHE AIR.
+PS3.3 A.35.13 Comprehensive 3D SR IOD, C.18.9 3D Spatial Coordinates Macro;
+PS3.16 TID 1500 Measurement Report, TID 1410 Planar ROI Measurements and
+Qualitative Evaluations, TID 1411 Volumetric ROI Measurements and Qualitative
+Evaluations, TID 1419 ROI Measurements, TID 1001/1002/1004 Observation
+Context, TID 4019 Algorithm Identification, TID 4108 Tracking Identifier;
+CID 219, CID 240, CID 7150, CID 7151; IHE AIR.
 """
 
 from __future__ import annotations
@@ -250,10 +260,10 @@ def volumetric_roi_measurement_group(
         The finding's entry of ``PipelineResult.details["sr"]``:
         ``"measurements"``, a list of ``{"name": key, "value": float}`` with
         ``key`` in :data:`dicom_node.results.codes.EXTRA_MEASUREMENTS`
-        (for example the LVO ``"volume ratio"``, UCUM ``{ratio}``). A
-        location as a SCOORD3D POINT is not written: highdicom 0.28 rejects
-        referenced coordinates in the measurements of a TID 1411 group whose
-        region is a SEG segment.
+        (for example the LVO ``"volume ratio"``, UCUM ``{ratio}``). Its
+        ``"location_mm"`` is not written here (highdicom 0.28 rejects
+        coordinates in a TID 1411 group whose region is a SEG segment) but in
+        a TID 1410 group of its own (:func:`planar_roi_location_group`).
 
     Returns
     -------
@@ -335,6 +345,91 @@ def volumetric_roi_measurement_group(
         raise ResultBuildError(f"cannot build the TID 1411 group: {err}") from err
 
 
+def planar_roi_location_group(
+    finding: SegmentFinding,
+    segment: Dataset,
+    frame_of_reference_uid: str,
+    location_mm: Sequence[float],
+    algorithm_id: hd.sr.AlgorithmIdentification,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """Build the TID 1410 group that gives a finding's location as a 3D point.
+
+    Parameters
+    ----------
+    finding : dicom_node.pipelines.base.SegmentFinding
+        The finding located; must be present. Its label gives the finding
+        type and category, ``finding_site`` (or the label's site) and
+        ``laterality`` the finding site.
+    segment : pydicom.Dataset
+        Its item of the SEG Segment Sequence: the group carries the same
+        Tracking ID and Tracking UID, so that a reader links the point to the
+        TID 1411 group and the SEG segment of the same finding.
+    frame_of_reference_uid : str
+        Frame of Reference UID of the source series, in which the point lies.
+    location_mm : sequence of float
+        The point (x, y, z) in patient coordinates (LPS, mm) of that Frame of
+        Reference, shape (3,).
+    algorithm_id : highdicom.sr.AlgorithmIdentification
+        TID 4019 content of the group.
+
+    Returns
+    -------
+    highdicom.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+        Tracking identifier, finding category, type and site (with
+        laterality), Geometric purpose of region DCM 128140 "Representative
+        point", algorithm identification, and an Image Region (DCM 111030)
+        SCOORD3D with Graphic Type POINT, the location as Graphic Data and
+        the Referenced Frame of Reference UID. No measurement.
+
+    Raises
+    ------
+    dicom_node.errors.ResultBuildError
+        If the finding is absent, the location is not three finite numbers,
+        the Frame of Reference UID is empty, a code is missing, or highdicom
+        rejects a value.
+
+    References
+    ----------
+    PS3.3 C.18.9 3D Spatial Coordinates Macro; PS3.16 TID 1410, TID 4108,
+    TID 4019, CID 219, CID 244.
+    """
+    if not finding.present:
+        raise ResultBuildError(f"finding {finding.label!r}: a location is given but it is absent")
+    try:
+        point = np.asarray(location_mm, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ResultBuildError(f"finding {finding.label!r}: bad location {location_mm!r}") from err
+    if point.shape != (3,) or not np.isfinite(point).all():
+        raise ResultBuildError(f"finding {finding.label!r}: bad location {location_mm!r}")
+    if not frame_of_reference_uid:
+        raise ResultBuildError("the source images have no Frame of Reference UID")
+    finding_codes = codes.finding_codes(finding.label)
+    site = (
+        codes.anatomic_site_code(finding.finding_site)
+        if finding.finding_site
+        else finding_codes.finding_site
+    )
+    laterality = codes.laterality_code(finding.laterality) if finding.laterality else None
+    try:
+        return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=segment.TrackingUID, identifier=segment.get("TrackingID")
+            ),
+            referenced_region=hd.sr.ImageRegion3D(
+                graphic_type=hd.sr.GraphicTypeValues3D.POINT,
+                graphic_data=point.reshape(1, 3),
+                frame_of_reference_uid=str(frame_of_reference_uid),
+            ),
+            finding_type=finding_codes.finding_type,
+            finding_category=finding_codes.segmented_property_category,
+            finding_sites=[hd.sr.FindingSite(anatomic_location=site, laterality=laterality)],
+            algorithm_id=algorithm_id,
+            geometric_purpose=codes.REPRESENTATIVE_POINT,
+        )
+    except (TypeError, ValueError) as err:
+        raise ResultBuildError(f"cannot build the TID 1410 location group: {err}") from err
+
+
 def build_measurement_report(
     source_images: Sequence[Dataset],
     segmentation: Dataset,
@@ -360,6 +455,9 @@ def build_measurement_report(
         (:func:`build_segmentations`); segment ``k`` must describe
         ``result.findings[k - 1]`` (a label map's background segment 0 is
         skipped). Each group references the instance holding its finding.
+        A finding whose ``result.details["sr"]`` entry has ``"location_mm"``
+        also gets a TID 1410 group with that point
+        (:func:`planar_roi_location_group`).
     result : dicom_node.pipelines.base.PipelineResult
         Findings with ``volume_ml`` in mL, ``present`` and ``probability``.
     equipment : EquipmentIdentity
@@ -388,21 +486,24 @@ def build_measurement_report(
         instances and the SEG in the Current Requested Procedure Evidence
         Sequence; the Qualitative Evaluations container (TID 1500 rows
         12-14) with one Present/Absent statement per finding and a comment.
+        Imaging Measurements holds one TID 1411 group per finding, each
+        followed by its TID 1410 location group when there is one.
 
     Raises
     ------
     dicom_node.errors.ResultBuildError
         If the segmentation does not match the source or the findings, a
         volume is negative, not finite or non-zero for an empty mask, a
-        probability is outside [0, 1], a label has no codes, or highdicom
-        rejects the content.
+        probability is outside [0, 1], a location is not three finite
+        numbers or given for an absent finding, a label has no codes, or
+        highdicom rejects the content.
     dicom_node.errors.InvalidUIDError
         If ``sop_instance_uid`` or ``series_instance_uid`` is not a valid UID.
 
     References
     ----------
     PS3.3 A.35.13 Comprehensive 3D SR IOD; PS3.16 TID 1500, TID 1411,
-    TID 1419, TID 1001, TID 4019, CID 100, CID 240; IHE AIR.
+    TID 1410, TID 1419, TID 1001, TID 4019, CID 100, CID 240; IHE AIR.
     """
     started = time.perf_counter()
     if not result.findings:
@@ -436,6 +537,17 @@ def build_measurement_report(
                 extra=extras.get(finding.label),
             )
         )
+        location_mm = (extras.get(finding.label) or {}).get("location_mm")
+        if location_mm is not None:
+            groups.append(
+                planar_roi_location_group(
+                    finding,
+                    segment,
+                    sources[0].FrameOfReferenceUID,
+                    location_mm,
+                    algorithm_id,
+                )
+            )
     try:
         report = hd.sr.MeasurementReport(
             observation_context=device_observer_context(equipment, result),

@@ -17,7 +17,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_node.errors import PipelineError
+from dicom_node.errors import PipelineError, ResultBuildError
 from dicom_node.imaging.masks import dice_coefficient
 from dicom_node.imaging.vessels import cta_intracranial_mask
 from dicom_node.pipelines import PIPELINE_NAMES, get_pipeline
@@ -76,6 +76,7 @@ def test_normal_angiogram_has_vessels_and_no_occlusion(cases):
     # The SR extras: the ratio, also when no occlusion is suspected.
     extras = result.details["sr"]["vessel occlusion"]
     assert extras["measurements"] == [{"name": "volume ratio", "value": lvo["asymmetry_ratio"]}]
+    assert "location_mm" not in extras  # no occlusion, no location point in the SR
 
 
 def test_left_carotid_terminus_occlusion_is_found_on_the_left(cases):
@@ -159,6 +160,92 @@ def test_seg_and_sr_of_an_occlusion_are_valid_and_read_back(cases, dciodvfy, tmp
         if item.ConceptNameCodeSequence[0].CodeValue == "121058"
     ]
     assert procedures == ["582101000119108"]
+
+
+def _scoord3d_items(items):
+    """Every SCOORD3D content item in a content tree, depth first."""
+    for item in items:
+        if item.ValueType == "SCOORD3D":
+            yield item
+        yield from _scoord3d_items(item.get("ContentSequence", []))
+
+
+def _build_and_check(cta, volume, result, dciodvfy, tmp_path):
+    """Build SEG and SR, write the SR, run dciodvfy on it; return the SEG and the SR read back."""
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in cta.datasets}
+    ordered = [by_uid[uid] for uid in volume.sop_instance_uids]
+    seg, sr = build_results(ordered, result, equipment=EquipmentIdentity(software_versions="test"))
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    check = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
+    errors = [
+        line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")
+    ]
+    assert errors == [], errors
+    return seg, hd.sr.srread(path)
+
+
+def test_sr_gives_the_occlusion_location_as_a_scoord3d_point(cases, dciodvfy, tmp_path):
+    cta, volume, result = cases["ica-t left"]
+    location_mm = result.details["sr"]["vessel occlusion"]["location_mm"]
+    # The SR's point is the pipeline's location (details.lvo keeps it to 0.1 mm).
+    assert np.allclose(location_mm, result.details["lvo"]["location_mm"], atol=0.05 + 1e-9)
+    seg, report = _build_and_check(cta, volume, result, dciodvfy, tmp_path)
+
+    (point,) = list(_scoord3d_items(report.ContentSequence))
+    assert point.GraphicType == "POINT"
+    assert point.ConceptNameCodeSequence[0].CodeValue == "111030"  # DCM Image Region
+    assert np.allclose(np.asarray(point.GraphicData, dtype=float), location_mm, atol=0.01)
+    assert point.ReferencedFrameOfReferenceUID == cta.datasets[0].FrameOfReferenceUID
+    assert point.ReferencedFrameOfReferenceUID == seg.FrameOfReferenceUID
+
+    # It is a TID 1410 group of its own, tracked as the same finding as SEG segment 2.
+    (group,) = report.content.get_planar_roi_measurement_groups()
+    assert group.roi.GraphicType == "POINT"
+    assert group.finding_type.value == "26036001"  # SCT Occlusion
+    (volumetric,) = report.content.get_volumetric_roi_measurement_groups(
+        finding_type=hd.sr.CodedConcept("26036001", "SCT", "Occlusion")
+    )
+    assert group.tracking_uid == volumetric.tracking_uid == seg.SegmentSequence[1].TrackingUID
+    assert group.tracking_identifier == volumetric.tracking_identifier
+    (site,) = group.finding_sites
+    assert site.value.value in ("415646005", "414722000")  # SCT terminal ICA / MCA M1
+    laterality = [item for item in site.ContentSequence if item.name.value == "272741003"]
+    assert laterality and laterality[0].value.value == "7771000"  # SCT Left
+    purposes = [item for item in group[0].ContentSequence if item.name.value == "130400"]
+    assert [item.value.value for item in purposes] == ["128140"]  # DCM Representative point
+    # The point lies in the "suspected occlusion" ball of SEG segment 2 (5 mm radius).
+    occlusion = result.findings[1]
+    index = np.argwhere(occlusion.mask)
+    centres = (
+        volume.image_positions_mm[index[:, 0]]
+        + index[:, 2:3] * volume.pixel_spacing_mm[1] * volume.row_direction
+        + index[:, 1:2] * volume.pixel_spacing_mm[0] * volume.column_direction
+    )
+    assert np.linalg.norm(centres - np.asarray(location_mm), axis=1).min() < 2.0
+
+
+def test_sr_of_a_normal_angiogram_has_no_location_point(cases, dciodvfy, tmp_path):
+    cta, volume, result = cases["normal"]
+    _, report = _build_and_check(cta, volume, result, dciodvfy, tmp_path)
+    assert list(_scoord3d_items(report.ContentSequence)) == []
+    assert report.content.get_planar_roi_measurement_groups() == []
+
+
+@pytest.mark.parametrize(
+    "location_mm", [[1.0, 2.0], [1.0, float("nan"), 3.0], "here"], ids=["2d", "nan", "text"]
+)
+def test_a_bad_location_is_refused(cases, location_mm):
+    cta, volume, result = cases["ica-t left"]
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in cta.datasets}
+    ordered = [by_uid[uid] for uid in volume.sop_instance_uids]
+    details = {**result.details, "sr": {"vessel occlusion": {"location_mm": location_mm}}}
+    with pytest.raises(ResultBuildError, match="location"):
+        build_results(
+            ordered,
+            replace(result, details=details),
+            equipment=EquipmentIdentity(software_versions="test"),
+        )
 
 
 def test_job_summary_text_names_the_side_and_segment():
