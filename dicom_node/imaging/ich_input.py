@@ -15,8 +15,10 @@ SOP instance) of the series.
 References
 ----------
 DICOM PS3.3 C.7.6.2.1.2 Pixel Spacing; PS3.3 C.11.2.1.2 Window Center and
-Window Width; Ronneberger O, et al. U-Net. MICCAI 2015 (2.5D input stacks as
-in Yao H, et al. Med Image Anal 2020 for ICH).
+Window Width; Ronneberger O, et al. U-Net. MICCAI 2015. Several CT windows as
+channels and neighbouring slices stacked (2.5D) are the usual input of entries
+to the RSNA Intracranial Hemorrhage Detection challenge (Flanders AE, et al.
+Radiol Artif Intell 2020;2(3):e190211 describes its data and labels).
 """
 
 from __future__ import annotations
@@ -109,7 +111,16 @@ class IchInputSpec:
         return len(self.windows) * (2 * self.context_slices + 1)
 
     def to_manifest(self) -> dict:
-        """Return the spec as the ``input`` entry of a model manifest (JSON types only)."""
+        """Return the spec as the ``input`` entry of a model manifest.
+
+        Returns
+        -------
+        dict
+            JSON types only: ``pixel_spacing_mm`` (mm), ``size`` (pixels),
+            ``context_slices``, ``windows`` (``center_hu``, ``width_hu`` in HU)
+            and a human-readable ``channel_order``; read back by
+            :meth:`from_manifest`.
+        """
         return {
             "pixel_spacing_mm": self.pixel_spacing_mm,
             "size": self.size,
@@ -175,11 +186,13 @@ class InPlaneGrid:
     Parameters
     ----------
     matrix : numpy.ndarray
-        float64 array of shape (2, 3), source pixel -> model pixel.
+        float64 array of shape (2, 3), source pixel ``(x, y)`` = (column,
+        row) -> model pixel ``(u, v)``; ``matrix[0, 0]`` and ``matrix[1, 1]``
+        are the scale factors (source spacing / model spacing, both in mm).
     source_shape : tuple of int
         (rows, columns) of the source slices.
     size : int
-        Rows and columns of the model grid.
+        Rows and columns of the model grid (pixels).
 
     References
     ----------
@@ -201,7 +214,8 @@ def head_grid(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     hu : numpy.ndarray
         float32 array (slices, rows, columns) in HU.
     pixel_spacing_mm : tuple of float
-        (row spacing, column spacing) of the source in mm.
+        (row spacing, column spacing) of the source in mm, as DICOM Pixel
+        Spacing.
     spec : IchInputSpec
         Model input specification.
 
@@ -209,8 +223,10 @@ def head_grid(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     -------
     InPlaneGrid
         The map from source pixels to model pixels; the centre of the head's
-        bounding box (pixels above :data:`HEAD_MIN_HU` over all slices) lands
-        on the centre of the model grid.
+        bounding box (pixels above :data:`HEAD_MIN_HU` in any slice) lands
+        on the centre of the model grid, pixel ``(size - 1) / 2``. Source
+        pixels farther than ``size * spec.pixel_spacing_mm / 2`` mm from that
+        centre along a row or column lie outside the model field of view.
 
     Raises
     ------
@@ -248,14 +264,17 @@ def to_model_grid(images: np.ndarray, grid: InPlaneGrid, *, fill: float = AIR_HU
     Parameters
     ----------
     images : numpy.ndarray
-        Array (slices, rows, columns), HU or per-class fractions.
+        Array (slices, rows, columns) on the source grid, HU or per-class
+        fractions in [0, 1].
     grid : InPlaneGrid
         From :func:`head_grid`.
     fill : float
-        Value outside the source field of view (air for HU, 0 for fractions).
+        Value where a model pixel falls outside the source image (HU for an
+        HU image, default :data:`AIR_HU`; 0 for fractions).
     antialias : bool
         Gaussian pre-filter of sigma ``(downscale - 1) / 2`` source pixels
-        before bilinear sampling (as skimage's ``rescale`` does).
+        per axis before bilinear sampling (as skimage's ``rescale`` does);
+        no filter on an axis that is upsampled.
 
     Returns
     -------
@@ -290,6 +309,12 @@ def to_source_grid(images: np.ndarray, grid: InPlaneGrid) -> np.ndarray:
     numpy.ndarray
         float32 array (slices, rows, columns[, channels]) on the source grid,
         bilinear, 0 outside the model field of view.
+
+    Notes
+    -----
+    The fill is 0 in every channel, background included: outside the model
+    field of view a softmax no longer sums to 1, and a test such as
+    ``P(background) <= 0.5`` is true there.
     """
     rows, cols = grid.source_shape
     tail = images.shape[3:]
@@ -343,7 +368,7 @@ def stack_context(windowed: np.ndarray, spec: IchInputSpec,
     spec : IchInputSpec
         Model input specification.
     indices : numpy.ndarray or None
-        Slice indices to build (default: every slice).
+        int array (n,) of slice indices to build (default: every slice).
 
     Returns
     -------
@@ -372,7 +397,8 @@ def labels_to_model_grid(labels: np.ndarray, grid: InPlaneGrid, *,
     ----------
     labels : numpy.ndarray
         uint8 array (slices, rows, columns): 0 background, 1..5 the subtypes
-        of :data:`ICH_SUBTYPES`.
+        of :data:`ICH_SUBTYPES`. Any other value (for example 255, subtype
+        unknown) is treated as background; map it separately.
     grid : InPlaneGrid
         From :func:`head_grid`.
     min_fraction : float
@@ -383,7 +409,7 @@ def labels_to_model_grid(labels: np.ndarray, grid: InPlaneGrid, *,
     Returns
     -------
     numpy.ndarray
-        uint8 array (slices, size, size).
+        uint8 array (slices, size, size), values 0..5.
     """
     out = np.zeros((labels.shape[0], grid.size, grid.size), dtype=np.uint8)
     best = np.zeros(out.shape, dtype=np.float32)

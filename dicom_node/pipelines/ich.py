@@ -79,7 +79,9 @@ def repository_models_dir() -> Path:
 
 
 def _version_key(name: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in name.replace("-", ".").split("."))
+    # (0, number) sorts before (1, text) so "1.0.0" and "latest" compare without TypeError.
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
+                 for p in name.replace("-", ".").split("."))
 
 
 def default_model_dir() -> Path:
@@ -88,6 +90,8 @@ def default_model_dir() -> Path:
     Returns
     -------
     Path
+        The version folder that sorts last, comparing the dot- or
+        dash-separated parts numerically where they are digits.
 
     Raises
     ------
@@ -291,12 +295,15 @@ class IchPrediction:
         Parameters
         ----------
         channel : int or None
-            Class index (1-5); None means any hemorrhage (1 - background).
+            Class index (1-5, label order of :data:`ICH_SUBTYPES`); None
+            means any hemorrhage (1 - background).
 
         Returns
         -------
         float
-            In [0, 1].
+            In [0, 1]: the maximum over slices and model-grid pixels of the
+            3 x 3 box mean (borders reflected) of the probability; 0 for an
+            empty prediction.
         """
         if channel is None:
             p = 1.0 - self.probabilities[..., 0]
@@ -314,14 +321,17 @@ def predict_model_grid(model, windowed: np.ndarray, spec: IchInputSpec) -> np.nd
     model : keras.Model
         The ResUNet.
     windowed : numpy.ndarray
-        uint8 array (slices, size, size, windows).
+        uint8 array (slices, size, size, windows) from
+        :func:`~dicom_node.imaging.ich_input.window_channels`.
     spec : IchInputSpec
         Model input specification.
 
     Returns
     -------
     numpy.ndarray
-        float32 array (slices, size, size, classes).
+        float32 array (slices, size, size, classes), softmax per pixel.
+        The model is called on batches of exactly :data:`BATCH_SLICES`
+        slices; the last batch is padded with zeros and the padding dropped.
     """
     slices = windowed.shape[0]
     out = np.empty((slices, spec.size, spec.size, ICH_CLASSES), dtype=np.float32)
@@ -344,13 +354,16 @@ def predict_volume(model, volume: CTVolume, spec: IchInputSpec) -> IchPrediction
     model : keras.Model
         The ResUNet.
     volume : CTVolume
-        Series in HU.
+        Series in HU, (slices, rows, columns); values below :data:`AIR_HU`
+        (scanner padding) are raised to it first.
     spec : IchInputSpec
         Model input specification.
 
     Returns
     -------
     IchPrediction
+        Probabilities (slices, size, size, classes) on the model grid, one
+        model slice per source slice, with the grid that maps them back.
 
     Raises
     ------
@@ -418,11 +431,20 @@ def findings_from_prediction(
         none is present, a single absent "intracranial hemorrhage" finding
         with an empty mask and the any-ICH probability. Masks are boolean
         (slices, rows, columns) on the source grid.
+        A series whose any-ICH probability reaches the threshold but where no
+        subtype passes its own tests also gets only that absent finding.
     details : dict
-        Scores per subtype, volumes (mL), threshold, model version.
+        ``model`` (name, version), ``any_ich_probability``, ``threshold``,
+        ``subtypes`` (per subtype: ``probability``, ``volume_ml`` in mL after
+        dropping components below ``min_component_ml``, ``present``) and
+        ``total_volume_ml`` (mL, union of the reported masks). Probabilities
+        are rounded to 4 decimals, volumes to 3.
     """
     source = to_source_grid(prediction.probabilities, prediction.grid)
-    hemorrhage = source[..., 0] <= 0.5
+    # Blood where the subtypes together hold at least half the probability. Outside
+    # the model's field of view every channel maps back as 0, so nothing there is blood
+    # (testing P(background) <= 0.5 would call that whole rim hemorrhage).
+    hemorrhage = source[..., 1:].sum(axis=-1) >= 0.5
     label = np.argmax(source[..., 1:], axis=-1) + 1
     any_score = prediction.smoothed_max(None)
     positive = any_score >= package.threshold

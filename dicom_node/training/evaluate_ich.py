@@ -143,14 +143,23 @@ def score_case(case, package, model) -> dict:
     Returns
     -------
     dict
-        Per-case figures (JSON types): truth, score, per-subtype Dice and
-        volumes, slice scores.
+        Per-case figures (JSON types): truth, score (the unrounded any-ICH
+        probability the pipeline compares with the threshold), per-subtype
+        Dice and volumes (mL), slice scores.
+
+    Raises
+    ------
+    PipelineError
+        If the case shows no head.
     """
     from dicom_node.pipelines.ich import findings_from_prediction, predict_volume
 
     volume = case.volume
     prediction = predict_volume(model, volume, package.spec)
-    findings, details = findings_from_prediction(volume, prediction, package)
+    findings, _details = findings_from_prediction(volume, prediction, package)
+    # The unrounded score: details["any_ich_probability"] is rounded to 4 decimals
+    # and could fall on the other side of the threshold than the pipeline's call.
+    score = prediction.smoothed_max(None)
     predicted = np.zeros(volume.shape, dtype=np.uint8)
     reported = set()
     for finding in findings:
@@ -162,8 +171,10 @@ def score_case(case, package, model) -> dict:
         "seed": case.seed,
         "subtypes": [lesion.subtype for lesion in case.lesions],
         "positive": bool((truth > 0).any()),
-        "score": float(details["any_ich_probability"]),
-        "called_positive": bool(details["any_ich_probability"] >= package.threshold),
+        "score": float(score),
+        # What the node reports: a present finding (a series over the threshold
+        # whose subtype masks are all too small is reported negative).
+        "called_positive": bool(reported),
         "true_volume_ml": volume.mask_volume_ml(truth > 0),
         "predicted_volume_ml": volume.mask_volume_ml(predicted > 0),
         "any_dice": dice_coefficient(truth > 0, predicted > 0) if (truth > 0).any() else None,
@@ -201,7 +212,7 @@ def summarise(rows: Sequence[dict], threshold: float) -> dict:
     """
     truth = np.array([r["positive"] for r in rows])
     scores = np.array([r["score"] for r in rows])
-    called = scores >= threshold
+    called = np.array([r["called_positive"] for r in rows])
     tp = int((called & truth).sum())
     tn = int((~called & ~truth).sum())
     per_subtype = {}
@@ -303,6 +314,12 @@ def evaluate_ich(model_dir: Path, base_dir: Path, *, cases: int = 120,
     ------
     ModelPackageError
         If the package fails verification.
+    SeriesLoadError
+        If the base series cannot be loaded.
+    ValueError
+        If the base shows no intracranial space.
+    PipelineError
+        If a case shows no head.
     """
     import platform
 
@@ -315,6 +332,7 @@ def evaluate_ich(model_dir: Path, base_dir: Path, *, cases: int = 120,
         load_keras_model,
         predict_volume,
     )
+    from dicom_node.training.anatomy import derive_anatomy
     from dicom_node.training.ich_data import load_base_volume
     from dicom_node.training.model_card import EVALUATION_NAME, write_model_card
 
@@ -322,13 +340,16 @@ def evaluate_ich(model_dir: Path, base_dir: Path, *, cases: int = 120,
     package = IchModelPackage.load(Path(model_dir))
     model = load_keras_model(package.path / WEIGHTS_NAME)
     plan = evaluation_plan(cases, seed_start)
+    # Fail here, not in the pool initializer: a Pool whose initializer raises
+    # replaces the dead worker forever and imap never returns.
+    base = load_base_volume(Path(base_dir))
+    derive_anatomy(base)
     ctx = multiprocessing.get_context("spawn")
     rows = []
     with ctx.Pool(max(1, processes), initializer=_init, initargs=(str(base_dir),)) as pool:
         for case in track(pool.imap(_make, plan), total=len(plan), description="evaluating"):
             rows.append(score_case(case, package, model))
     report = summarise(rows, package.threshold)
-    base = load_base_volume(Path(base_dir))
     prediction = predict_volume(model, base, package.spec)
     findings, details = findings_from_prediction(base, prediction, package)
     report.update({

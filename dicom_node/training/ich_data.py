@@ -79,10 +79,12 @@ def downsample_volume(volume: CTVolume, factor: int) -> CTVolume:
     Returns
     -------
     CTVolume
-        Volume of shape (slices, rows // factor, columns // factor) whose
-        Pixel Spacing is ``factor`` times larger and whose Image Position
-        (Patient) is the centre of each new first pixel, so every new pixel
-        centre is the mean of the ``factor x factor`` source centres it covers.
+        Volume of shape (slices, rows // factor, columns // factor), HU below
+        :data:`~dicom_node.imaging.ich_input.AIR_HU` (scanner padding) raised
+        to it before averaging, whose Pixel Spacing is ``factor`` times
+        larger and whose Image Position (Patient) is the centre of each new
+        first pixel, so every new pixel centre is the mean of the ``factor x
+        factor`` source centres it covers.
 
     Raises
     ------
@@ -122,13 +124,16 @@ class ModelGridCase:
         uint8 array (slices, size, size, windows), see
         :func:`dicom_node.imaging.ich_input.window_channels`.
     labels : numpy.ndarray
-        uint8 array (slices, size, size): 0 background, 1..5 subtypes.
+        uint8 array (slices, size, size): 0 background, 1..5 subtypes,
+        255 (:data:`~dicom_node.training.resunet.IGNORE_LABEL`) hemorrhage of
+        unknown subtype (cases from real datasets only).
     subtypes : tuple of str
-        Subtypes inserted (empty for a negative case).
+        Subtypes inserted (empty for a negative case); for a real dataset, the
+        subtypes present in its voxel labels.
     volumes_ml : tuple of float
-        Label-mask volume (mL) of each inserted lesion, same order.
+        Label-mask volume (mL, on the source grid) of each lesion, same order.
     seed : int
-        Seed of the case.
+        Seed of the case (-1 for a case from a real dataset).
     """
 
     windowed: np.ndarray
@@ -151,6 +156,13 @@ def case_on_model_grid(case, spec: IchInputSpec) -> ModelGridCase:
     Returns
     -------
     ModelGridCase
+        Windowed HU and labels on the grid of
+        :func:`~dicom_node.imaging.ich_input.head_grid`.
+
+    Raises
+    ------
+    ValueError
+        If the case shows no head (no pixel above -300 HU).
     """
     volume = case.volume
     grid = head_grid(volume.hu, volume.pixel_spacing_mm, spec)
@@ -211,6 +223,13 @@ def generate_model_grid_cases(
     -------
     list of ModelGridCase
         In the order of ``seeds``.
+
+    Raises
+    ------
+    ValueError
+        If a subtype is unknown, the anatomy has no room for a lesion, or
+        the base shows no intracranial space (raised in the worker and
+        re-raised here).
     """
     from rich.progress import track
 
@@ -236,6 +255,14 @@ def save_cases(path: Path, cases: Sequence[ModelGridCase]) -> None:
         Output file.
     cases : sequence of ModelGridCase
         Cases that share slice count and grid size.
+
+    Raises
+    ------
+    ValueError
+        If the cases differ in shape (``numpy.stack``).
+    KeyError
+        If a case names a subtype outside
+        :data:`~dicom_node.imaging.ich_input.ICH_SUBTYPES`.
     """
     subtype_index = {name: i for i, name in enumerate(ICH_SUBTYPES)}
     lesion_rows = [

@@ -103,7 +103,17 @@ def model_grid_case_from_volume(volume, spec: IchInputSpec) -> ModelGridCase:
     Returns
     -------
     ModelGridCase
-        Labels 0-5 by area fraction; pixels mostly of unknown subtype get 255.
+        Labels 0-5 by area fraction
+        (:func:`~dicom_node.imaging.ich_input.labels_to_model_grid`); a model
+        pixel that got no subtype and is at least 40 % covered by voxels of
+        unknown subtype gets 255. ``subtypes`` are those present in the voxel
+        labels, ``volumes_ml`` their label volumes (mL) on the source grid,
+        ``seed`` is -1.
+
+    Raises
+    ------
+    ValueError
+        If the volume shows no head (no voxel above -300 HU).
     """
     grid = head_grid(volume.hu, volume.pixel_spacing_mm, spec)
     known = np.where(volume.labels == UNKNOWN_SUBTYPE, 0, volume.labels).astype(np.uint8)
@@ -112,10 +122,13 @@ def model_grid_case_from_volume(volume, spec: IchInputSpec) -> ModelGridCase:
     if unknown.any():
         fraction = to_model_grid(unknown.astype(np.float32), grid, fill=0.0)
         labels[(fraction >= 0.4) & (labels == 0)] = UNKNOWN_SUBTYPE
-    present = [s for s in ICH_SUBTYPES if (volume.labels == subtype_label(s)).any()]
+    counts = {s: int(np.count_nonzero(volume.labels == subtype_label(s))) for s in ICH_SUBTYPES}
+    present = [s for s in ICH_SUBTYPES if counts[s]]
+    voxel_ml = abs(float(np.linalg.det(np.asarray(volume.affine)[:3, :3]))) / 1000.0
     return ModelGridCase(
         windowed=window_channels(to_model_grid(np.maximum(volume.hu, AIR_HU), grid), spec),
-        labels=labels, subtypes=tuple(present), volumes_ml=tuple(0.0 for _ in present), seed=-1,
+        labels=labels, subtypes=tuple(present),
+        volumes_ml=tuple(counts[s] * voxel_ml for s in present), seed=-1,
     )
 
 
@@ -138,6 +151,8 @@ def model_grid_cases_from_dataset(dataset: str, spec: IchInputSpec) -> list[Mode
     DatasetError
         If the dataset breaks its layout or has slice labels only (RSNA,
         renders), which the segmentation loss cannot use.
+    ValueError
+        If a volume shows no head.
     """
     from dicom_node.training.datasets import LabelledVolume, open_dataset
 
@@ -171,9 +186,11 @@ def evaluate_dataset(model_dir: Path, dataset: str) -> dict:
     Returns
     -------
     dict
-        ``summary`` (series and slice AUC, sensitivity, specificity at the
-        manifest threshold, mean Dice per subtype where voxel labels exist)
-        and ``cases`` (per series: id, truth, score, slice count).
+        ``model``, ``summary`` (series and slice AUC, sensitivity,
+        specificity at the manifest threshold, mean Dice per subtype where
+        voxel labels exist) and ``cases`` (per series: id, truth, score, slice
+        count). The score is the unrounded any-ICH probability that the
+        pipeline compares with the threshold.
 
     Raises
     ------
@@ -181,6 +198,8 @@ def evaluate_dataset(model_dir: Path, dataset: str) -> dict:
         If the dataset breaks its layout, holds no HU (renders), or is empty.
     ModelPackageError
         If the package fails verification.
+    PipelineError
+        If a series shows no head.
     """
     from dicom_node.pipelines.ich import (
         WEIGHTS_NAME,
@@ -209,12 +228,13 @@ def evaluate_dataset(model_dir: Path, dataset: str) -> dict:
                 "takes HU, so this layout cannot be evaluated"
             )
         prediction = predict_volume(model, volume, package.spec)
-        findings, details = findings_from_prediction(volume, prediction, package)
+        findings, _details = findings_from_prediction(volume, prediction, package)
         scores = _slice_scores(prediction.probabilities)
         slice_truth.extend(bool(v) for v in truth_slices)
         slice_scores.extend(float(v) for v in scores)
+        # Unrounded: details["any_ich_probability"] is rounded to 4 decimals.
         row = {"case_id": item.case_id, "positive": bool(np.any(truth_slices)),
-               "score": float(details["any_ich_probability"]), "slices": int(volume.shape[0])}
+               "score": prediction.smoothed_max(None), "slices": int(volume.shape[0])}
         if isinstance(item, LabelledVolume):
             for subtype in ICH_SUBTYPES:
                 truth = item.labels == subtype_label(subtype)

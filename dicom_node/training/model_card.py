@@ -38,9 +38,9 @@ def _evaluation_section(evaluation: dict | None) -> list[str]:
         "| measure | result | target (issue 3) |",
         "|---|---|---|",
         f"| any-ICH AUC (series) | {_fmt(s['any_ich_auc'], 3)} | >= 0.95 |",
-        f"| sensitivity at the stored threshold | {_fmt(s['sensitivity'])} "
+        f"| sensitivity (series reported positive) | {_fmt(s['sensitivity'])} "
         f"({s['true_positives']}/{s['positive_cases']}) | - |",
-        f"| specificity at the stored threshold | {_fmt(s['specificity'])} "
+        f"| specificity (series reported negative) | {_fmt(s['specificity'])} "
         f"({s['true_negatives']}/{s['negative_cases']}) | - |",
         f"| mean Dice over the five subtypes | {_fmt(s['mean_subtype_dice'], 3)} | >= 0.7 |",
         f"| any-ICH Dice (union of subtypes) | {_fmt(s['any_ich_dice_median'], 3)} (median) | - |",
@@ -86,6 +86,10 @@ def write_model_card(package_dir: Path) -> Path:
     ------
     FileNotFoundError
         If the manifest is missing.
+    ValueError
+        If ``manifest.json`` or ``evaluation.json`` is not valid JSON.
+    KeyError
+        If the manifest lacks an entry that ``dicom-node train ich`` writes.
     """
     package_dir = Path(package_dir)
     manifest = json.loads((package_dir / "manifest.json").read_text(encoding="utf-8"))

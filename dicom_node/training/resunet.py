@@ -59,6 +59,12 @@ def build_resunet(*, size: int, channels: int, classes: int,
     ------
     ValueError
         If ``size`` is not divisible by the total downsampling factor.
+
+    References
+    ----------
+    Ronneberger O, et al. MICCAI 2015 (U-Net); Zhang Z, et al. IEEE GRSL
+    2018;15(5):749-753 (residual units: two 3 x 3 convolutions with batch
+    normalisation and an identity or 1 x 1 projection shortcut).
     """
     factor = 2 ** (len(filters) - 1)
     if size % factor:
@@ -91,7 +97,13 @@ class DiceCrossEntropyLoss(keras.losses.Loss):
     dice_weight : float
         Weight of the (1 - mean soft Dice) term.
     foreground_weight : float
-        Cross-entropy weight of foreground pixels relative to background.
+        Cross-entropy weight of foreground pixels relative to background
+        (default 10; :func:`dicom_node.training.train_ich.train_ich` uses the
+        default).
+    name : str
+        Loss name in the Keras logs.
+    **kwargs
+        Passed to :class:`keras.losses.Loss` (for example ``reduction``).
 
     Notes
     -----
@@ -99,9 +111,10 @@ class DiceCrossEntropyLoss(keras.losses.Loss):
     where the subtype is unknown (such pixels add nothing to either term); ``y_pred`` the
     softmax (batch, rows, columns, classes). Soft Dice is computed per class
     over the whole batch ("batch Dice") and averaged over the foreground
-    classes present in the batch's labels; the cross-entropy weights
-    foreground pixels by ``foreground_weight`` because blood covers well under
-    1 % of the pixels.
+    classes present in the batch's labels (the smoothing term is 1 pixel);
+    the cross-entropy weights foreground pixels by ``foreground_weight``
+    because blood covers well under 1 % of the pixels, and its weighted sum
+    is divided by the number of labelled pixels plus 1.
 
     References
     ----------
@@ -170,7 +183,19 @@ class ClassDice(keras.metrics.Metric):
         self.total = self.add_variable(shape=(), initializer="zeros", name="total")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        """Add a batch: ``y_true`` (batch, rows, columns), ``y_pred`` (..., classes)."""
+        """Add a batch to the running counts.
+
+        Parameters
+        ----------
+        y_true : array
+            Integer labels (batch, rows, columns); pixels equal to
+            :data:`IGNORE_LABEL` are left out of the prediction count.
+        y_pred : array
+            Softmax (batch, rows, columns, classes); its argmax is the
+            predicted class.
+        sample_weight : None
+            Accepted for the Keras interface and ignored.
+        """
         labels = ops.cast(y_true, "int32")
         truth = ops.cast(labels == self.class_index, "float32")
         predicted = ops.cast(ops.argmax(y_pred, axis=-1) == self.class_index, "float32")

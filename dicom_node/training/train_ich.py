@@ -69,8 +69,9 @@ class IchTrainingConfig:
         the threshold (balanced plan of
         :func:`dicom_node.training.evaluate_ich.evaluation_plan`).
     train_seed_start, validation_seed_start : int
-        First seed of each range; the ranges must not overlap each other or
-        the evaluation range (:mod:`dicom_node.training.evaluate_ich`).
+        First seed of each range; the ranges must not overlap each other
+        (checked) or the evaluation range of
+        :mod:`dicom_node.training.evaluate_ich` (not checked).
     downsample : int
         In-plane block-averaging factor of the base head before lesions are
         inserted (2 turns 0.49 mm pixels into 0.98 mm).
@@ -233,8 +234,11 @@ def youden_threshold(scores: np.ndarray, truth: np.ndarray) -> tuple[float, floa
     Returns
     -------
     threshold, sensitivity, specificity : float
-        The lowest score threshold with the largest J (ties to the more
-        sensitive side), and the sensitivity and specificity it gives.
+        Among the observed scores, the lowest one with the largest J (ties go
+        to the more sensitive side) is found; the threshold returned lies
+        midway between it and the next lower observed score (it is that score
+        when none is lower), so it gives the same sensitivity and
+        specificity, which are returned with it.
 
     Raises
     ------
@@ -343,7 +347,11 @@ def train_ich(config: IchTrainingConfig) -> Path:
     SeriesLoadError
         If the base series cannot be loaded.
     ValueError
-        If the seed ranges overlap.
+        If the training and validation seed ranges overlap (the evaluation
+        range is not checked), or the validation cases lack positives or
+        negatives.
+    DatasetError
+        If a ``config.datasets`` entry cannot be read or has no voxel labels.
     """
     from dicom_node.pipelines.ich import MANIFEST_NAME, WEIGHTS_NAME, sha256_file
     from dicom_node.training.model_card import write_model_card
@@ -358,13 +366,15 @@ def train_ich(config: IchTrainingConfig) -> Path:
     keras.utils.set_random_seed(config.seed)
     base = downsample_volume(load_base_volume(config.base_dir), config.downsample)
     spec = config.spec
-    train_cases = _cached_cases(config.work_dir / "train.npz", base, list(train_seeds), spec,
+    # The cache name carries what the cases depend on besides the seeds.
+    key = f"d{config.downsample}-s{spec.size}-p{spec.pixel_spacing_mm:g}"
+    train_cases = _cached_cases(config.work_dir / f"train-{key}.npz", base, list(train_seeds), spec,
                                 config.processes)
     from dicom_node.training.evaluate_ich import evaluation_plan
 
     validation_plan = evaluation_plan(config.validation_cases, config.validation_seed_start)
-    validation_cases = _cached_cases(config.work_dir / "validation.npz", base, validation_plan,
-                                     spec, config.processes)
+    validation_cases = _cached_cases(config.work_dir / f"validation-{key}.npz", base,
+                                     validation_plan, spec, config.processes)
     extra = []
     for dataset in config.datasets:
         from dicom_node.training.ich_real import model_grid_cases_from_dataset
