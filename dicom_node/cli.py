@@ -942,6 +942,9 @@ def train_ich_command(
     batch_size: Annotated[int, typer.Option(help="Slices per batch.")] = 12,
     learning_rate: Annotated[float, typer.Option(help="Initial Adam learning rate.")] = 2e-3,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and sampling.")] = 0,
+    downsample: Annotated[
+        int, typer.Option(help="In-plane block-averaging of the base before lesions (1 = none).")
+    ] = 2,
     processes: Annotated[int, typer.Option(help="Processes generating cases.")] = 2,
     dataset: Annotated[
         list[str] | None,
@@ -963,6 +966,7 @@ def train_ich_command(
         output_dir=out, work_dir=work_dir, version=version, train_cases=train_cases,
         validation_cases=validation_cases, epochs=epochs, steps_per_epoch=steps,
         batch_size=batch_size, learning_rate=learning_rate, seed=seed, processes=processes,
+        downsample=downsample,
         datasets=list(dataset or []),
     )
     try:

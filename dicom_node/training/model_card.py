@@ -155,6 +155,8 @@ def write_model_card(package_dir: Path) -> Path:
         "",
         "## Evaluation",
         *_evaluation_section(evaluation),
+        *(["## Notes", *(f"- {note}" for note in manifest.get("notes", [])), ""]
+          if manifest.get("notes") else []),
         "## Limits",
         "- One real anatomy. Every training and evaluation series is the same head, deformed; "
         "the held-out set tests new deformations and lesion placements, not new patients, "

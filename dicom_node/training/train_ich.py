@@ -11,7 +11,8 @@
 3. train the 2.5D ResUNet with Dice + cross-entropy, sampling slices with a
    fixed share of hemorrhage slices, random left-right flips, a fixed seed
    and a checkpoint per epoch (training resumes from the newest one);
-4. choose the any-ICH operating threshold on separate validation cases (the
+4. choose the any-ICH operating threshold on separate validation cases made
+   at the base series' full resolution, as the node will see series (the
    threshold that maximises Youden's J = sensitivity + specificity - 1);
 5. write ``model.keras``, ``manifest.json`` (input spacing, windows, labels
    with SNOMED CT codes, threshold, weights sha256, training data summary)
@@ -195,6 +196,30 @@ class SliceBatches(keras.utils.PyDataset):
         return x, y
 
 
+def save_inference_model(model, path: Path, spec: IchInputSpec,
+                         filters: tuple[int, ...]) -> None:
+    """Save the trained weights in an uncompiled copy of the network (no optimizer state).
+
+    Parameters
+    ----------
+    model : keras.Model
+        The trained ResUNet.
+    path : Path
+        ``model.keras`` to write; about a third of the size of a file that
+        also holds the Adam moments.
+    spec : IchInputSpec
+        Its input specification.
+    filters : tuple of int
+        Its filters per level.
+    """
+    from dicom_node.training.resunet import build_resunet
+
+    inference = build_resunet(size=spec.size, channels=spec.channels, classes=ICH_CLASSES,
+                              filters=tuple(filters))
+    inference.set_weights(model.get_weights())
+    inference.save(path)
+
+
 def series_scores(model, cases: Sequence[ModelGridCase], spec: IchInputSpec) -> np.ndarray:
     """Any-ICH probability of each case as the pipeline computes it.
 
@@ -364,7 +389,8 @@ def train_ich(config: IchTrainingConfig) -> Path:
         raise ValueError("training and validation seed ranges overlap")
     config.work_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
-    base = downsample_volume(load_base_volume(config.base_dir), config.downsample)
+    full = load_base_volume(config.base_dir)
+    base = downsample_volume(full, config.downsample)
     spec = config.spec
     # The cache name carries what the cases depend on besides the seeds.
     key = f"d{config.downsample}-s{spec.size}-p{spec.pixel_spacing_mm:g}"
@@ -373,8 +399,13 @@ def train_ich(config: IchTrainingConfig) -> Path:
     from dicom_node.training.evaluate_ich import evaluation_plan
 
     validation_plan = evaluation_plan(config.validation_cases, config.validation_seed_start)
-    validation_cases = _cached_cases(config.work_dir / f"validation-{key}.npz", base,
-                                     validation_plan, spec, config.processes)
+    # Validation cases are made at the base's full resolution, the resolution the node
+    # sees: scores of cases made on the downsampled head run higher, and a threshold
+    # chosen on them is too strict for real series.
+    validation_cases = _cached_cases(
+        config.work_dir / f"validation-full-s{spec.size}-p{spec.pixel_spacing_mm:g}.npz", full,
+        validation_plan, spec, config.processes,
+    )
     extra = []
     for dataset in config.datasets:
         from dicom_node.training.ich_real import model_grid_cases_from_dataset
@@ -415,7 +446,7 @@ def train_ich(config: IchTrainingConfig) -> Path:
 
     config.output_dir.mkdir(parents=True, exist_ok=True)
     weights = config.output_dir / WEIGHTS_NAME
-    model.save(weights)
+    save_inference_model(model, weights, spec, config.filters)
     manifest = {
         "name": "ich-resunet",
         "version": config.version,
@@ -429,7 +460,7 @@ def train_ich(config: IchTrainingConfig) -> Path:
         "detection": {
             "any_ich_score": "max over slices of the 3x3 mean of 1 - P(background)",
             "any_ich_threshold": round(threshold, 4),
-            "threshold_rule": "Youden's J on the validation cases",
+            "threshold_rule": "Youden's J on the validation cases (full base resolution)",
             "validation": {"cases": len(validation_cases), "sensitivity": sensitivity,
                            "specificity": specificity,
                            "seeds": [validation_seeds.start, validation_seeds.stop - 1]},

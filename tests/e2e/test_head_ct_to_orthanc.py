@@ -1,4 +1,4 @@
-"""End to end: storescu -> node -> ich-baseline -> SEG + SR -> a real Orthanc.
+"""End to end: storescu -> node -> ich (learned ResUNet) -> SEG + SR -> a real Orthanc.
 
 One node run (module fixture) receives the real GE head, a copy with a
 synthetic 10 mL acute bleed, the phantom localizer and secondary capture and
@@ -122,26 +122,44 @@ def test_seg_and_sr_arrive_in_the_source_study(run, case, dciodvfy, tmp_path):
     assert seg.StudyInstanceUID == study_uid
     assert seg.FrameOfReferenceUID == frame_of_reference_uid
     assert [s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence] == [source_series_uid]
-    segment = seg.get_segment_description(1)
-    assert segment.segmented_property_type.value == "50960005"  # SNOMED CT Hemorrhage
+    findings = run["jobs"][case].result_summary["findings"]
+    # one SEG segment and one TID 1411 group per finding (per subtype found)
+    assert len(seg.SegmentSequence) == len(findings)
+    labels = {f["label"] for f in findings}
+    expected = {label[0].upper() + label[1:] for label in labels}
+    assert {s.SegmentLabel for s in seg.SegmentSequence} == expected
+    for number in range(1, len(findings) + 1):
+        segment = seg.get_segment_description(number)
+        assert segment.segmented_property_type.value == "50960005"  # SNOMED CT Hemorrhage
     sr = hd.sr.srread(tmp_path / "SR.dcm")
     assert sr.StudyInstanceUID == study_uid
     groups = sr.content.get_volumetric_roi_measurement_groups()
-    assert len(groups) == 1
-    referenced = groups[0].referenced_segment
-    assert referenced is not None
-    assert referenced.referenced_sop_instance_uid == seg.SOPInstanceUID
-    assert referenced.referenced_segment_numbers == [1]
-    volume = [m for m in groups[0].get_measurements() if m.name.value == "118565006"]
-    assert len(volume) == 1 and volume[0].unit.value == "ml"
+    assert len(groups) == len(findings)
+    for number, group in enumerate(groups, start=1):
+        referenced = group.referenced_segment
+        assert referenced is not None
+        assert referenced.referenced_sop_instance_uid == seg.SOPInstanceUID
+        assert referenced.referenced_segment_numbers == [number]
+        volume = [m for m in group.get_measurements() if m.name.value == "118565006"]
+        assert len(volume) == 1 and volume[0].unit.value == "ml"
+
+
+def test_ich_is_the_learned_pipeline_by_default(run):
+    job = run["jobs"]["bleed"]
+    assert job.pipeline == "ich"
+    assert job.result_summary["algorithm"]["name"] == "dicom-node ich-resunet"
 
 
 def test_synthetic_bleed_is_detected_with_volume_and_overlap(run, tmp_path):
     bleed = run["bleed"]
     job = run["jobs"]["bleed"]
-    (finding,) = job.result_summary["findings"]
-    assert finding["present"] is True
-    assert abs(finding["volume_ml"] - bleed.inserted_volume_ml) <= 0.25 * bleed.inserted_volume_ml
+    findings = job.result_summary["findings"]
+    assert all(f["present"] for f in findings)
+    # a parenchymal ellipsoid: reported as intraparenchymal (other subtypes may
+    # claim a rim of it; the total volume is what is checked)
+    assert "intraparenchymal hemorrhage" in {f["label"] for f in findings}
+    total_ml = sum(f["volume_ml"] for f in findings)
+    assert abs(total_ml - bleed.inserted_volume_ml) <= 0.35 * bleed.inserted_volume_ml
     with run["node"].session_factory() as session:
         study_uid = session.scalar(select(Series).where(
             Series.series_instance_uid == run["uids"]["bleed"])).study.study_instance_uid
@@ -149,9 +167,10 @@ def test_synthetic_bleed_is_detected_with_volume_and_overlap(run, tmp_path):
     (tmp_path / "seg.dcm").write_bytes(data)
     seg = hd.seg.segread(tmp_path / "seg.dcm")
     pixels = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=list(bleed.sop_instance_uids), segment_numbers=[1],
+        source_sop_instance_uids=list(bleed.sop_instance_uids),
+        segment_numbers=list(range(1, len(findings) + 1)),
         assert_missing_frames_are_empty=True,
-    )[..., 0].astype(bool)
+    ).astype(bool).any(axis=-1)
     truth = bleed.mask.astype(bool)
     dice = 2 * np.logical_and(pixels, truth).sum() / (pixels.sum() + truth.sum())
     assert dice > 0.7, f"Dice {dice:.3f}"
@@ -161,7 +180,7 @@ def test_unmodified_head_is_reported_absent_or_states_its_false_positive_volume(
     (finding,) = run["jobs"]["head"].result_summary["findings"]
     assert finding["label"] == "intracranial hemorrhage"
     assert "volume_ml" in finding
-    # The SR states the volume either way; ich-baseline must not call this normal head positive.
+    # The SR states the volume either way; the model must not call this normal head positive.
     assert finding["present"] is False, f"false positive: {finding['volume_ml']} mL"
 
 

@@ -1,7 +1,7 @@
 """The dashboard over real HTTP (uvicorn on loopback) on a job database with real results.
 
 One module fixture ingests the real head CT and a synthetic 10 mL bleed the way the
-Storage SCP does, runs both jobs in-process (ich-baseline, real SEG + SR), creates an
+Storage SCP does, runs both jobs in-process (the learned ich model, real SEG + SR), creates an
 admin and a viewer with the CLI and serves the dashboard. The tests then log in, check
 authentication, roles and CSRF, read every page, the viewer's PNGs and ``/metrics``.
 """
@@ -180,7 +180,7 @@ def test_jobs_list_filters_paging_and_csv(site, admin):
 def test_job_page_shows_timeline_stages_and_findings(site, admin):
     page = admin.get(f"/jobs/{site[0].job_ids['bleed']}").text
     for text in ("first instance received", "last instance received", "series complete",
-                 "queued", "started", "results built", "intracranial hemorrhage",
+                 "queued", "started", "results built", "intraparenchymal hemorrhage",
                  "present", "analysis", "last instance → delivered"):  # fmt: skip
         assert text in page, text
     detail = admin.get(f"/api/jobs/{site[0].job_ids['bleed']}").json()
