@@ -109,7 +109,7 @@ class IchBaselinePipeline:
     the volumes (see :attr:`dicom_node.series.volume.CTVolume.voxel_volume_ml`).
     """
 
-    name = "ich"
+    name = "ich-baseline"
     algorithm = AlgorithmIdentity(name="ich-baseline", version="0.1.0", family="image processing")
 
     def __init__(

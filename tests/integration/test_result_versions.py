@@ -217,7 +217,8 @@ def test_the_algorithm_version_is_part_of_the_job_identity(harness, head, monkey
         reason = session.scalars(select(Series.state_reason).where(
             Series.series_instance_uid == series_uid)).one()
     assert "already analysed for this instance set" in reason
-    monkeypatch.setattr("dicom_node.app.algorithm_version", lambda pipeline: "99.0.0")
+    monkeypatch.setattr("dicom_node.app.algorithm_version",
+                        lambda pipeline, ich_model_dir=None: "99.0.0")
     complete_again()
     harness.sweep()  # a new algorithm version analyses the same instances again
     jobs = harness.jobs(series_uid)

@@ -44,7 +44,7 @@ def unmodified_result(pipeline, ge_volume) -> PipelineResult:
 
 def test_result_shape_and_identity(unmodified_result, ge_volume):
     result = unmodified_result
-    assert result.pipeline == "ich"
+    assert result.pipeline == "ich-baseline"
     assert result.algorithm.name == "ich-baseline"
     assert result.algorithm.version == "0.1.0"
     assert result.algorithm.family == "image processing"
@@ -160,11 +160,11 @@ def test_parameters_are_validated():
 
 
 def test_registry():
-    assert PIPELINE_NAMES == ("ich", "cta")
-    pipeline = get_pipeline("ich")
+    assert PIPELINE_NAMES == ("ich", "ich-baseline", "cta")
+    pipeline = get_pipeline("ich-baseline")
     assert isinstance(pipeline, IchBaselinePipeline)
     assert isinstance(pipeline, Pipeline)
-    assert pipeline.name == "ich"
-    assert get_pipeline("ich") is not pipeline  # no shared module-level instance
+    assert pipeline.name == "ich-baseline"  # the name selection rules use for it
+    assert get_pipeline("ich-baseline") is not pipeline  # no shared module-level instance
     with pytest.raises(ConfigurationError, match="unknown pipeline 'lvo'"):
         get_pipeline("lvo")

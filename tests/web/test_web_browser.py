@@ -168,7 +168,7 @@ def test_admin_follows_a_series_to_its_results_and_requeues_the_job(live, browse
     head_job = job_of(live, "head")
     assert {r.get_attribute("data-job-id") for r in rows} == {str(bleed_job.id), str(head_job.id)}
     row = browser.find_element(By.CSS_SELECTOR, f"#jobs tr[data-job-id='{bleed_job.id}']")
-    assert "intracranial hemorrhage present" in row.text
+    assert "intraparenchymal hemorrhage present" in row.text
     row.find_element(By.LINK_TEXT, str(bleed_job.id)).click()
     # The job page: the timeline goes from the first instance to the delivery in Orthanc.
     timeline = reload_until(
