@@ -262,6 +262,9 @@ def load_keras_model(path: Path):
     ModelPackageError
         If Keras cannot read the file.
     """
+    # TensorFlow's C++ INFO and WARNING lines (CPU instruction sets, "no GPU") would
+    # flood the worker's log on every start; errors still show. An explicit setting wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _configure_threads()
     import keras
 
