@@ -292,28 +292,41 @@ class IchPrediction:
     probabilities: np.ndarray
     grid: InPlaneGrid
 
-    def smoothed_max(self, channel: int | None = None) -> float:
-        """Largest 3x3-mean probability of a class, or of "not background".
+    def slice_scores(self, channel: int | None = None) -> np.ndarray:
+        """Largest 3x3-mean probability in each slice, of a class or of "not background".
 
         Parameters
         ----------
         channel : int or None
-            Class index (1-5, label order of :data:`ICH_SUBTYPES`); None
-            means any hemorrhage (1 - background).
+            Class index (1-5); None means any hemorrhage (1 - background).
 
         Returns
         -------
-        float
-            In [0, 1]: the maximum over slices and model-grid pixels of the
-            3 x 3 box mean (borders reflected) of the probability; 0 for an
-            empty prediction.
+        numpy.ndarray
+            float32 array (slices,), values in [0, 1].
         """
         if channel is None:
             p = 1.0 - self.probabilities[..., 0]
         else:
             p = self.probabilities[..., channel]
-        smoothed = np.stack([cv2.blur(np.ascontiguousarray(s), (3, 3)) for s in p])
-        return float(smoothed.max()) if smoothed.size else 0.0
+        return np.array([cv2.blur(np.ascontiguousarray(s), (3, 3)).max() for s in p],
+                        dtype=np.float32)
+
+    def smoothed_max(self, channel: int | None = None) -> float:
+        """Largest 3x3-mean probability of a class, or of "not background", in the series.
+
+        Parameters
+        ----------
+        channel : int or None
+            As :meth:`slice_scores`.
+
+        Returns
+        -------
+        float
+            In [0, 1]; 0.0 for a series without slices.
+        """
+        scores = self.slice_scores(channel)
+        return float(scores.max()) if scores.size else 0.0
 
 
 def predict_model_grid(model, windowed: np.ndarray, spec: IchInputSpec) -> np.ndarray:

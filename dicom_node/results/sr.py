@@ -232,6 +232,39 @@ def device_observer_context(
         raise ResultBuildError(f"cannot build the observation context: {err}") from err
 
 
+def _finding_group_items(
+    finding: SegmentFinding, segment: Dataset, algorithm_id: hd.sr.AlgorithmIdentification
+) -> dict:
+    """The rows a finding's TID 1410 and TID 1411 groups share, as constructor arguments.
+
+    Tracking identifier and UID of the SEG segment (TID 4108), finding
+    category and type, finding site (``finding.finding_site`` or the label's
+    site) with ``finding.laterality`` as its Laterality modifier, and the
+    algorithm identification (TID 4019).
+
+    Raises
+    ------
+    dicom_node.errors.ResultBuildError
+        If the label, site or laterality has no codes.
+    """
+    finding_codes = codes.finding_codes(finding.label)
+    site = (
+        codes.anatomic_site_code(finding.finding_site)
+        if finding.finding_site
+        else finding_codes.finding_site
+    )
+    laterality = codes.laterality_code(finding.laterality) if finding.laterality else None
+    return {
+        "tracking_identifier": hd.sr.TrackingIdentifier(
+            uid=segment.TrackingUID, identifier=segment.get("TrackingID")
+        ),
+        "finding_type": finding_codes.finding_type,
+        "finding_category": finding_codes.segmented_property_category,
+        "finding_sites": [hd.sr.FindingSite(anatomic_location=site, laterality=laterality)],
+        "algorithm_id": algorithm_id,
+    }
+
+
 def volumetric_roi_measurement_group(
     finding: SegmentFinding,
     segment: Dataset,
@@ -285,12 +318,6 @@ def volumetric_roi_measurement_group(
     PS3.16 TID 1411, TID 1419, TID 4108, CID 240, CID 244, CID 7150, CID 7151.
     """
     finding_codes = codes.finding_codes(finding.label)
-    site = (
-        codes.anatomic_site_code(finding.finding_site)
-        if finding.finding_site
-        else finding_codes.finding_site
-    )
-    laterality = codes.laterality_code(finding.laterality) if finding.laterality else None
     measurements = [
         hd.sr.Measurement(
             name=codes.VOLUME,
@@ -323,19 +350,13 @@ def volumetric_roi_measurement_group(
     presence: Code = codes.PRESENT if finding.present else codes.ABSENT
     try:
         return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(
-                uid=segment.TrackingUID, identifier=segment.get("TrackingID")
-            ),
+            **_finding_group_items(finding, segment, algorithm_id),
             referenced_segment=hd.sr.ReferencedSegment(
                 sop_class_uid=segmentation.SOPClassUID,
                 sop_instance_uid=segmentation.SOPInstanceUID,
                 segment_number=int(segment.SegmentNumber),
                 source_series=hd.sr.SourceSeriesForSegmentation(source_series_instance_uid),
             ),
-            finding_type=finding_codes.finding_type,
-            finding_category=finding_codes.segmented_property_category,
-            finding_sites=[hd.sr.FindingSite(anatomic_location=site, laterality=laterality)],
-            algorithm_id=algorithm_id,
             measurements=measurements,
             qualitative_evaluations=[
                 hd.sr.QualitativeEvaluation(name=finding_codes.finding_type, value=presence)
@@ -403,31 +424,47 @@ def planar_roi_location_group(
         raise ResultBuildError(f"finding {finding.label!r}: bad location {location_mm!r}")
     if not frame_of_reference_uid:
         raise ResultBuildError("the source images have no Frame of Reference UID")
-    finding_codes = codes.finding_codes(finding.label)
-    site = (
-        codes.anatomic_site_code(finding.finding_site)
-        if finding.finding_site
-        else finding_codes.finding_site
-    )
-    laterality = codes.laterality_code(finding.laterality) if finding.laterality else None
     try:
         return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(
-                uid=segment.TrackingUID, identifier=segment.get("TrackingID")
-            ),
+            **_finding_group_items(finding, segment, algorithm_id),
             referenced_region=hd.sr.ImageRegion3D(
                 graphic_type=hd.sr.GraphicTypeValues3D.POINT,
                 graphic_data=point.reshape(1, 3),
                 frame_of_reference_uid=str(frame_of_reference_uid),
             ),
-            finding_type=finding_codes.finding_type,
-            finding_category=finding_codes.segmented_property_category,
-            finding_sites=[hd.sr.FindingSite(anatomic_location=site, laterality=laterality)],
-            algorithm_id=algorithm_id,
             geometric_purpose=codes.REPRESENTATIVE_POINT,
         )
     except (TypeError, ValueError) as err:
         raise ResultBuildError(f"cannot build the TID 1410 location group: {err}") from err
+
+
+def _comprehensive_3d_sr(evidence, content, equipment, algorithm, *, series_instance_uid: str,
+                         series_number: int, sop_instance_uid: str,
+                         series_description: str) -> hd.sr.Comprehensive3DSR:
+    """The Comprehensive 3D SR instance both report builders emit (preliminary, unverified).
+
+    Contributing Equipment names the algorithm (IHE AIR); highdicom's own
+    ValueError/TypeError propagate to the caller, which turns them into
+    :class:`~dicom_node.errors.ResultBuildError`.
+
+    References
+    ----------
+    PS3.3 A.35.13 Comprehensive 3D SR IOD; PS3.3 C.17.2 SR Document General Module.
+    """
+    return hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=content,
+        series_instance_uid=series_instance_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=1,
+        **equipment.general_equipment_kwargs(),
+        series_description=series_description,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        contributing_equipment=[contributing_equipment_for_algorithm(equipment, algorithm)],
+    )
 
 
 def build_measurement_report(
@@ -560,21 +597,10 @@ def build_measurement_report(
         )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            document = hd.sr.Comprehensive3DSR(
-                evidence=[*sources, *instances],
-                content=report[0],
-                series_instance_uid=series_instance_uid,
-                series_number=series_number,
-                sop_instance_uid=sop_instance_uid,
-                instance_number=1,
-                **equipment.general_equipment_kwargs(),
-                series_description=series_description,
-                is_complete=True,
-                is_final=False,
-                is_verified=False,
-                contributing_equipment=[
-                    contributing_equipment_for_algorithm(equipment, result.algorithm)
-                ],
+            document = _comprehensive_3d_sr(
+                [*sources, *instances], report[0], equipment, result.algorithm,
+                series_instance_uid=series_instance_uid, series_number=series_number,
+                sop_instance_uid=sop_instance_uid, series_description=series_description,
             )
     except (ValueError, TypeError, AttributeError, KeyError) as err:
         raise ResultBuildError(f"highdicom rejected the measurement report: {err}") from err
@@ -793,19 +819,10 @@ def build_not_analysable_report(
         )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            document = hd.sr.Comprehensive3DSR(
-                evidence=sources,
-                content=root,
-                series_instance_uid=series_instance_uid,
-                series_number=series_number,
-                sop_instance_uid=sop_instance_uid,
-                instance_number=1,
-                **equipment.general_equipment_kwargs(),
-                series_description=series_description,
-                is_complete=True,
-                is_final=False,
-                is_verified=False,
-                contributing_equipment=[contributing_equipment_for_algorithm(equipment, algorithm)],
+            document = _comprehensive_3d_sr(
+                sources, root, equipment, algorithm,
+                series_instance_uid=series_instance_uid, series_number=series_number,
+                sop_instance_uid=sop_instance_uid, series_description=series_description,
             )
     except (ValueError, TypeError, AttributeError, KeyError) as err:
         raise ResultBuildError(f"highdicom rejected the not-analysable report: {err}") from err

@@ -29,7 +29,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from dicom_node.imaging.ich_input import ICH_SUBTYPES, subtype_label
@@ -104,30 +103,6 @@ def evaluation_plan(cases: int, seed_start: int = EVALUATION_SEED_START,
     return [(seed_start + n, subtypes) for n, subtypes in enumerate(plan)]
 
 
-_STATE: dict = {}
-
-
-def _init(base_dir: str) -> None:
-    from dicom_node.training.anatomy import derive_anatomy
-    from dicom_node.training.ich_data import load_base_volume
-
-    cv2.setNumThreads(1)
-    _STATE["base"] = load_base_volume(Path(base_dir))
-    _STATE["anatomy"] = derive_anatomy(_STATE["base"])
-
-
-def _make(item: tuple[int, tuple[str, ...]]):
-    from dicom_node.training.lesions import make_case
-
-    seed, subtypes = item
-    return make_case(_STATE["base"], _STATE["anatomy"], seed=seed, subtypes=subtypes)
-
-
-def _slice_scores(probabilities: np.ndarray) -> np.ndarray:
-    p = 1.0 - probabilities[..., 0]
-    return np.array([cv2.blur(np.ascontiguousarray(s), (3, 3)).max() for s in p])
-
-
 def score_case(case, package, model) -> dict:
     """Run the pipeline functions on one synthetic case and compare with its labels.
 
@@ -180,7 +155,7 @@ def score_case(case, package, model) -> dict:
         "any_dice": dice_coefficient(truth > 0, predicted > 0) if (truth > 0).any() else None,
         "subtype": {},
         "slice_truth": (truth > 0).reshape(truth.shape[0], -1).any(axis=1).tolist(),
-        "slice_scores": [float(v) for v in _slice_scores(prediction.probabilities)],
+        "slice_scores": [float(v) for v in prediction.slice_scores()],
     }
     for subtype in ICH_SUBTYPES:
         value = subtype_label(subtype)
@@ -332,23 +307,17 @@ def evaluate_ich(model_dir: Path, base_dir: Path, *, cases: int = 120,
         load_keras_model,
         predict_volume,
     )
-    from dicom_node.training.anatomy import derive_anatomy
-    from dicom_node.training.ich_data import load_base_volume
+    from dicom_node.training.ich_data import iter_synthetic_cases, load_base_volume
     from dicom_node.training.model_card import EVALUATION_NAME, write_model_card
 
     started = time.monotonic()
     package = IchModelPackage.load(Path(model_dir))
     model = load_keras_model(package.path / WEIGHTS_NAME)
     plan = evaluation_plan(cases, seed_start)
-    # Fail here, not in the pool initializer: a Pool whose initializer raises
-    # replaces the dead worker forever and imap never returns.
     base = load_base_volume(Path(base_dir))
-    derive_anatomy(base)
-    ctx = multiprocessing.get_context("spawn")
-    rows = []
-    with ctx.Pool(max(1, processes), initializer=_init, initargs=(str(base_dir),)) as pool:
-        for case in track(pool.imap(_make, plan), total=len(plan), description="evaluating"):
-            rows.append(score_case(case, package, model))
+    generated = iter_synthetic_cases(base, plan, processes=max(1, processes))
+    rows = [score_case(case, package, model)
+            for case in track(generated, total=len(plan), description="evaluating")]
     report = summarise(rows, package.threshold)
     prediction = predict_volume(model, base, package.spec)
     findings, details = findings_from_prediction(base, prediction, package)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -179,39 +179,83 @@ def case_on_model_grid(case, spec: IchInputSpec) -> ModelGridCase:
 _WORKER_STATE: dict = {}
 
 
-def _init_worker(base: CTVolume, spec: IchInputSpec) -> None:
-    from dicom_node.training.anatomy import derive_anatomy
-
+def _init_worker(base: CTVolume, anatomy, spec: IchInputSpec | None) -> None:
     cv2.setNumThreads(1)
-    _WORKER_STATE["base"] = base
-    _WORKER_STATE["anatomy"] = derive_anatomy(base)
-    _WORKER_STATE["spec"] = spec
+    _WORKER_STATE.update(base=base, anatomy=anatomy, spec=spec)
 
 
-def _make_one(item) -> ModelGridCase:
+def _make_one(item):
     from dicom_node.training.lesions import make_case
 
     seed, subtypes = item if isinstance(item, tuple) else (item, None)
     case = make_case(_WORKER_STATE["base"], _WORKER_STATE["anatomy"], seed=seed,
                      subtypes=subtypes)
-    return case_on_model_grid(case, _WORKER_STATE["spec"])
+    spec = _WORKER_STATE["spec"]
+    return case if spec is None else case_on_model_grid(case, spec)
+
+
+def iter_synthetic_cases(base: CTVolume, seeds: Sequence, spec: IchInputSpec | None = None, *,
+                         processes: int = 2) -> Iterator:
+    """Generate synthetic cases in worker processes, yielding them in order.
+
+    The anatomy of ``base`` is derived once, here, so a base without a head
+    fails before any worker starts (a pool whose initializer raises restarts
+    its workers forever); each item then costs one
+    :func:`dicom_node.training.lesions.make_case`.
+
+    Parameters
+    ----------
+    base : CTVolume
+        The base head (full resolution, or :func:`downsample_volume` of it).
+    seeds : sequence of int or of (int, tuple of str)
+        One case per item; a seed alone draws a random subtype mix
+        (:func:`dicom_node.training.lesions.random_subtypes`), a pair fixes
+        the subtypes (empty tuple: negative). The seed fixes deformation and
+        lesions.
+    spec : IchInputSpec or None
+        Resample each case onto this model grid (:class:`ModelGridCase`);
+        None yields the :class:`~dicom_node.training.lesions.SyntheticCase`
+        on the base's own grid.
+    processes : int
+        Worker processes (1 runs in this process).
+
+    Yields
+    ------
+    ModelGridCase or SyntheticCase
+        In the order of ``seeds``.
+
+    Raises
+    ------
+    ValueError
+        If a subtype is unknown, the anatomy has no room for a lesion, or
+        the base shows no intracranial space (raised in the worker and
+        re-raised here).
+    """
+    from dicom_node.training.anatomy import derive_anatomy
+
+    items = [s if isinstance(s, tuple) else int(s) for s in seeds]
+    state = (base, derive_anatomy(base), spec)
+    if processes <= 1:
+        _init_worker(*state)
+        yield from map(_make_one, items)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes, initializer=_init_worker, initargs=state) as pool:
+        yield from pool.imap(_make_one, items, chunksize=2)
 
 
 def generate_model_grid_cases(
     base: CTVolume, seeds: Sequence, spec: IchInputSpec, *, processes: int = 2,
     progress: bool = True,
 ) -> list[ModelGridCase]:
-    """Generate synthetic cases on the model grid.
+    """Generate synthetic cases on the model grid, with a progress bar.
 
     Parameters
     ----------
     base : CTVolume
         The base head, typically :func:`downsample_volume` of the real head.
     seeds : sequence of int or of (int, tuple of str)
-        One case per item; a seed alone draws a random subtype mix
-        (:func:`dicom_node.training.lesions.random_subtypes`), a pair fixes
-        the subtypes (empty tuple: negative). The seed fixes deformation and
-        lesions.
+        As :func:`iter_synthetic_cases` takes them.
     spec : IchInputSpec
         Model input specification.
     processes : int
@@ -227,23 +271,13 @@ def generate_model_grid_cases(
     Raises
     ------
     ValueError
-        If a subtype is unknown, the anatomy has no room for a lesion, or
-        the base shows no intracranial space (raised in the worker and
-        re-raised here).
+        As :func:`iter_synthetic_cases`.
     """
     from rich.progress import track
 
-    seeds = [s if isinstance(s, tuple) else int(s) for s in seeds]
-    if processes <= 1:
-        _init_worker(base, spec)
-        iterator = map(_make_one, seeds)
-        return list(track(iterator, total=len(seeds), description="synthetic cases",
-                          disable=not progress))
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(processes, initializer=_init_worker, initargs=(base, spec)) as pool:
-        iterator = pool.imap(_make_one, seeds, chunksize=2)
-        return list(track(iterator, total=len(seeds), description="synthetic cases",
-                          disable=not progress))
+    iterator = iter_synthetic_cases(base, seeds, spec, processes=processes)
+    return list(track(iterator, total=len(seeds), description="synthetic cases",
+                      disable=not progress))
 
 
 def save_cases(path: Path, cases: Sequence[ModelGridCase]) -> None:

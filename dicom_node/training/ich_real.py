@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
 from pydicom.uid import generate_uid
 
@@ -168,11 +167,6 @@ def model_grid_cases_from_dataset(dataset: str, spec: IchInputSpec) -> list[Mode
     return cases
 
 
-def _slice_scores(probabilities: np.ndarray) -> np.ndarray:
-    p = 1.0 - probabilities[..., 0]
-    return np.array([cv2.blur(np.ascontiguousarray(s), (3, 3)).max() for s in p])
-
-
 def evaluate_dataset(model_dir: Path, dataset: str) -> dict:
     """Evaluate a model package on a public dataset read by the project's readers.
 
@@ -229,7 +223,7 @@ def evaluate_dataset(model_dir: Path, dataset: str) -> dict:
             )
         prediction = predict_volume(model, volume, package.spec)
         findings, _details = findings_from_prediction(volume, prediction, package)
-        scores = _slice_scores(prediction.probabilities)
+        scores = prediction.slice_scores()
         slice_truth.extend(bool(v) for v in truth_slices)
         slice_scores.extend(float(v) for v in scores)
         # Unrounded: details["any_ich_probability"] is rounded to 4 decimals.
