@@ -145,7 +145,14 @@ class ReceiverPool:
         self._port = settings.dicom.port
         self._receivers: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
         self._lock = threading.Lock()
+        # check() runs from the scheduler and from callers (the CLI, tests):
+        # one at a time, or two would each start a replacement for one death.
+        self._check_lock = threading.Lock()
         self._relay: threading.Thread | None = None
+        # Pipes of replaced receivers, closed by the relay thread: while it
+        # runs it is the only thread that closes a pipe, so a pipe is never
+        # closed twice or closed under its wait() (the fd could be reused).
+        self._retired: list[Connection] = []
 
     @property
     def port(self) -> int:
@@ -187,9 +194,16 @@ class ReceiverPool:
         return process, ours
 
     def _relay_closures(self) -> None:
-        """Pass association closures from the receivers to ``on_association_closed``."""
+        """Pass association closures from the receivers to ``on_association_closed``.
+
+        Runs in its own thread until :meth:`stop`; it is the only thread that
+        closes the receivers' pipes while it runs.
+        """
         while not self._stopping.is_set():
             with self._lock:
+                for conn in self._retired:
+                    conn.close()
+                self._retired.clear()
                 connections = [conn for _, conn in self._receivers if not conn.closed]
             if not connections:
                 time.sleep(0.2)
@@ -240,7 +254,15 @@ class ReceiverPool:
         return sum(process.is_alive() for process, _ in self._receivers)
 
     def check(self) -> int:
-        """Replace receivers that died; return how many were replaced."""
+        """Replace receivers that died; return how many were replaced.
+
+        Safe to call from several threads: calls run one at a time, so each
+        death is replaced once (a second caller finds the replacement alive).
+        """
+        with self._check_lock:
+            return self._replace_dead()
+
+    def _replace_dead(self) -> int:
         if self._stopping.is_set():
             return 0
         replaced = 0
@@ -254,7 +276,6 @@ class ReceiverPool:
                 process.pid,
                 process.exitcode,
             )
-            conn.close()
             if self.close_lost is not None:
                 try:
                     self.close_lost(f"{host}:{process.pid}")
@@ -267,6 +288,7 @@ class ReceiverPool:
                 continue
             with self._lock:
                 self._receivers[index] = spawned
+                self._retired.append(conn)  # the relay thread closes it
             replaced += 1
         return replaced
 
@@ -281,17 +303,20 @@ class ReceiverPool:
                 conn.send("stop")
             except (OSError, ValueError):
                 pass  # already gone
-        for process, conn in receivers:
+        for process, _ in receivers:
             process.join(timeout_s)
             if process.is_alive():
                 logger.warning("receiver %s did not stop in %.0f s, terminating", process.name,
                                timeout_s)
                 process.terminate()
                 process.join(5)
-            conn.close()
         if self._relay is not None:
             self._relay.join(5)
             self._relay = None
+        with self._lock:
+            retired, self._retired = self._retired, []
+        for conn in [conn for _, conn in receivers] + retired:
+            conn.close()
         if self._reserved is not None:
             self._reserved.close()
             self._reserved = None
