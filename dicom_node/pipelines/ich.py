@@ -67,15 +67,19 @@ ANY_ICH_LABEL = "intracranial hemorrhage"
 BATCH_SLICES = 8
 
 
-def repository_models_dir() -> Path:
-    """Return the ``models/`` folder of a source checkout (editable install).
+def shipped_models_dir() -> Path:
+    """Return the folder of the model packages shipped with the node.
+
+    In a source checkout ``dicom_node/models`` is a symbolic link to the
+    repository's ``models/``; a built wheel holds a copy of it as package
+    data, so ``pip install`` (editable or not) finds the same packages.
 
     Returns
     -------
     Path
-        ``<repository>/models``; it exists in a clone and in ``pip install -e``.
+        ``dicom_node/models`` (``models/<name>/<version>/`` below it).
     """
-    return Path(__file__).resolve().parents[2] / "models"
+    return Path(__file__).resolve().parents[1] / "models"
 
 
 def _version_key(name: str) -> tuple:
@@ -98,7 +102,7 @@ def default_model_dir() -> Path:
     ModelPackageError
         If no package with a manifest is shipped.
     """
-    root = repository_models_dir() / "ich"
+    root = shipped_models_dir() / "ich"
     versions = sorted(
         (p for p in root.glob("*") if (p / MANIFEST_NAME).is_file()),
         key=lambda p: _version_key(p.name),

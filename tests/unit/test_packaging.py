@@ -1,0 +1,79 @@
+"""A built wheel carries the shipped model packages, and an installed copy finds them.
+
+Before, the default ICH model was looked up in ``<repository>/models``, which only a clone
+or ``pip install -e`` has: a node installed from a wheel had no default model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """Build the wheel from a copy of the source tree (no network: no build isolation)."""
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPOSITORY / name, source / name)
+    shutil.copytree(REPOSITORY / "models", source / "models")
+    shutil.copytree(REPOSITORY / "dicom_node", source / "dicom_node", symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    assert (source / "dicom_node" / "models").is_symlink()
+    out = tmp_path_factory.mktemp("wheel")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(out), str(source)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    (built,) = out.glob("dicom_node-*.whl")
+    return built
+
+
+def test_the_wheel_holds_every_shipped_model_package(wheel):
+    packages = sorted(p.parent for p in (REPOSITORY / "models").glob("*/*/manifest.json"))
+    assert packages, "no model package in models/"
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        for package in packages:
+            inside = f"dicom_node/models/{package.parent.name}/{package.name}"
+            for file in ("model.keras", "manifest.json", "MODEL_CARD.md"):
+                assert f"{inside}/{file}" in names, f"{inside}/{file} missing from {wheel.name}"
+            manifest = json.loads(archive.read(f"{inside}/manifest.json"))
+            weights = hashlib.sha256(archive.read(f"{inside}/model.keras")).hexdigest()
+            assert weights == manifest["weights_sha256"]
+
+
+def test_an_installed_wheel_finds_its_default_ich_model(wheel, tmp_path):
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+         str(wheel)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert install.returncode == 0, install.stderr
+    probe = subprocess.run(
+        [sys.executable, "-c",
+         "import dicom_node.pipelines.ich as m; print(m.__file__); print(m.default_model_dir())"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(target)),
+    )
+    assert probe.returncode == 0, probe.stderr
+    module_file, model_dir = (Path(line) for line in probe.stdout.split())
+    assert module_file.is_relative_to(target)
+    assert model_dir.is_relative_to(target / "dicom_node" / "models" / "ich")
+    newest = max((p.parent.name for p in (REPOSITORY / "models/ich").glob("*/manifest.json")),
+                 key=lambda v: tuple(int(x) for x in v.split(".")))
+    assert model_dir.name == newest
+    assert (model_dir / "model.keras").is_file()
