@@ -928,9 +928,10 @@ def train_ich_command(
         Path | None,
         typer.Option(help="Real non-contrast head CT folder (base anatomy); default: packaged."),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Model package folder to write.")] = Path(
-        "models/ich/1.0.0"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Model package folder to write; default: models/ich/<version>."),
+    ] = None,
     work_dir: Annotated[
         Path, typer.Option(help="Cache of generated cases and per-epoch checkpoints.")
     ] = Path(".ich-work"),
@@ -963,7 +964,8 @@ def train_ich_command(
     configure_logging("INFO")
     config = IchTrainingConfig(
         base_dir=base if base is not None else sample_head_ct_dir(),
-        output_dir=out, work_dir=work_dir, version=version, train_cases=train_cases,
+        output_dir=out if out is not None else Path("models/ich") / version,
+        work_dir=work_dir, version=version, train_cases=train_cases,
         validation_cases=validation_cases, epochs=epochs, steps_per_epoch=steps,
         batch_size=batch_size, learning_rate=learning_rate, seed=seed, processes=processes,
         downsample=downsample,

@@ -12,7 +12,12 @@ series is the largest 3x3-smoothed probability of "not background" on the
 model grid; the series is positive at or above the operating threshold stored
 in the model manifest (chosen on a validation set). A subtype is reported
 present when the series is positive, its own smoothed probability reaches the
-threshold and its mask holds at least ``min_volume_ml``.
+threshold and its mask holds at least ``min_volume_ml``. Which subtype a blood
+voxel belongs to follows the manifest's ``detection.subtype_assignment``:
+``"voxel"`` (the largest subtype probability of that voxel; packages without
+the key) or ``"region"`` (every connected blood region takes the subtype with
+the largest probability summed over the region, so one lesion is not split
+between two subtypes; touching lesions of two subtypes then get one).
 
 The model package (``models/ich/<version>/``: ``model.keras``,
 ``manifest.json``, ``MODEL_CARD.md``) is read once per pipeline object; the
@@ -63,6 +68,8 @@ WEIGHTS_NAME = "model.keras"
 MODEL_CARD_NAME = "MODEL_CARD.md"
 #: Label of the any-ICH finding (a key of :mod:`dicom_node.results.codes`).
 ANY_ICH_LABEL = "intracranial hemorrhage"
+#: Values of the manifest's ``detection.subtype_assignment``.
+SUBTYPE_ASSIGNMENTS = ("voxel", "region")
 #: Slices per forward pass; a fixed batch shape avoids retracing the model.
 BATCH_SLICES = 8
 
@@ -152,6 +159,9 @@ class IchModelPackage:
         Smallest subtype mask volume (mL) reported present.
     min_component_ml : float
         Connected components smaller than this (mL) are dropped from masks.
+    subtype_assignment : str
+        ``"voxel"`` or ``"region"`` (see the module docstring); ``"voxel"``
+        when the manifest has no ``detection.subtype_assignment``.
 
     References
     ----------
@@ -164,6 +174,7 @@ class IchModelPackage:
     threshold: float
     min_volume_ml: float
     min_component_ml: float
+    subtype_assignment: str = "voxel"
 
     @property
     def name(self) -> str:
@@ -215,11 +226,17 @@ class IchModelPackage:
                 threshold=float(detection["any_ich_threshold"]),
                 min_volume_ml=float(detection["min_volume_ml"]),
                 min_component_ml=float(detection["min_component_ml"]),
+                subtype_assignment=str(detection.get("subtype_assignment", "voxel")),
             )
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ModelPackageError(
                 f"{manifest_path}: unreadable or incomplete manifest: {err}"
             ) from err
+        if package.subtype_assignment not in SUBTYPE_ASSIGNMENTS:
+            raise ModelPackageError(
+                f"{manifest_path}: detection.subtype_assignment "
+                f"{package.subtype_assignment!r} is not one of {SUBTYPE_ASSIGNMENTS}"
+            )
         if labels != list(ICH_SUBTYPES):
             raise ModelPackageError(
                 f"{manifest_path}: labels {labels} are not {list(ICH_SUBTYPES)} in order"
@@ -411,6 +428,51 @@ def _drop_small_components(mask: np.ndarray, volume: CTVolume, min_ml: float) ->
     return keep[labelled]
 
 
+def subtype_labels(probabilities: np.ndarray, hemorrhage: np.ndarray,
+                   assignment: str = "voxel") -> np.ndarray:
+    """Assign each blood voxel one subtype.
+
+    Parameters
+    ----------
+    probabilities : numpy.ndarray
+        float, (slices, rows, columns, 1 + 5): background then the subtypes
+        in :data:`ICH_SUBTYPES` order, on the source grid.
+    hemorrhage : numpy.ndarray
+        bool, (slices, rows, columns): voxels called blood.
+    assignment : str
+        ``"voxel"``: the subtype of largest probability in each voxel;
+        ``"region"``: every 6-connected blood region (3-D) takes the subtype
+        whose probability summed over the region is largest.
+
+    Returns
+    -------
+    numpy.ndarray
+        int, (slices, rows, columns): 1-5 (index into :data:`ICH_SUBTYPES`
+        plus one) inside ``hemorrhage``; outside it, the voxel's own
+        argmax for ``"voxel"`` and 0 for ``"region"``.
+
+    Raises
+    ------
+    ValueError
+        If ``assignment`` is not one of :data:`SUBTYPE_ASSIGNMENTS`.
+    """
+    if assignment == "voxel":
+        return np.argmax(probabilities[..., 1:], axis=-1) + 1
+    if assignment != "region":
+        raise ValueError(f"subtype assignment {assignment!r} is not one of {SUBTYPE_ASSIGNMENTS}")
+    regions, count = ndimage.label(hemorrhage)
+    if count == 0:
+        return np.zeros(hemorrhage.shape, dtype=np.int64)
+    flat = regions.ravel()
+    sums = np.stack([
+        np.bincount(flat, weights=probabilities[..., c].ravel(), minlength=count + 1)
+        for c in range(1, probabilities.shape[-1])
+    ], axis=1)  # (count + 1, 5); row 0 is outside the blood
+    winner = np.argmax(sums, axis=1) + 1
+    winner[0] = 0
+    return winner[regions]
+
+
 def _laterality(volume: CTVolume, grid: InPlaneGrid, mask: np.ndarray, subtype: str) -> str | None:
     """Side of a mask relative to the centre of the head (patient left is +x in LPS)."""
     if not mask.any():
@@ -465,7 +527,7 @@ def findings_from_prediction(
     # the model's field of view every channel maps back as 0, so nothing there is blood
     # (testing P(background) <= 0.5 would call that whole rim hemorrhage).
     hemorrhage = source[..., 1:].sum(axis=-1) >= 0.5
-    label = np.argmax(source[..., 1:], axis=-1) + 1
+    label = subtype_labels(source, hemorrhage, package.subtype_assignment)
     any_score = prediction.smoothed_max(None)
     positive = any_score >= package.threshold
     findings: list[SegmentFinding] = []

@@ -10,7 +10,7 @@ import pytest
 
 from dicom_node.errors import ModelPackageError
 from dicom_node.imaging.ich_input import ICH_CLASSES, ICH_SUBTYPES
-from dicom_node.pipelines.ich import IchModelPackage, sha256_file
+from dicom_node.pipelines.ich import IchModelPackage, sha256_file, subtype_labels
 from dicom_node.training.evaluate_ich import evaluation_plan, roc_auc
 from dicom_node.training.train_ich import youden_threshold
 
@@ -105,6 +105,40 @@ def test_package_verifies_the_weights_against_the_manifest(tmp_path):
     assert (package.version, package.threshold) == ("0.0.1", 0.5)
     (folder / "model.keras").write_bytes(b"weights, changed")
     with pytest.raises(ModelPackageError, match="sha256"):
+        IchModelPackage.load(folder)
+
+
+def test_region_assignment_gives_a_lesion_one_subtype_and_voxel_keeps_the_old_rule():
+    # Two separate blobs on (slices, rows, columns, 1 + 5) probabilities.
+    probabilities = np.zeros((3, 8, 8, ICH_CLASSES), dtype=np.float32)
+    probabilities[..., 0] = 1.0
+    blood = np.zeros((3, 8, 8), dtype=bool)
+    blood[1, 1:4, 1:4] = True  # lesion A: epidural 0.6 in 6 voxels, subdural 0.7 in 3
+    probabilities[1, 1:4, 1:4] = [0.1, 0.6, 0.3, 0, 0, 0]
+    probabilities[1, 3, 1:4] = [0.1, 0.2, 0.7, 0, 0, 0]
+    blood[1, 6:8, 6:8] = True  # lesion B: intraventricular everywhere
+    probabilities[1, 6:8, 6:8] = [0.1, 0, 0, 0, 0, 0.9]
+    voxel = subtype_labels(probabilities, blood, "voxel")
+    assert set(np.unique(voxel[blood])) == {1, 2, 5}  # lesion A split in two subtypes
+    region = subtype_labels(probabilities, blood, "region")
+    assert (region[1, 1:4, 1:4] == 1).all()  # summed: epidural 4.2 > subdural 3.9
+    assert (region[1, 6:8, 6:8] == 5).all()
+    assert (region[~blood] == 0).all()
+    assert not subtype_labels(probabilities, np.zeros_like(blood), "region").any()
+    with pytest.raises(ValueError, match="not one of"):
+        subtype_labels(probabilities, blood, "lesion")
+
+
+def test_package_reads_the_subtype_assignment_and_refuses_an_unknown_one(tmp_path):
+    folder = _fake_package(tmp_path)
+    assert IchModelPackage.load(folder).subtype_assignment == "voxel"  # key absent
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["detection"]["subtype_assignment"] = "region"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert IchModelPackage.load(folder).subtype_assignment == "region"
+    manifest["detection"]["subtype_assignment"] = "majority"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelPackageError, match="subtype_assignment 'majority'"):
         IchModelPackage.load(folder)
 
 
