@@ -17,6 +17,14 @@ from pathlib import Path
 EVALUATION_NAME = "evaluation.json"
 
 
+#: How the card states ``detection.subtype_assignment`` (pipelines/ich.py).
+_ASSIGNMENT_TEXT = {
+    "voxel": "Each blood voxel takes its most probable subtype.",
+    "region": "Each connected blood region takes the subtype with the largest probability "
+              "summed over the region.",
+}
+
+
 def _fmt(value, digits: int = 2) -> str:
     if value is None:
         return "not measured"
@@ -126,7 +134,8 @@ def write_model_card(package_dir: Path) -> Path:
         f"{_fmt(detection['validation']['sensitivity'])}, specificity "
         f"{_fmt(detection['validation']['specificity'])}). A subtype is reported when the "
         f"series is positive, its own smoothed probability reaches the threshold and its mask "
-        f"holds >= {detection['min_volume_ml']} mL.",
+        f"holds >= {detection['min_volume_ml']} mL. "
+        + _ASSIGNMENT_TEXT[detection.get("subtype_assignment", "voxel")],
         f"- Weights sha256: `{manifest['weights_sha256']}` (checked by the node before use).",
         "",
         "## Intended use",
