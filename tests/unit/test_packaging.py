@@ -2,6 +2,8 @@
 
 Before, the default ICH model was looked up in ``<repository>/models``, which only a clone
 or ``pip install -e`` has: a node installed from a wheel had no default model.
+The wheel is built without build isolation (no network); the test extras bring the
+``setuptools>=68`` and ``wheel`` that ``[build-system]`` names.
 """
 
 from __future__ import annotations
