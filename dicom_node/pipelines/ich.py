@@ -463,11 +463,12 @@ def subtype_labels(probabilities: np.ndarray, hemorrhage: np.ndarray,
     regions, count = ndimage.label(hemorrhage)
     if count == 0:
         return np.zeros(hemorrhage.shape, dtype=np.int64)
-    flat = regions.ravel()
+    inside = regions[hemorrhage]  # (n,) region of each blood voxel
+    blood_probabilities = probabilities[hemorrhage]  # (n, 1 + 5)
     sums = np.stack([
-        np.bincount(flat, weights=probabilities[..., c].ravel(), minlength=count + 1)
+        np.bincount(inside, weights=blood_probabilities[:, c], minlength=count + 1)
         for c in range(1, probabilities.shape[-1])
-    ], axis=1)  # (count + 1, 5); row 0 is outside the blood
+    ], axis=1)  # (count + 1, 5); row 0 (outside the blood) stays 0
     winner = np.argmax(sums, axis=1) + 1
     winner[0] = 0
     return winner[regions]
