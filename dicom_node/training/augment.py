@@ -197,34 +197,17 @@ def deform_case(
     new_depth = np.empty(volume.shape, dtype=np.float32)
     depth = anatomy.depth_mm.astype(np.float32, copy=False)
     outside_bits = (1 << padding_bit) if padded else 0
+    def warp(image: np.ndarray, interpolation: int, outside: float) -> np.ndarray:
+        return cv2.remap(image, map_x, map_y, interpolation,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=outside)
+
     for k in range(slices):
         source = hu[k].astype(np.float32, copy=True)
         if padded:
             source[source < PADDING_MAX_HU] = AIR_HU
-        new_hu[k] = cv2.remap(
-            source,
-            map_x,
-            map_y,
-            cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=AIR_HU,
-        )
-        new_bits[k] = cv2.remap(
-            bits[k],
-            map_x,
-            map_y,
-            cv2.INTER_NEAREST,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=outside_bits,
-        )
-        new_depth[k] = cv2.remap(
-            depth[k],
-            map_x,
-            map_y,
-            cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=0.0,
-        )
+        new_hu[k] = warp(source, cv2.INTER_LINEAR, AIR_HU)
+        new_bits[k] = warp(bits[k], cv2.INTER_NEAREST, outside_bits)
+        new_depth[k] = warp(depth[k], cv2.INTER_LINEAR, 0.0)
 
     padding = (new_bits >> padding_bit).astype(bool) if padded else None
     new_hu = new_hu * np.float32(hu_scale) + np.float32(hu_offset)

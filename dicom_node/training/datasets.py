@@ -52,7 +52,7 @@ from __future__ import annotations
 import csv
 import logging
 import re
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,30 +258,27 @@ def _read_csv_rows(path: Path, required: Sequence[str]) -> Iterator[dict[str, st
         raise DatasetError(f"{path}: cannot be read as CSV ({err})") from err
 
 
-def _flag(path: Path, row: Mapping[str, str], column: str) -> bool:
+def _number(path: Path, row: Mapping[str, str], column: str, rule: str,
+            valid: Callable[[float], bool]) -> float:
     value = row[column]
     try:
         number = float(value)
     except ValueError:
         number = float("nan")
-    if number not in (0.0, 1.0):
+    if not valid(number):
         raise DatasetError(
-            f"{path} line {row['__line__']}: rule '{column} is 0 or 1' broken: {value!r}"
+            f"{path} line {row['__line__']}: rule '{column} {rule}' broken: {value!r}"
         )
-    return number == 1.0
+    return number
+
+
+def _flag(path: Path, row: Mapping[str, str], column: str) -> bool:
+    return _number(path, row, column, "is 0 or 1", lambda n: n in (0.0, 1.0)) == 1.0
 
 
 def _integer(path: Path, row: Mapping[str, str], column: str) -> int:
-    value = row[column]
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if not np.isfinite(number) or number != int(number):
-        raise DatasetError(
-            f"{path} line {row['__line__']}: rule '{column} is an integer' broken: {value!r}"
-        )
-    return int(number)
+    return int(_number(path, row, column, "is an integer",
+                       lambda n: bool(np.isfinite(n)) and n == int(n)))
 
 
 def _load_nifti(path: Path) -> nib.Nifti1Image:
