@@ -45,6 +45,28 @@ class PipelineError(PermanentError):
     """A pipeline could not analyse a volume it was given."""
 
 
+class NotAnalysableError(PipelineError):
+    """The volume is not plausible input for the pipeline, or its output is not plausible.
+
+    Not a failure of the node: the job succeeds and delivers a TID 1500 "not
+    analysable" report that names the check and the reason, never a finding.
+
+    Parameters
+    ----------
+    gate : str
+        Name of the check that failed, for example ``"head_ct"`` or
+        ``"brain_content"``.
+    reason : str
+        What was found, in words a radiologist understands; no patient
+        identifiers.
+    """
+
+    def __init__(self, gate: str, reason: str) -> None:
+        super().__init__(f"not analysable ({gate}): {reason}")
+        self.gate = gate
+        self.reason = reason
+
+
 class ModelPackageError(PermanentError):
     """A model package is missing, incomplete, or its weights do not match the manifest sha256."""
 
