@@ -38,20 +38,30 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from dataclasses import field as dataclasses_field
 from pathlib import Path
 
 import cv2
 import numpy as np
 from scipy import ndimage
 
-from dicom_node.errors import ModelPackageError, PipelineError
+from dicom_node.errors import ModelPackageError, NotAnalysableError, PipelineError
+from dicom_node.imaging.blood_rules import (
+    BloodRuleReport,
+    BloodRuleSettings,
+    apply_blood_rules,
+    fit_midsagittal_line,
+)
+from dicom_node.imaging.head_ct import HeadCtMeasures, check_head_ct, cranial_cavity
 from dicom_node.imaging.ich_input import (
     AIR_HU,
     ICH_CLASSES,
     ICH_SUBTYPES,
     IchInputSpec,
     InPlaneGrid,
+    SlabGrid,
     head_grid,
+    slab_grid,
     stack_context,
     to_model_grid,
     to_source_grid,
@@ -70,6 +80,12 @@ MODEL_CARD_NAME = "MODEL_CARD.md"
 ANY_ICH_LABEL = "intracranial hemorrhage"
 #: Values of the manifest's ``detection.subtype_assignment``.
 SUBTYPE_ASSIGNMENTS = ("voxel", "region")
+#: Values of the manifest's ``detection.series_rule``: ``"max"`` (the largest
+#: 3x3-smoothed blood probability of any slice; packages before 1.1.0) or
+#: ``"region"`` (the evidence of the strongest connected blood region).
+SERIES_RULES = ("max", "region")
+#: More candidate blood than this (mL) before the blood rules is not a result to trust.
+MAX_CANDIDATE_BLOOD_ML = 250.0
 #: Slices per forward pass; a fixed batch shape avoids retracing the model.
 BATCH_SLICES = 8
 
@@ -162,6 +178,23 @@ class IchModelPackage:
     subtype_assignment : str
         ``"voxel"`` or ``"region"`` (see the module docstring); ``"voxel"``
         when the manifest has no ``detection.subtype_assignment``.
+    series_rule : str
+        ``"max"`` or ``"region"`` (:data:`SERIES_RULES`); ``"max"`` when the
+        manifest has no ``detection.series_rule``.
+    region_volume_scale_ml : float
+        Volume scale (mL) of the region evidence
+        ``mean probability * (1 - exp(-volume / scale))``.
+    min_region_extent_mm : float
+        A region must span at least this along the slice normal (mm).
+    min_region_ml : dict of str to float
+        Smallest region (mL) reported for a subtype; subtypes not named
+        have no minimum beyond ``min_volume_ml``. The extra-axial subtypes
+        of the shipped model start at 1 mL: it never saw a smaller epidural
+        or subdural collection in training (2-80 mL), and a dense transverse
+        sinus or inner-table partial volume reads as one.
+    blood_rules : BloodRuleSettings or None
+        The blood plausibility rules (:mod:`dicom_node.imaging.blood_rules`);
+        None (no ``detection.blood_rules``) runs none.
 
     References
     ----------
@@ -175,6 +208,11 @@ class IchModelPackage:
     min_volume_ml: float
     min_component_ml: float
     subtype_assignment: str = "voxel"
+    series_rule: str = "max"
+    region_volume_scale_ml: float = 0.2
+    min_region_extent_mm: float = 0.0
+    blood_rules: BloodRuleSettings | None = None
+    min_region_ml: dict = dataclasses_field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -227,6 +265,12 @@ class IchModelPackage:
                 min_volume_ml=float(detection["min_volume_ml"]),
                 min_component_ml=float(detection["min_component_ml"]),
                 subtype_assignment=str(detection.get("subtype_assignment", "voxel")),
+                series_rule=str(detection.get("series_rule", "max")),
+                region_volume_scale_ml=float(detection.get("region_volume_scale_ml", 0.2)),
+                min_region_extent_mm=float(detection.get("min_region_extent_mm", 0.0)),
+                blood_rules=BloodRuleSettings.from_manifest(detection.get("blood_rules")),
+                min_region_ml={str(k): float(v) for k, v in
+                               detection.get("min_region_ml", {}).items()},
             )
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ModelPackageError(
@@ -236,6 +280,16 @@ class IchModelPackage:
             raise ModelPackageError(
                 f"{manifest_path}: detection.subtype_assignment "
                 f"{package.subtype_assignment!r} is not one of {SUBTYPE_ASSIGNMENTS}"
+            )
+        if package.series_rule not in SERIES_RULES:
+            raise ModelPackageError(
+                f"{manifest_path}: detection.series_rule {package.series_rule!r} is not one "
+                f"of {SERIES_RULES}"
+            )
+        if set(package.min_region_ml) - set(ICH_SUBTYPES):
+            raise ModelPackageError(
+                f"{manifest_path}: detection.min_region_ml names unknown subtypes "
+                f"{sorted(set(package.min_region_ml) - set(ICH_SUBTYPES))}"
             )
         if labels != list(ICH_SUBTYPES):
             raise ModelPackageError(
@@ -304,14 +358,36 @@ class IchPrediction:
     Parameters
     ----------
     probabilities : numpy.ndarray
-        float32 array (slices, size, size, classes), softmax per pixel,
-        class 0 background then :data:`ICH_SUBTYPES`.
+        float32 array (model slices, size, size, classes), softmax per pixel,
+        class 0 background then :data:`ICH_SUBTYPES`. One model slice per
+        slab of ``slabs`` (per source slice when ``slabs`` is None).
     grid : InPlaneGrid
         Map between the source slices and the model grid.
+    slabs : SlabGrid or None
+        How source slices were grouped into model slices; None means one
+        model slice per source slice.
     """
 
     probabilities: np.ndarray
     grid: InPlaneGrid
+    slabs: SlabGrid | None = None
+
+    def slab_of_slice(self, slices: int) -> np.ndarray:
+        """Model slice of each source slice.
+
+        Parameters
+        ----------
+        slices : int
+            Number of source slices.
+
+        Returns
+        -------
+        numpy.ndarray
+            int array (slices,).
+        """
+        if self.slabs is None:
+            return np.arange(slices)
+        return self.slabs.slab_of_slice
 
     def slice_scores(self, channel: int | None = None) -> np.ndarray:
         """Largest 3x3-mean probability in each slice, of a class or of "not background".
@@ -383,8 +459,9 @@ def predict_model_grid(model, windowed: np.ndarray, spec: IchInputSpec) -> np.nd
     return out
 
 
-def predict_volume(model, volume: CTVolume, spec: IchInputSpec) -> IchPrediction:
-    """Resample a volume to the model grid and predict.
+def predict_volume(model, volume: CTVolume, spec: IchInputSpec,
+                   slabs: SlabGrid | None = None) -> IchPrediction:
+    """Resample a volume (or its slabs) to the model grid and predict.
 
     Parameters
     ----------
@@ -395,26 +472,50 @@ def predict_volume(model, volume: CTVolume, spec: IchInputSpec) -> IchPrediction
         (scanner padding) are raised to it first.
     spec : IchInputSpec
         Model input specification.
+    slabs : SlabGrid or None
+        Slabs to predict on; None builds them from
+        ``spec.slab_thickness_mm`` (:func:`~dicom_node.imaging.ich_input.slab_grid`).
 
     Returns
     -------
     IchPrediction
-        Probabilities (slices, size, size, classes) on the model grid, one
-        model slice per source slice, with the grid that maps them back.
+        Probabilities (slabs, size, size, classes) on the model grid, one
+        model slice per slab (per source slice for thick-slice series), with
+        the grid and slabs that map them back.
 
     Raises
     ------
     PipelineError
         If the series shows no head.
     """
+    if slabs is None:
+        slabs = slab_grid(volume.hu, volume.slice_positions_mm, spec.slab_thickness_mm)
     try:
-        grid = head_grid(volume.hu, volume.pixel_spacing_mm, spec)
+        grid = head_grid(slabs.hu, volume.pixel_spacing_mm, spec)
     except ValueError as err:
         raise PipelineError(f"cannot place the model grid: {err}") from err
-    hu_model = to_model_grid(np.maximum(volume.hu, AIR_HU), grid)
+    hu_model = to_model_grid(np.maximum(slabs.hu, AIR_HU), grid)
     windowed = window_channels(hu_model, spec)
-    return IchPrediction(probabilities=predict_model_grid(model, windowed, spec), grid=grid)
+    return IchPrediction(probabilities=predict_model_grid(model, windowed, spec), grid=grid,
+                         slabs=None if slabs.is_identity else slabs)
 
+
+def slab_voxel_volume_ml(volume: CTVolume, slab_of_slice: np.ndarray) -> np.ndarray:
+    """Volume (mL) of one voxel of each slab: the sum over its source slices.
+
+    Parameters
+    ----------
+    volume : CTVolume
+        The series.
+    slab_of_slice : numpy.ndarray
+        int (slices,): slab of each source slice.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (slabs,).
+    """
+    return np.bincount(slab_of_slice, weights=volume.voxel_volume_ml)
 
 def _drop_small_components(mask: np.ndarray, volume: CTVolume, min_ml: float) -> np.ndarray:
     if min_ml <= 0 or not mask.any():
@@ -492,7 +593,184 @@ def _laterality(volume: CTVolume, grid: InPlaneGrid, mask: np.ndarray, subtype: 
     return None
 
 
+def _subarachnoid_leading(source: np.ndarray) -> np.ndarray:
+    """bool (slabs, rows, columns): subarachnoid is the most probable subtype."""
+    return np.argmax(source[..., 1:], axis=-1) == ICH_SUBTYPES.index("subarachnoid hemorrhage")
+
+
 def findings_from_prediction(
+    volume: CTVolume,
+    prediction: IchPrediction,
+    package: IchModelPackage,
+    *,
+    head: HeadCtMeasures | None = None,
+    blood_rules: BloodRuleSettings | None = None,
+) -> tuple[list[SegmentFinding], dict]:
+    """Turn model probabilities into findings on the source grid.
+
+    With ``detection.series_rule = "region"`` (packages from 1.1.0): blood
+    is where the subtypes together hold at least half the probability; the
+    blood plausibility rules (:mod:`dicom_node.imaging.blood_rules`) remove
+    what cannot be acute blood; every 6-connected 3-D blood region gets one
+    subtype (largest summed probability) and an evidence score
+    ``mean blood probability * (1 - exp(-volume / region_volume_scale_ml))``;
+    a region is reported when it spans at least ``min_region_extent_mm``
+    along the normal and its score reaches ``any_ich_threshold``. The series
+    score is the largest region score, so one bright pixel cannot flip the
+    call. With ``"max"`` (earlier packages) the rule of the module docstring
+    applies unchanged.
+
+    Parameters
+    ----------
+    volume : CTVolume
+        The series the prediction was made on.
+    prediction : IchPrediction
+        From :func:`predict_volume`.
+    package : IchModelPackage
+        Thresholds and rules come from its manifest.
+    head : HeadCtMeasures or None
+        The cranial cavity from :func:`~dicom_node.imaging.head_ct.check_head_ct`;
+        traced here when None.
+    blood_rules : BloodRuleSettings or None
+        Override of the package's rules (the ablation study runs each rule
+        alone); None uses the package's.
+
+    Returns
+    -------
+    findings : list of SegmentFinding
+        One finding per subtype reported present, in :data:`ICH_SUBTYPES`
+        order (masks do not overlap, so a LABELMAP SEG can carry them); when
+        none is present, a single absent "intracranial hemorrhage" finding
+        with an empty mask and the series score. Masks are boolean
+        (slices, rows, columns) on the source grid.
+    details : dict
+        ``model`` (name, version), ``series_rule``, ``series_score`` (the
+        unrounded value compared with ``threshold``), ``any_ich_probability``
+        (rounded), ``threshold``, ``subtypes`` (per subtype: ``probability``,
+        ``volume_ml``, ``present``), ``total_volume_ml``; for the region rule
+        also ``regions`` (the strongest ten: subtype, volume_ml,
+        mean_probability, extent_mm, score, reported, first/last slice index),
+        ``blood_rules`` (mL removed per rule, calcifications recognised) and
+        ``slabs`` (model slices used for the source slices).
+
+    Raises
+    ------
+    NotAnalysableError
+        With gate ``model_output`` when the model calls more than
+        :data:`MAX_CANDIDATE_BLOOD_ML` of the head blood: not a result to
+        report.
+    """
+    if package.series_rule == "max":
+        return _findings_max_rule(volume, prediction, package)
+    slab_of_slice = prediction.slab_of_slice(volume.shape[0])
+    source = to_source_grid(prediction.probabilities, prediction.grid)  # (slabs, r, c, 6)
+    blood_slab = source[..., 1:].sum(axis=-1) >= 0.5
+    blood = blood_slab[slab_of_slice]
+    candidate_ml = volume.mask_volume_ml(blood)
+    if candidate_ml > MAX_CANDIDATE_BLOOD_ML:
+        raise NotAnalysableError(
+            "model_output",
+            f"the model calls {candidate_ml:.0f} mL of the head blood (more than "
+            f"{MAX_CANDIDATE_BLOOD_ML:.0f} mL): an input it cannot read, not a result",
+        )
+    rules = blood_rules if blood_rules is not None else package.blood_rules
+    report = BloodRuleReport()
+    if rules is not None and rules.enabled:
+        if head is None:
+            slab_hu = prediction.slabs.hu if prediction.slabs is not None else volume.hu
+            cavity, depth = cranial_cavity(slab_hu, volume.pixel_spacing_mm)
+        else:
+            cavity, depth = head.cavity, head.cavity_depth_mm
+        blood, report = apply_blood_rules(
+            blood, volume.hu, slab_of_slice=slab_of_slice, cavity=cavity,
+            cavity_depth_mm=depth, pixel_spacing_mm=volume.pixel_spacing_mm,
+            voxel_volume_ml=volume.voxel_volume_ml, settings=rules,
+            midline=fit_midsagittal_line(cavity, volume.pixel_spacing_mm),
+            thin_ok=_subarachnoid_leading(source)[slab_of_slice],
+        )
+    regions, count = ndimage.label(blood)
+    kk, rr, cc = np.nonzero(blood)
+    inside = regions[kk, rr, cc]
+    probabilities = source[slab_of_slice[kk], rr, cc]  # (n, 6)
+    voxel_ml = volume.voxel_volume_ml[kk]
+    n = count + 1
+    region_ml = np.bincount(inside, weights=voxel_ml, minlength=n)
+    voxels = np.bincount(inside, minlength=n).astype(np.float64)
+    blood_p = probabilities[:, 1:].sum(axis=1)
+    mean_p = np.bincount(inside, weights=blood_p, minlength=n) / np.maximum(voxels, 1)
+    sums = np.stack([np.bincount(inside, weights=probabilities[:, c], minlength=n)
+                     for c in range(1, ICH_CLASSES)], axis=1)  # (n, 5)
+    winner = np.argmax(sums, axis=1) + 1
+    positions = volume.slice_positions_mm
+    spacing = volume.slice_spacing_mm
+    first = np.full(n, volume.shape[0], dtype=np.int64)
+    last = np.full(n, -1, dtype=np.int64)
+    np.minimum.at(first, inside, kk)
+    np.maximum.at(last, inside, kk)
+    valid = last >= 0
+    extent = np.zeros(n)
+    extent[valid] = (positions[last[valid]] - positions[first[valid]]
+                     + 0.5 * (spacing[first[valid]] + spacing[last[valid]]))
+    score = mean_p * (1.0 - np.exp(-region_ml / package.region_volume_scale_ml))
+    floor = np.array([0.0] + [package.min_region_ml.get(t, 0.0) for t in ICH_SUBTYPES])
+    eligible = valid & (extent >= package.min_region_extent_mm) & (region_ml >= floor[winner])
+    eligible[0] = False
+    reported_region = eligible & (score >= package.threshold)
+    series_score = float(score[eligible].max()) if eligible.any() else 0.0
+    label = np.zeros(volume.shape, dtype=np.int8)
+    keep = reported_region[inside]
+    label[kk[keep], rr[keep], cc[keep]] = winner[inside[keep]]
+
+    findings: list[SegmentFinding] = []
+    union = np.zeros(volume.shape, dtype=bool)
+    per_subtype: dict[str, dict] = {}
+    for index, subtype in enumerate(ICH_SUBTYPES, start=1):
+        mask = label == index
+        volume_ml = volume.mask_volume_ml(mask)
+        own = reported_region & (winner == index)
+        candidates = eligible & (winner == index)
+        probability = float(score[candidates].max()) if candidates.any() else 0.0
+        present = bool(own.any() and volume_ml >= package.min_volume_ml)
+        per_subtype[subtype] = {"probability": round(probability, 4),
+                                "volume_ml": round(volume_ml, 3), "present": present}
+        if present:
+            union |= mask
+            findings.append(SegmentFinding(
+                label=subtype, present=True, volume_ml=float(volume_ml), mask=mask,
+                probability=probability,
+                laterality=_laterality(volume, prediction.grid, mask, subtype),
+            ))
+    if not findings:
+        findings.append(SegmentFinding(
+            label=ANY_ICH_LABEL, present=False, volume_ml=0.0,
+            mask=np.zeros(volume.shape, dtype=bool), probability=series_score,
+        ))
+    order = np.argsort(-np.where(valid, score, -1.0))[:10]
+    region_rows = [
+        {"subtype": ICH_SUBTYPES[int(winner[r]) - 1], "volume_ml": round(float(region_ml[r]), 3),
+         "mean_probability": round(float(mean_p[r]), 4), "extent_mm": round(float(extent[r]), 1),
+         "score": round(float(score[r]), 4), "reported": bool(reported_region[r]),
+         "first_slice_index": int(first[r]), "last_slice_index": int(last[r])}
+        for r in order if r > 0 and valid[r]
+    ]
+    details = {
+        "model": {"name": package.name, "version": package.version},
+        "series_rule": "region",
+        "series_score": series_score,
+        "any_ich_probability": round(series_score, 4),
+        "threshold": package.threshold,
+        "subtypes": per_subtype,
+        "total_volume_ml": round(volume.mask_volume_ml(union), 3),
+        "candidate_blood_ml": round(candidate_ml, 3),
+        "regions": region_rows,
+        "blood_rules": report.as_dict(),
+        "slabs": {"model_slices": int(prediction.probabilities.shape[0]),
+                  "source_slices": int(volume.shape[0])},
+    }
+    return findings, details
+
+
+def _findings_max_rule(
     volume: CTVolume, prediction: IchPrediction, package: IchModelPackage
 ) -> tuple[list[SegmentFinding], dict]:
     """Turn model probabilities into findings on the source grid.
@@ -560,12 +838,65 @@ def findings_from_prediction(
         ))
     details = {
         "model": {"name": package.name, "version": package.version},
+        "series_rule": "max",
+        "series_score": float(any_score),
         "any_ich_probability": round(any_score, 4),
         "threshold": package.threshold,
         "subtypes": per_subtype,
         "total_volume_ml": round(total_ml, 3),
     }
     return findings, details
+
+
+def analyse_volume(
+    model, volume: CTVolume, package: IchModelPackage, *,
+    blood_rules: BloodRuleSettings | None = None, prediction: IchPrediction | None = None,
+) -> tuple[list[SegmentFinding], dict, IchPrediction]:
+    """Check the input, predict and turn the prediction into findings: the whole ``ich`` run.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The network.
+    volume : CTVolume
+        Non-contrast head CT in HU.
+    package : IchModelPackage
+        Its package.
+    blood_rules : BloodRuleSettings or None
+        Override of the package's blood rules (ablation).
+    prediction : IchPrediction or None
+        A prediction already made on this volume (ablation: one forward pass,
+        several rule sets).
+
+    Returns
+    -------
+    findings : list of SegmentFinding
+    details : dict
+        As :func:`findings_from_prediction`, plus ``input_checks``, the
+        figures of :func:`~dicom_node.imaging.head_ct.check_head_ct`.
+    prediction : IchPrediction
+
+    Raises
+    ------
+    NotAnalysableError
+        If the input is not a plausible non-contrast head CT in HU, or the
+        model's output is implausible.
+    PipelineError
+        If the series cannot be placed on the model grid.
+    """
+    spec = package.spec
+    slabs = (prediction.slabs if prediction is not None and prediction.slabs is not None
+             else slab_grid(volume.hu, volume.slice_positions_mm, spec.slab_thickness_mm))
+    head = check_head_ct(
+        slabs.hu, volume.pixel_spacing_mm, slab_voxel_volume_ml(volume, slabs.slab_of_slice),
+        contrast_bolus_agent=getattr(volume, "contrast_bolus_agent", None),
+    )
+    if prediction is None:
+        prediction = predict_volume(model, volume, spec, slabs=slabs)
+    findings, details = findings_from_prediction(volume, prediction, package, head=head,
+                                                 blood_rules=blood_rules)
+    details["input_checks"] = head.figures
+    return findings, details, prediction
 
 
 class IchPipeline:
@@ -619,12 +950,15 @@ class IchPipeline:
 
         Raises
         ------
+        NotAnalysableError
+            If the input is not a plausible non-contrast head CT in HU
+            (:func:`~dicom_node.imaging.head_ct.check_head_ct`) or the model's
+            output is implausible.
         PipelineError
             If the series cannot be placed on the model grid.
         ModelPackageError
             If the weights cannot be loaded.
         """
-        prediction = predict_volume(self.model, volume, self.package.spec)
-        findings, details = findings_from_prediction(volume, prediction, self.package)
+        findings, details, _prediction = analyse_volume(self.model, volume, self.package)
         return PipelineResult(pipeline=self.name, algorithm=self.algorithm, findings=findings,
                               details=details)

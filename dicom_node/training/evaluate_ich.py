@@ -127,14 +127,17 @@ def score_case(case, package, model) -> dict:
     PipelineError
         If the case shows no head.
     """
-    from dicom_node.pipelines.ich import findings_from_prediction, predict_volume
+    from dicom_node.errors import NotAnalysableError
+    from dicom_node.pipelines.ich import analyse_volume
 
     volume = case.volume
-    prediction = predict_volume(model, volume, package.spec)
-    findings, _details = findings_from_prediction(volume, prediction, package)
-    # The unrounded score: details["any_ich_probability"] is rounded to 4 decimals
-    # and could fall on the other side of the threshold than the pipeline's call.
-    score = prediction.smoothed_max(None)
+    try:
+        findings, details, prediction = analyse_volume(model, volume, package)
+    except NotAnalysableError as err:
+        # Counted as a negative call: the node reports no finding.
+        findings, details, prediction = [], {"series_score": 0.0, "not_analysable": err.gate}, None
+    # The unrounded score the pipeline compares with the threshold.
+    score = float(details["series_score"])
     predicted = np.zeros(volume.shape, dtype=np.uint8)
     reported = set()
     for finding in findings:
@@ -155,7 +158,10 @@ def score_case(case, package, model) -> dict:
         "any_dice": dice_coefficient(truth > 0, predicted > 0) if (truth > 0).any() else None,
         "subtype": {},
         "slice_truth": (truth > 0).reshape(truth.shape[0], -1).any(axis=1).tolist(),
-        "slice_scores": [float(v) for v in prediction.slice_scores()],
+        "slice_scores": ([float(v) for v in prediction.slice_scores()]
+                         if prediction is not None and prediction.slabs is None
+                         else [0.0] * int(truth.shape[0])),
+        "not_analysable": details.get("not_analysable"),
     }
     for subtype in ICH_SUBTYPES:
         value = subtype_label(subtype)
@@ -303,9 +309,8 @@ def evaluate_ich(model_dir: Path, base_dir: Path, *, cases: int = 120,
     from dicom_node.pipelines.ich import (
         WEIGHTS_NAME,
         IchModelPackage,
-        findings_from_prediction,
+        analyse_volume,
         load_keras_model,
-        predict_volume,
     )
     from dicom_node.training.ich_data import iter_synthetic_cases, load_base_volume
     from dicom_node.training.model_card import EVALUATION_NAME, write_model_card
@@ -319,8 +324,7 @@ def evaluate_ich(model_dir: Path, base_dir: Path, *, cases: int = 120,
     rows = [score_case(case, package, model)
             for case in track(generated, total=len(plan), description="evaluating")]
     report = summarise(rows, package.threshold)
-    prediction = predict_volume(model, base, package.spec)
-    findings, details = findings_from_prediction(base, prediction, package)
+    findings, details, _prediction = analyse_volume(model, base, package)
     report.update({
         "model": {"name": package.name, "version": package.version},
         "seeds": [plan[0][0], plan[-1][0]],
