@@ -183,7 +183,7 @@ class JobExecutor:
         OSError, SpoolWriteError
             Transient: the job is retried.
         """
-        from dicom_node.errors import SeriesLoadError
+        from dicom_node.errors import NotAnalysableError, SeriesLoadError
         from dicom_node.results import build_not_analysable_results, build_results_for_profiles
         from dicom_node.results.equipment import EquipmentIdentity
         from dicom_node.results.versioning import mark_result_version
@@ -192,7 +192,7 @@ class JobExecutor:
             check_head_coverage,
             check_series_headers,
         )
-        from dicom_node.series.volume import load_ct_volume, read_datasets
+        from dicom_node.series.volume import load_ct_volume, read_datasets, source_images_for
 
         with self.session_factory() as session:
             job = session.get(Job, job_id)
@@ -217,6 +217,16 @@ class JobExecutor:
         if volume is not None and failure is None:
             failure = check_head_coverage(volume, self.settings.quality)
         stages["loaded_at"] = utcnow()
+        result = None
+        if failure is None:
+            assert volume is not None
+            try:
+                result = pipeline.run(volume)
+            except NotAnalysableError as err:
+                # The pipeline's own plausibility checks (input before the model,
+                # output after it) refused the series: a report, never a finding.
+                failure = QualityFailure(err.gate, err.reason)
+            stages["inference_done_at"] = utcnow()
         if failure is not None:
             labels = getattr(pipeline, "finding_labels", None) or ("intracranial hemorrhage",)
             objects = build_not_analysable_results(
@@ -246,10 +256,9 @@ class JobExecutor:
                 **version.summary(),
             }
             return JobOutput(summary=summary, files=files)
-        result = pipeline.run(volume)
-        stages["inference_done_at"] = utcnow()
-        by_uid = {str(ds.SOPInstanceUID): ds for ds in datasets}
-        ordered = [by_uid[uid] for uid in volume.sop_instance_uids]
+        assert result is not None and volume is not None
+        # Slice order; copies carrying the Frame of Reference UID when the volume derived one.
+        ordered = source_images_for(volume, datasets)
         overlay = any(p.send_overlay for p in profiles.values())
         objects = build_results_for_profiles(
             ordered,

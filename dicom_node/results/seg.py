@@ -25,6 +25,14 @@ A finding with an empty mask still yields a valid segment (the "absent"
 result): all frames are encoded when every mask is empty, so the object never
 has zero frames.
 
+The Frame of Reference UID is the source images'. When the source series has
+none (some anonymisers remove it), the volume loader derives one from its
+Series Instance UID (:func:`dicom_node.series.volume.derived_frame_of_reference_uid`)
+and the caller passes copies of the source headers that carry it
+(:func:`dicom_node.series.volume.source_images_for`): the SEG is then in that
+derived frame of reference, which no source instance names; it still
+references every source instance.
+
 References
 ----------
 PS3.3 A.51 Segmentation IOD; PS3.3 C.8.20 Segmentation Image Module and
@@ -301,7 +309,8 @@ def build_segmentation(
     -------
     highdicom.seg.Segmentation
         The SEG instance: same Study Instance UID and Frame of Reference UID
-        as the source.
+        as the source (the derived one when the source has none, see the
+        module docstring).
 
     Raises
     ------

@@ -29,6 +29,12 @@ region DCM 128140 "Representative point" (:func:`planar_roi_location_group`).
 highdicom rejects coordinates inside a group that references a SEG segment,
 so the point needs a group of its own.
 
+When the source series has no Frame of Reference UID, the caller passes
+source headers that carry the one the volume loader derived from the Series
+Instance UID (:func:`dicom_node.series.volume.source_images_for`), the same
+as the SEG's: coordinates are then in that derived frame of reference. The
+evidence still lists every source instance.
+
 References
 ----------
 PS3.3 A.35.13 Comprehensive 3D SR IOD, C.18.9 3D Spatial Coordinates Macro;

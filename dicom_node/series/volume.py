@@ -67,6 +67,8 @@ REGULAR_STEP_RELATIVE_TOLERANCE = 0.01
 SHEAR_ANGLE_TOLERANCE_RAD = 1e-3
 #: Fewest slices accepted as a volume.
 MIN_SLICES = 3
+#: Fixed text hashed with the Series Instance UID into a derived Frame of Reference UID.
+FRAME_OF_REFERENCE_ENTROPY = "dicom-node frame of reference"
 
 
 def read_datasets(paths: Sequence[Path]) -> list[pydicom.Dataset]:
@@ -131,7 +133,9 @@ class CTVolume:
     slice_thickness_mm : float or None
         Slice Thickness when every slice has the same value, else None.
     frame_of_reference_uid : str
-        Frame of Reference UID shared by every slice.
+        Frame of Reference UID shared by every slice; when no slice has one,
+        the UID derived from the Series Instance UID
+        (:func:`derived_frame_of_reference_uid`).
     study_instance_uid : str
         Study Instance UID.
     series_instance_uid : str
@@ -139,6 +143,13 @@ class CTVolume:
     slice_thicknesses_mm : tuple of (float or None)
         Slice Thickness of each slice in slice order (None where absent);
         empty means ``slice_thickness_mm`` for every slice.
+    frame_of_reference_derived : bool
+        True when no source instance has a Frame of Reference UID and
+        ``frame_of_reference_uid`` was derived by the node; the result
+        builders then need :func:`source_images_for`.
+    contrast_bolus_agent : str or None
+        Contrast/Bolus Agent (0018,0010) when an instance names one (PS3.3
+        C.7.6.4); pipelines for non-contrast CT refuse such a series.
 
     Raises
     ------
@@ -160,6 +171,8 @@ class CTVolume:
     study_instance_uid: str
     series_instance_uid: str
     slice_thicknesses_mm: tuple[float | None, ...] = ()
+    frame_of_reference_derived: bool = False
+    contrast_bolus_agent: str | None = None
 
     def __post_init__(self) -> None:
         if self.hu.ndim != 3:
@@ -533,13 +546,127 @@ def _hu_slice(dataset: pydicom.Dataset) -> np.ndarray:
 
 
 def _single_value(datasets: Sequence[pydicom.Dataset], keyword: str) -> str:
-    values = {str(ds.get(keyword, "")) for ds in datasets}
-    if len(values) != 1 or "" in values:
+    values = [str(ds.get(keyword, "") or "") for ds in datasets]
+    empty = values.count("")
+    if empty:
         raise SeriesLoadError(
-            f"rule 'one {keyword}' broken: found {len(values)} distinct values"
-            + (" (some empty)" if "" in values else "")
+            f"rule 'one {keyword}' broken: {empty} of {len(values)} instances lack {keyword}"
         )
-    return values.pop()
+    distinct = set(values)
+    if len(distinct) != 1:
+        raise SeriesLoadError(
+            f"rule 'one {keyword}' broken: found {len(distinct)} distinct {keyword}s"
+        )
+    return distinct.pop()
+
+
+def derived_frame_of_reference_uid(series_instance_uid: str) -> str:
+    """Return the Frame of Reference UID the node derives for a series that has none.
+
+    Deterministic: the same Series Instance UID always gives the same UID, so
+    every result of a series (and every result version) shares one frame of
+    reference.
+
+    Parameters
+    ----------
+    series_instance_uid : str
+        Series Instance UID of the source series.
+
+    Returns
+    -------
+    str
+        A UID under pydicom's root, made from a hash of a fixed text and
+        ``series_instance_uid``.
+
+    References
+    ----------
+    DICOM PS3.3 C.7.4.1 Frame of Reference Module; PS3.5 9.1 and B.2 (UIDs
+    derived from a hash).
+    """
+    return str(
+        pydicom.uid.generate_uid(entropy_srcs=[FRAME_OF_REFERENCE_ENTROPY, series_instance_uid])
+    )
+
+
+def _frame_of_reference(
+    datasets: Sequence[pydicom.Dataset], series_instance_uid: str
+) -> tuple[str, bool]:
+    """The series' Frame of Reference UID and whether the node derived it."""
+    values = [str(ds.get("FrameOfReferenceUID", "") or "") for ds in datasets]
+    if all(value == "" for value in values):
+        uid = derived_frame_of_reference_uid(series_instance_uid)
+        logger.info(
+            "series %s: no instance has a FrameOfReferenceUID; using %s, derived from the "
+            "Series Instance UID",
+            series_instance_uid,
+            uid,
+        )
+        return uid, True
+    return _single_value(datasets, "FrameOfReferenceUID"), False
+
+
+def source_images_for(
+    volume: CTVolume, datasets: Sequence[pydicom.Dataset]
+) -> list[pydicom.Dataset]:
+    """Return the source datasets of a volume in its slice order, fit for the result builders.
+
+    When the volume's Frame of Reference UID was derived
+    (:attr:`CTVolume.frame_of_reference_derived`), each dataset is replaced
+    by a copy (a new dataset sharing the original's elements, pixel data
+    included) that carries the derived Frame of Reference UID, so the SEG,
+    SR and SC built from them are in that frame of reference. The given
+    datasets, and the files they came from, are never modified.
+
+    Parameters
+    ----------
+    volume : CTVolume
+        The volume loaded from ``datasets``.
+    datasets : sequence of pydicom.Dataset
+        The instances the volume was loaded from, in any order.
+
+    Returns
+    -------
+    list of pydicom.Dataset
+        One dataset per slice, in the order of :attr:`CTVolume.sop_instance_uids`.
+
+    Raises
+    ------
+    SeriesLoadError
+        If a slice of the volume has no dataset among ``datasets``.
+
+    References
+    ----------
+    DICOM PS3.3 C.7.4.1 Frame of Reference Module.
+    """
+    by_uid = {str(ds.get("SOPInstanceUID", "")): ds for ds in datasets}
+    missing = [uid for uid in volume.sop_instance_uids if uid not in by_uid]
+    if missing:
+        raise SeriesLoadError(
+            f"{len(missing)} slice(s) of series {volume.series_instance_uid} have no dataset, "
+            f"for example {missing[0]}"
+        )
+    ordered = [by_uid[uid] for uid in volume.sop_instance_uids]
+    if not volume.frame_of_reference_derived:
+        return ordered
+    copies = []
+    for dataset in ordered:
+        copy = pydicom.Dataset()
+        if hasattr(dataset, "file_meta"):
+            copy.file_meta = dataset.file_meta
+        for element in dataset:
+            copy.add(element)
+        copy.FrameOfReferenceUID = volume.frame_of_reference_uid
+        copies.append(copy)
+    return copies
+
+
+def _contrast_bolus_agent(datasets: Sequence[pydicom.Dataset]) -> str | None:
+    """Contrast/Bolus Agent (0018,0010) of the first instance that names one."""
+    for ds in datasets:
+        value = str(ds.get("ContrastBolusAgent", "") or "").strip()
+        if value:
+            return value
+    return None
 
 
 def load_ct_volume(
@@ -550,6 +677,13 @@ def load_ct_volume(
     Slices are sorted by the projection of Image Position (Patient) on the
     slice normal (never by file name or Instance Number). Gantry-tilted
     (sheared) and irregularly spaced stacks are accepted.
+
+    A series in which *no* instance has a Frame of Reference UID (some
+    anonymisers remove it, as in the CQ500 head CT of the shared data) gets
+    one derived from its Series Instance UID
+    (:func:`derived_frame_of_reference_uid`, logged at INFO), and the volume
+    says so (:attr:`CTVolume.frame_of_reference_derived`). A series in which
+    only some instances have one is refused.
 
     Parameters
     ----------
@@ -570,7 +704,8 @@ def load_ct_volume(
     SeriesLoadError
         If a rule is broken; the message names it: fewer than 3 slices; more
         than one Study Instance UID, Series Instance UID or Frame of Reference
-        UID; Image Orientation (Patient) differing by more than 1e-4; different
+        UID, or some instances without one (how many is said); Image
+        Orientation (Patient) differing by more than 1e-4; different
         Rows, Columns or Pixel Spacing; a duplicate SOP Instance UID or two
         slices at the same position; missing geometry, rescale or pixel data;
         pixel data that cannot be decoded (the SOP Instance UID is named);
@@ -588,7 +723,9 @@ def load_ct_volume(
         )
     study_instance_uid = _single_value(datasets, "StudyInstanceUID")
     series_instance_uid = _single_value(datasets, "SeriesInstanceUID")
-    frame_of_reference_uid = _single_value(datasets, "FrameOfReferenceUID")
+    frame_of_reference_uid, frame_of_reference_derived = _frame_of_reference(
+        datasets, series_instance_uid
+    )
 
     sop_instance_uids = [str(ds.get("SOPInstanceUID", "")) for ds in datasets]
     if "" in sop_instance_uids:
@@ -672,6 +809,8 @@ def load_ct_volume(
         study_instance_uid=study_instance_uid,
         series_instance_uid=series_instance_uid,
         slice_thicknesses_mm=tuple(thicknesses),
+        frame_of_reference_derived=frame_of_reference_derived,
+        contrast_bolus_agent=_contrast_bolus_agent(datasets),
     )
     logger.debug(
         "loaded series %s: %d slices %dx%d, regular=%s, sheared=%s",

@@ -11,7 +11,13 @@ import pydicom
 import pytest
 
 from dicom_node.errors import SeriesLoadError
-from dicom_node.series.volume import CTVolume, load_ct_volume, read_datasets
+from dicom_node.series.volume import (
+    CTVolume,
+    derived_frame_of_reference_uid,
+    load_ct_volume,
+    read_datasets,
+    source_images_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +248,52 @@ def test_mismatched_pixel_spacing(ge_datasets):
 def test_two_frames_of_reference(ge_datasets):
     datasets = _copies(ge_datasets[:5])
     datasets[0].FrameOfReferenceUID = pydicom.uid.generate_uid()
-    with pytest.raises(SeriesLoadError, match="one FrameOfReferenceUID"):
+    with pytest.raises(
+        SeriesLoadError,
+        match=r"rule 'one FrameOfReferenceUID' broken: found 2 distinct FrameOfReferenceUIDs",
+    ):
+        load_ct_volume(datasets)
+
+
+@pytest.mark.parametrize("empty", ["absent", "empty value"])
+def test_some_instances_without_frame_of_reference_are_refused(ge_datasets, empty):
+    datasets = _copies(ge_datasets)
+    for ds in datasets[3:15]:
+        if empty == "absent":
+            del ds.FrameOfReferenceUID
+        else:
+            ds.FrameOfReferenceUID = ""
+    with pytest.raises(
+        SeriesLoadError,
+        match=r"rule 'one FrameOfReferenceUID' broken: 12 of 28 instances lack FrameOfReferenceUID",
+    ):
+        load_ct_volume(datasets)
+
+
+def test_no_instance_with_a_frame_of_reference_gets_a_derived_one(ge_datasets, ge_volume):
+    datasets = _copies(ge_datasets[:6])
+    for ds in datasets:
+        del ds.FrameOfReferenceUID
+    volume = load_ct_volume(datasets)
+    assert volume.frame_of_reference_derived
+    assert volume.frame_of_reference_uid != ge_volume.frame_of_reference_uid
+    assert volume.frame_of_reference_uid == derived_frame_of_reference_uid(
+        str(ge_datasets[0].SeriesInstanceUID)
+    )
+    assert not ge_volume.frame_of_reference_derived
+    # Without a derived UID, the builders get the caller's own datasets, in slice order.
+    ordered = source_images_for(ge_volume, list(reversed(ge_datasets)))
+    assert [ds.SOPInstanceUID for ds in ordered] == list(ge_volume.sop_instance_uids)
+    given = {id(ds) for ds in ge_datasets}
+    assert all(id(ds) in given for ds in ordered)
+
+
+def test_series_uids_must_be_present_on_every_instance(ge_datasets):
+    datasets = _copies(ge_datasets[:5])
+    del datasets[1].SeriesInstanceUID
+    with pytest.raises(
+        SeriesLoadError, match="rule 'one SeriesInstanceUID' broken: 1 of 5 instances lack"
+    ):
         load_ct_volume(datasets)
 
 
