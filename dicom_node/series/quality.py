@@ -23,7 +23,9 @@ The gates, in the order they run:
     At least ``min_slices`` slices.
 ``missing_slices``
     No gap along the slice normal larger than ``max_gap_factor`` times the
-    step expected there. The expected step of two neighbours is the larger
+    step expected there, and larger than ``min_gap_mm`` (a thin-slice
+    series missing one slice keeps a step below the slab the ICH model
+    reads). The expected step of two neighbours is the larger
     of the *modal* steps between slices of their Slice Thickness (the modal
     step of the whole series when thickness is absent). So a protocol that
     changes step with thickness, such as the GE head in the shared data
@@ -79,6 +81,10 @@ class QualitySettings(BaseModel):
     max_gap_factor : float
         A step along the normal larger than this times the expected step is a
         gap (missing slices).
+    min_gap_mm : float
+        Steps up to this (mm) are never gaps: in a thin-slice series one
+        missing 0.625 mm slice leaves a 1.25 mm step, well inside the 5 mm
+        slab the ICH model reads, so nothing is lost.
     orientation_tolerance_deg : float
         Largest angle (degrees) between the row or column direction of any
         slice and that of the first slice.
@@ -103,6 +109,7 @@ class QualitySettings(BaseModel):
     enabled: bool = True
     min_slices: int = Field(10, ge=1)
     max_gap_factor: float = Field(1.5, gt=1.0)
+    min_gap_mm: float = Field(2.5, ge=0.0)
     orientation_tolerance_deg: float = Field(1.0, ge=0.0)
     min_intracranial_ml: float = Field(400.0, ge=0.0)
     max_end_area_fraction: float = Field(0.5, gt=0.0, le=1.0)
@@ -163,6 +170,7 @@ def slice_gaps(
     positions_mm: np.ndarray,
     thicknesses_mm: Sequence[float | None],
     max_gap_factor: float,
+    min_gap_mm: float = 0.0,
 ) -> list[SliceGap]:
     """Find steps along the normal larger than ``max_gap_factor`` times the expected step.
 
@@ -175,6 +183,8 @@ def slice_gaps(
         Slice Thickness of each slice (mm), same order; None where absent.
     max_gap_factor : float
         Factor above which a step is a gap.
+    min_gap_mm : float
+        A step must also exceed this (mm) to be a gap.
 
     Returns
     -------
@@ -201,7 +211,7 @@ def slice_gaps(
     gaps = []
     for i, step in enumerate(steps.tolist()):
         expected = max(modal_by_thickness[thickness[i]], modal_by_thickness[thickness[i + 1]])
-        if expected > 0 and step > max_gap_factor * expected:
+        if expected > 0 and step > max_gap_factor * expected and step > min_gap_mm:
             gaps.append(SliceGap(i, float(step), float(expected)))
     return gaps
 
@@ -319,14 +329,14 @@ def check_series_headers(
             f"too few slices: {len(datasets)}, at least {settings.min_slices} needed",
         )
     if failure is None:
-        failure = _missing_slices_failure(datasets, settings.max_gap_factor)
+        failure = _missing_slices_failure(datasets, settings.max_gap_factor, settings.min_gap_mm)
     if failure is not None:
         logger.info("quality gate %s failed: %s", failure.gate, failure.reason)
     return failure
 
 
 def _missing_slices_failure(
-    datasets: Sequence[pydicom.Dataset], max_gap_factor: float
+    datasets: Sequence[pydicom.Dataset], max_gap_factor: float, min_gap_mm: float = 0.0
 ) -> QualityFailure | None:
     orientation = np.asarray([float(v) for v in datasets[0].ImageOrientationPatient])
     normal = np.cross(orientation[:3], orientation[3:])
@@ -354,7 +364,7 @@ def _missing_slices_failure(
             "missing_slices",
             f"two slices at the same position ({positions[duplicates[0]]:.2f} mm along the normal)",
         )
-    gaps = slice_gaps(positions, [row[1] for row in rows], max_gap_factor)
+    gaps = slice_gaps(positions, [row[1] for row in rows], max_gap_factor, min_gap_mm)
     if not gaps:
         return None
     first = gaps[0]
