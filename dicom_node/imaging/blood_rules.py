@@ -16,13 +16,14 @@ on the source grid, each on its own and each measurable on its own
     ``[min_hu, max_hu]`` are not blood: above is calcification or bone,
     below is brain, CSF or fat.
 ``calcification``
-    Dense foci (at least ``calcification_min_hu``) inside the cavity, more
-    than ``calcification_depth_mm`` from the inner table and smaller than
-    ``calcification_max_ml``, are physiologic calcifications (pineal gland,
-    habenula, choroid plexus, basal ganglia, falx) or skull-base bone. Their
-    partial-volume halo (``calcification_halo_mm`` in plane, and the
-    neighbouring slabs) reads like blood and is removed. Each focus is
-    reported with its likely site (:func:`calcification_site`).
+    Dense foci (at least ``calcification_min_hu``) more than
+    ``calcification_depth_mm`` inside the head's bony outline are physiologic
+    calcifications (pineal gland, habenula, choroid plexus, basal ganglia,
+    falx) up to ``calcification_max_ml`` (larger ones are skull-base bone
+    inside the outline, left to ``density``). Their partial-volume halo
+    (``calcification_halo_mm`` in plane, and one source slice above and
+    below) reads like blood and is removed. Each focus is reported with its
+    likely site (:func:`calcification_site`).
 ``dural``
     The falx is a thin dense line on the mid-sagittal plane, the tentorium
     a thin oblique sheet. Within ``falx_zone_mm`` of the midline, blood
@@ -53,6 +54,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from dicom_node.imaging.head_ct import CranialCavity
 from dicom_node.imaging.masks import disk_structuring_element
 
 #: Rule names in the order they run.
@@ -72,7 +74,8 @@ class BloodRuleSettings:
     calcification_min_hu : float
         HU (smoothed) from which a focus inside the cavity is dense.
     calcification_depth_mm : float
-        Foci closer than this to the inner table belong to the skull.
+        Foci closer than this (mm) to the outside of the head's bony outline
+        belong to the skull vault.
     calcification_max_ml : float
         Larger dense regions are not calcifications (mL).
     calcification_halo_mm : float
@@ -95,7 +98,7 @@ class BloodRuleSettings:
     min_hu: float = 38.0
     max_hu: float = 100.0
     calcification_min_hu: float = 130.0
-    calcification_depth_mm: float = 3.0
+    calcification_depth_mm: float = 15.0
     calcification_max_ml: float = 3.0
     calcification_halo_mm: float = 2.5
     dural_max_thickness_mm: float = 3.0
@@ -194,9 +197,11 @@ class BloodRuleReport:
     calcifications: list[Calcification] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        """Return the report as JSON types."""
+        """Return the report as JSON types: skull-base foci are counted, the others listed."""
+        named = [c.as_dict() for c in self.calcifications if c.site != "skull base"]
         return {"removed_ml": {k: round(v, 3) for k, v in self.removed_ml.items()},
-                "calcifications": [c.as_dict() for c in self.calcifications]}
+                "calcifications": named[:20],
+                "skull_base_foci": sum(c.site == "skull base" for c in self.calcifications)}
 
 
 @dataclass(frozen=True)
@@ -296,7 +301,7 @@ def fit_midsagittal_line(cavity: np.ndarray, pixel_spacing_mm: tuple[float, floa
 
 
 def calcification_site(midline_distance_mm: float, near_csf: bool, depth_mm: float,
-                       elongated: bool) -> str:
+                       elongated: bool, peak_hu: float = 300.0) -> str:
     """Name the likely site of a dense intracranial focus from where it lies.
 
     Parameters
@@ -306,31 +311,35 @@ def calcification_site(midline_distance_mm: float, near_csf: bool, depth_mm: flo
     near_csf : bool
         Whether CSF (-5 to 15 HU) lies within 4 mm (a ventricle).
     depth_mm : float
-        Distance from the inner table (mm).
+        Distance from the outside of the head's bony outline (mm).
     elongated : bool
         Longer than three times its width in plane.
+    peak_hu : float
+        Its highest smoothed HU; above 1000 HU it is cortical bone.
 
     Returns
     -------
     str
         ``"falx"`` (midline, elongated), ``"pineal gland"`` (midline),
         ``"choroid plexus"`` (beside a ventricle, off the midline),
-        ``"basal ganglia"`` (deep, 10-35 mm off the midline),
-        ``"skull base"`` (within 10 mm of the inner table) or ``"other"``.
+        ``"basal ganglia"`` (deeper than 35 mm, 10-35 mm off the midline),
+        ``"skull base"`` (within 25 mm of the outline, or denser than
+        1000 HU) or ``"other"``. A midline focus counts as pineal or falx only
+        deeper than 35 mm (the skull base's midline holds the clivus).
 
     References
     ----------
     Kiroglu Y, et al. Diagn Interv Radiol 2010;16:263-269.
     """
     off = abs(midline_distance_mm)
+    if peak_hu > 1000.0 or depth_mm < 25.0:
+        return "skull base"
     if off <= 5.0:
         return "falx" if elongated else "pineal gland"
     if near_csf and off <= 35.0:
         return "choroid plexus"
-    if 10.0 <= off <= 35.0 and depth_mm >= 20.0:
+    if 10.0 <= off <= 35.0 and depth_mm >= 35.0:
         return "basal ganglia"
-    if depth_mm < 10.0:
-        return "skull base"
     return "other"
 
 
@@ -344,8 +353,7 @@ def apply_blood_rules(
     hu: np.ndarray,
     *,
     slab_of_slice: np.ndarray,
-    cavity: np.ndarray,
-    cavity_depth_mm: np.ndarray,
+    cavity: CranialCavity,
     pixel_spacing_mm: tuple[float, float],
     voxel_volume_ml: np.ndarray,
     settings: BloodRuleSettings,
@@ -363,8 +371,8 @@ def apply_blood_rules(
     slab_of_slice : numpy.ndarray
         int (slices,): slab of each source slice
         (:class:`~dicom_node.imaging.ich_input.SlabGrid`).
-    cavity, cavity_depth_mm : numpy.ndarray
-        (slabs, rows, columns) from :func:`dicom_node.imaging.head_ct.cranial_cavity`.
+    cavity : CranialCavity
+        Per slab, from :func:`dicom_node.imaging.head_ct.cranial_cavity`.
     pixel_spacing_mm : tuple of float
         (row, column) spacing in mm.
     voxel_volume_ml : numpy.ndarray
@@ -400,13 +408,13 @@ def apply_blood_rules(
         return float(m.reshape(m.shape[0], -1).sum(axis=1) @ voxel_ml)
 
     if midline is None and ("dural" in settings.enabled or "calcification" in settings.enabled):
-        midline = fit_midsagittal_line(cavity, pixel_spacing_mm)
+        midline = fit_midsagittal_line(cavity.cavity, pixel_spacing_mm)
     for rule in BLOOD_RULES:
         if rule not in settings.enabled:
             continue
         before = volume_ml(mask)
         if rule == "intracranial":
-            mask &= cavity[slab_of_slice]
+            mask &= cavity.cavity[slab_of_slice]
         elif rule == "density" and mask.any():
             slices = np.flatnonzero(mask.any(axis=(1, 2)))
             smooth = _smoothed(hu, slices, 0.5 / pixel_mm)
@@ -414,8 +422,8 @@ def apply_blood_rules(
                 s = smooth[int(k)]
                 mask[k] &= (s >= settings.min_hu) & (s <= settings.max_hu)
         elif rule == "calcification":
-            halo, found = _calcification_halo(hu, slab_of_slice, cavity, cavity_depth_mm,
-                                              pixel_spacing_mm, voxel_ml, settings, midline)
+            halo, found = _calcification_halo(hu, slab_of_slice, cavity, pixel_spacing_mm,
+                                              voxel_ml, settings, midline)
             report.calcifications = found
             mask &= ~halo
         elif rule == "dural" and midline is not None and mask.any():
@@ -424,11 +432,12 @@ def apply_blood_rules(
     return mask, report
 
 
-def _calcification_halo(hu, slab_of_slice, cavity, depth, pixel_spacing_mm, voxel_ml,
+def _calcification_halo(hu, slab_of_slice, cavity: CranialCavity, pixel_spacing_mm, voxel_ml,
                         settings: BloodRuleSettings, midline: MidsagittalLine | None):
     pixel_mm = float(np.sqrt(pixel_spacing_mm[0] * pixel_spacing_mm[1]))
     slices = hu.shape[0]
-    deep = depth[slab_of_slice] > settings.calcification_depth_mm  # view per slice
+    depth = cavity.outline_depth_mm
+    deep = depth[slab_of_slice] > settings.calcification_depth_mm
     dense = np.zeros(hu.shape, dtype=bool)
     candidates = [k for k in range(slices) if deep[k].any()]
     smooth = _smoothed(hu, candidates, 0.75 / pixel_mm)
@@ -450,18 +459,14 @@ def _calcification_halo(hu, slab_of_slice, cavity, depth, pixel_spacing_mm, voxe
         per_slice = component.reshape(component.shape[0], -1).sum(axis=1)
         volume = float(per_slice @ voxel_ml[box[0]])
         if volume > settings.calcification_max_ml:
-            continue
+            continue  # bone inside the outline (petrous ridge, clinoid): left to `density`
         k0, k1 = box[0].start, box[0].stop
         r0, r1 = max(0, box[1].start - pad), min(hu.shape[1], box[1].stop + pad)
         c0, c1 = max(0, box[2].start - pad), min(hu.shape[2], box[2].stop + pad)
         flat = (labels[k0:k1, r0:r1, c0:c1] == index).any(axis=0).astype(np.uint8)
         grown = cv2.dilate(flat, kernel) > 0
-        slab_lo = int(slab_of_slice[k0])
-        slab_hi = int(slab_of_slice[k1 - 1])
-        members = np.flatnonzero((slab_of_slice >= slab_lo - 1) & (slab_of_slice <= slab_hi + 1))
-        lo = max(0, min(int(members.min()), k0 - 1))
-        hi = min(slices, max(int(members.max()) + 1, k1 + 1))
-        halo[lo:hi, r0:r1, c0:c1] |= grown[None]
+        # One source slice beyond the focus on each side shares its partial volume.
+        halo[max(0, k0 - 1):min(slices, k1 + 1), r0:r1, c0:c1] |= grown[None]
         # Site of the focus, from its densest voxel.
         values = np.where(component, np.asarray([smooth.get(k, hu[k])[box[1], box[2]]
                                                  for k in range(k0, k1)]), -np.inf)
@@ -475,7 +480,7 @@ def _calcification_halo(hu, slab_of_slice, cavity, depth, pixel_spacing_mm, voxe
         elongated = bool(extent.max() >= 3 * max(1, extent.min()))
         found.append(Calcification(
             site=calcification_site(offset, near_csf, float(depth[slab_of_slice[k], r, c]),
-                                    elongated),
+                                    elongated, peak),
             slice_index=k, volume_ml=volume, peak_hu=peak, midline_distance_mm=offset,
         ))
     return halo, found

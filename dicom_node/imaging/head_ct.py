@@ -26,9 +26,10 @@ of a finding. The checks, in order:
 ``contrast``
     No iodinated contrast: the header names no Contrast/Bolus Agent, and
     the cavity holds less than :attr:`HeadCtLimits.max_enhanced_ml` of
-    voxels at 150-600 HU more than 4 mm inside the inner table (enhanced
-    arteries and venous sinuses; physiologic calcifications are far
-    smaller).
+    voxels at 150-600 HU more than 4 mm inside the inner table and more than
+    3 mm from any voxel above 600 HU (enhanced arteries and venous sinuses;
+    physiologic calcifications are far smaller, and bone's partial-volume
+    rim is left out).
 
 Everything runs on the slab grid of the ICH model
 (:func:`~dicom_node.imaging.ich_input.slab_grid`), at source pixel spacing.
@@ -58,6 +59,14 @@ logger = logging.getLogger(__name__)
 
 #: Parenchyma range (HU): white matter about 20-30, grey matter 35-45.
 BRAIN_HU_RANGE = (15.0, 50.0)
+#: Depth (mm) of the vault's outer table to its inner table, generously.
+SKULL_DEPTH_MM = 12.0
+#: Slabs whose cavity is at least this fraction of the largest lie above the skull base.
+SUPRATENTORIAL_AREA_FRACTION = 0.6
+#: A slab with this many pixels above 600 HU deep inside the outline cuts the skull base.
+DEEP_BONE_MIN_PIXELS = 50
+#: Dense voxels this close (mm) to one above 600 HU are bone's partial volume.
+BONE_MARGIN_MM = 3.0
 #: Enhanced lumen range (HU) of the contrast check.
 ENHANCED_HU_RANGE = (150.0, 600.0)
 
@@ -107,20 +116,15 @@ class HeadCtMeasures:
 
     Parameters
     ----------
-    cavity : numpy.ndarray
-        bool array (slabs, rows, columns): the region enclosed by the skull,
-        bone excluded, per slab.
-    cavity_depth_mm : numpy.ndarray
-        float32 array (slabs, rows, columns): in-plane distance (mm) of each
-        cavity pixel to the cavity edge (inner table); 0 outside.
+    cavity : CranialCavity
+        The region enclosed by the skull, per slab, with its depth maps.
     figures : dict
         JSON-serialisable figures: ``air_fraction``, ``bone_p999_hu``,
         ``cavity_ml``, ``brain_fraction``, ``cavity_air_fraction``,
         ``enhanced_ml``.
     """
 
-    cavity: np.ndarray
-    cavity_depth_mm: np.ndarray
+    cavity: CranialCavity
     figures: dict
 
 
@@ -133,8 +137,31 @@ def _fill_holes(ring: np.ndarray) -> np.ndarray:
     return (flood[1:-1, 1:-1] == 0)
 
 
+@dataclass(frozen=True, eq=False)
+class CranialCavity:
+    """The cranial cavity of a stack of slabs, with two depth maps.
+
+    Parameters
+    ----------
+    cavity : numpy.ndarray
+        bool (slabs, rows, columns): inside a closed bone ring, bone excluded.
+    depth_mm : numpy.ndarray
+        float32 (slabs, rows, columns): in-plane distance (mm) of each cavity
+        pixel to the nearest pixel outside the cavity (the inner table, or a
+        dense focus); 0 outside it.
+    outline_depth_mm : numpy.ndarray
+        float32 (slabs, rows, columns): in-plane distance (mm) to the outside
+        of the head's bony outline (skull included); dense foci deep inside
+        it are calcifications or skull-base bone, not the vault.
+    """
+
+    cavity: np.ndarray
+    depth_mm: np.ndarray
+    outline_depth_mm: np.ndarray
+
+
 def cranial_cavity(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
-                   limits: HeadCtLimits | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   limits: HeadCtLimits | None = None) -> CranialCavity:
     """Trace the cranial cavity slab by slab and measure depth from the inner table.
 
     Parameters
@@ -148,11 +175,8 @@ def cranial_cavity(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
 
     Returns
     -------
-    cavity : numpy.ndarray
-        bool (slabs, rows, columns): inside a closed bone ring, bone excluded.
-    depth_mm : numpy.ndarray
-        float32 (slabs, rows, columns): in-plane Euclidean distance (mm) to
-        the nearest pixel outside the cavity; 0 outside it.
+    CranialCavity
+        The cavity and its depth maps.
 
     References
     ----------
@@ -162,6 +186,7 @@ def cranial_cavity(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     kernel = disk_structuring_element(limits.skull_closing_mm, pixel_spacing_mm)
     cavity = np.zeros(hu.shape, dtype=bool)
     depth = np.zeros(hu.shape, dtype=np.float32)
+    outline = np.zeros(hu.shape, dtype=np.float32)
     row_mm, col_mm = pixel_spacing_mm
     pixel_mm = float(np.sqrt(row_mm * col_mm))
     for k in range(hu.shape[0]):
@@ -169,12 +194,65 @@ def cranial_cavity(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
         if not bone.any():
             continue
         ring = cv2.morphologyEx(bone, cv2.MORPH_CLOSE, kernel)
-        inside = _fill_holes(ring) & (ring == 0)
+        head = _fill_holes(ring) | (ring > 0)
+        inside = head & (ring == 0)
         if not inside.any():
             continue
         cavity[k] = inside
+        outline[k] = cv2.distanceTransform(head.astype(np.uint8), cv2.DIST_L2, 5) * pixel_mm
         depth[k] = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 5) * pixel_mm
-    return cavity, depth
+    return CranialCavity(cavity=cavity, depth_mm=depth, outline_depth_mm=outline)
+
+
+def enhanced_voxels(smoothed: np.ndarray, traced: CranialCavity,
+                    pixel_spacing_mm: tuple[float, float],
+                    limits: HeadCtLimits | None = None) -> np.ndarray:
+    """Voxels that look like contrast-filled lumen inside the head.
+
+    Dense voxels (:data:`ENHANCED_HU_RANGE`) inside the bony outline, more
+    than ``enhanced_depth_mm`` deeper than the outer table plus
+    :data:`SKULL_DEPTH_MM`, on slabs whose cavity is at least
+    :data:`SUPRATENTORIAL_AREA_FRACTION` of the largest cross-section (above
+    the skull base, whose thin bone walls read 150-600 HU in thick slabs),
+    and farther than :data:`BONE_MARGIN_MM` from any voxel above 600 HU.
+    Enhanced arteries are denser than the 150 HU bone threshold of the cavity
+    tracing, so they are looked for in the whole outline, not in the cavity.
+
+    Parameters
+    ----------
+    smoothed : numpy.ndarray
+        float32 (slabs, rows, columns): HU smoothed with sigma 0.75 mm.
+    traced : CranialCavity
+        From :func:`cranial_cavity`.
+    pixel_spacing_mm : tuple of float
+        (row, column) spacing in mm.
+    limits : HeadCtLimits or None
+        ``enhanced_depth_mm``; defaults when None.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool (slabs, rows, columns).
+
+    References
+    ----------
+    Lev MH, et al. CT angiography in the rapid triage of patients with
+    hyperacute stroke. AJNR 2001;22:1478-1485 (arterial enhancement 200-400 HU).
+    """
+    limits = limits or HeadCtLimits()
+    area = traced.cavity.reshape(traced.cavity.shape[0], -1).sum(axis=1)
+    upper = area >= SUPRATENTORIAL_AREA_FRACTION * max(1, int(area.max()))
+    margin = disk_structuring_element(BONE_MARGIN_MM, pixel_spacing_mm)
+    out = np.zeros(smoothed.shape, dtype=bool)
+    for k in np.flatnonzero(upper):
+        deep = traced.outline_depth_mm[k] > SKULL_DEPTH_MM + limits.enhanced_depth_mm
+        if (deep & (smoothed[k] > ENHANCED_HU_RANGE[1])).sum() >= DEEP_BONE_MIN_PIXELS:
+            continue  # skull-base level: orbital roofs, sphenoid, petrous bone in the slab
+        dense = (smoothed[k] >= ENHANCED_HU_RANGE[0]) & (smoothed[k] <= ENHANCED_HU_RANGE[1]) & deep
+        if dense.any():
+            near_bone = cv2.dilate((smoothed[k] > ENHANCED_HU_RANGE[1]).astype(np.uint8), margin)
+            out[k] = dense & (near_bone == 0)
+    return out
 
 
 def _smooth(hu: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -246,7 +324,8 @@ def check_head_ct(
             f"least {limits.min_air_fraction:.0%} expected (zero-filled or skull-stripped "
             "background?)",
         )
-    cavity, depth = cranial_cavity(hu, pixel_spacing_mm, limits)
+    traced = cranial_cavity(hu, pixel_spacing_mm, limits)
+    cavity, depth = traced.cavity, traced.depth_mm
     per_slab = cavity.reshape(cavity.shape[0], -1).sum(axis=1)
     cavity_ml = float(per_slab @ np.asarray(voxel_volume_ml, dtype=np.float64))
     figures["cavity_ml"] = round(cavity_ml, 1)
@@ -272,8 +351,7 @@ def check_head_ct(
             f"{limits.max_cavity_air_fraction:.0%}): a phantom, an empty skull or not a human head",
         )
     agent = (contrast_bolus_agent or "").strip()
-    deep = depth > limits.enhanced_depth_mm
-    enhanced = deep & (smoothed >= ENHANCED_HU_RANGE[0]) & (smoothed <= ENHANCED_HU_RANGE[1])
+    enhanced = enhanced_voxels(smoothed, traced, pixel_spacing_mm, limits)
     per_slab = enhanced.reshape(enhanced.shape[0], -1).sum(axis=1)
     enhanced_ml = float(per_slab @ np.asarray(voxel_volume_ml, dtype=np.float64))
     figures["enhanced_ml"] = round(enhanced_ml, 3)
@@ -291,4 +369,4 @@ def check_head_ct(
             f"{limits.max_enhanced_ml:g} mL of calcification expected); the hemorrhage model "
             "reads non-contrast head CT only",
         )
-    return HeadCtMeasures(cavity=cavity, cavity_depth_mm=depth, figures=figures)
+    return HeadCtMeasures(cavity=traced, figures=figures)

@@ -678,14 +678,14 @@ def findings_from_prediction(
     if rules is not None and rules.enabled:
         if head is None:
             slab_hu = prediction.slabs.hu if prediction.slabs is not None else volume.hu
-            cavity, depth = cranial_cavity(slab_hu, volume.pixel_spacing_mm)
+            cavity = cranial_cavity(slab_hu, volume.pixel_spacing_mm)
         else:
-            cavity, depth = head.cavity, head.cavity_depth_mm
+            cavity = head.cavity
         blood, report = apply_blood_rules(
             blood, volume.hu, slab_of_slice=slab_of_slice, cavity=cavity,
-            cavity_depth_mm=depth, pixel_spacing_mm=volume.pixel_spacing_mm,
+            pixel_spacing_mm=volume.pixel_spacing_mm,
             voxel_volume_ml=volume.voxel_volume_ml, settings=rules,
-            midline=fit_midsagittal_line(cavity, volume.pixel_spacing_mm),
+            midline=fit_midsagittal_line(cavity.cavity, volume.pixel_spacing_mm),
             thin_ok=_subarachnoid_leading(source)[slab_of_slice],
         )
     regions, count = ndimage.label(blood)
