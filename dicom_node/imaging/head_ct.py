@@ -325,7 +325,7 @@ def check_head_ct(
             "background?)",
         )
     traced = cranial_cavity(hu, pixel_spacing_mm, limits)
-    cavity, depth = traced.cavity, traced.depth_mm
+    cavity = traced.cavity
     per_slab = cavity.reshape(cavity.shape[0], -1).sum(axis=1)
     cavity_ml = float(per_slab @ np.asarray(voxel_volume_ml, dtype=np.float64))
     figures["cavity_ml"] = round(cavity_ml, 1)
