@@ -1038,6 +1038,82 @@ def train_ich_command(
     typer.echo(f"model package: {package}")
 
 
+@evaluate_app.command("ich-rules")
+def evaluate_ich_rules_command(
+    model: Annotated[
+        Path | None, typer.Option(help="Model package folder; default: newest shipped.")
+    ] = None,
+    base: Annotated[
+        Path | None, typer.Option(help="Real head CT folder (lesion base); default: packaged.")
+    ] = None,
+    cases: Annotated[int, typer.Option(help="Synthetic series.")] = 60,
+    seed_start: Annotated[
+        int, typer.Option(help="First seed: 200000 validation, 900000 held out.")
+    ] = 200_000,
+    mimics: Annotated[bool, typer.Option(help="Hard mimics in every case.")] = True,
+    min_specificity: Annotated[float, typer.Option(help="Target of the operating point.")] = 0.95,
+    set_threshold: Annotated[
+        bool, typer.Option(help="Store the operating point in the package (validation seeds).")
+    ] = False,
+    processes: Annotated[int, typer.Option(help="Processes generating cases.")] = 1,
+    report: Annotated[
+        Path, typer.Option(help="Report path without suffix (.json and .md are written).")
+    ] = Path("docs/ich-rules"),
+) -> None:
+    """Ablate the ICH blood rules one at a time and find the operating point.
+
+    Each case is predicted once and judged with no rule, each rule alone and
+    all rules: AUC, sensitivity, specificity, false alarms removed, true
+    bleeds lost, subtype Dice and spurious subdural/epidural calls.
+    """
+    from dicom_node.pipelines.ich import default_model_dir
+    from dicom_node.training.ablation_ich import (
+        evaluate_blood_rules,
+        markdown_table,
+        set_operating_point,
+        write_report,
+    )
+
+    configure_logging("WARNING")
+    try:
+        folder = model if model is not None else default_model_dir()
+        result = evaluate_blood_rules(
+            folder, base if base is not None else sample_head_ct_dir(), cases=cases,
+            seed_start=seed_start, mimics=mimics, processes=processes,
+            min_specificity=min_specificity)
+        if set_threshold:
+            set_operating_point(folder, result)
+    except (ValueError, DicomNodeError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    write_report(result, report)
+    typer.echo(markdown_table(result))
+    typer.echo(f"reports: {report}.json {report}.md")
+
+
+@train_app.command("ich-package")
+def train_ich_package_command(
+    source: Annotated[Path, typer.Option("--from", help="Package whose weights are used.")],
+    version: Annotated[str, typer.Option(help="Version of the new package.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Package folder; default: models/ich/<version>.")
+    ] = None,
+) -> None:
+    """Write a package with existing weights and the region rule, slabs and blood rules.
+
+    No training: the weights file is copied (same sha256). Set its threshold
+    next with ``dicom-node evaluate ich-rules --set-threshold``.
+    """
+    from dicom_node.training.ablation_ich import derive_region_package
+
+    try:
+        folder = derive_region_package(source, out or Path("models/ich") / version, version)
+    except (ValueError, DicomNodeError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(f"wrote {folder}")
+
+
 @evaluate_app.command("ich")
 def evaluate_ich_command(
     model: Annotated[

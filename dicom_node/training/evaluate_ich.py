@@ -70,7 +70,7 @@ def roc_auc(scores: Sequence[float], truth: Sequence[bool]) -> float | None:
 
 
 def evaluation_plan(cases: int, seed_start: int = EVALUATION_SEED_START,
-                    negative_fraction: float = 0.25) -> list[tuple[int, tuple[str, ...]]]:
+                    negative_fraction: float = 0.25, *, mimics: bool = False) -> list[tuple]:
     """A balanced list of (seed, subtypes) for the held-out set.
 
     Parameters
@@ -82,11 +82,17 @@ def evaluation_plan(cases: int, seed_start: int = EVALUATION_SEED_START,
     negative_fraction : float
         Share of negatives; the rest is split equally between the five
         single subtypes and multi-lesion cases (two different subtypes).
+    mimics : bool
+        Give every case, negative or positive, 1-4 hard mimics of hemorrhage
+        (:mod:`dicom_node.training.mimics`). Seeds and subtypes are the same
+        either way.
 
     Returns
     -------
     list of tuple
-        ``(seed, subtypes)``, subtypes empty for a negative.
+        ``(seed, subtypes)``, subtypes empty for a negative; with
+        ``mimics``, ``(seed, subtypes, True)`` as
+        :func:`dicom_node.training.ich_data.iter_synthetic_cases` reads it.
     """
     negatives = int(round(cases * negative_fraction))
     rng = np.random.default_rng(seed_start)
@@ -100,6 +106,8 @@ def evaluation_plan(cases: int, seed_start: int = EVALUATION_SEED_START,
             kind = tuple(ICH_SUBTYPES[int(j)] for j in sorted(pair))
         plan.append(kind)
         i += 1
+    if mimics:
+        return [(seed_start + n, subtypes, True) for n, subtypes in enumerate(plan)]
     return [(seed_start + n, subtypes) for n, subtypes in enumerate(plan)]
 
 
@@ -162,6 +170,7 @@ def score_case(case, package, model) -> dict:
                          if prediction is not None and prediction.slabs is None
                          else [0.0] * int(truth.shape[0])),
         "not_analysable": details.get("not_analysable"),
+        "mimics": [f"{m.kind}: {m.site}" for m in getattr(case, "mimics", ())],
     }
     for subtype in ICH_SUBTYPES:
         value = subtype_label(subtype)
@@ -266,7 +275,8 @@ def markdown_report(report: dict) -> str:
 
 def evaluate_ich(model_dir: Path, base_dir: Path, *, cases: int = 120,
                  seed_start: int = EVALUATION_SEED_START, processes: int = 2,
-                 report_path: Path | None = None, command: str = "") -> dict:
+                 report_path: Path | None = None, command: str = "",
+                 mimics: bool = False, scanner: bool = False) -> dict:
     """Evaluate a model package and write ``evaluation.json`` into it.
 
     Parameters
@@ -285,6 +295,13 @@ def evaluate_ich(model_dir: Path, base_dir: Path, *, cases: int = 120,
         Also write ``<report_path>.json`` and ``<report_path>.md``.
     command : str
         Command line recorded in the report.
+    mimics : bool
+        Give every held-out case (negatives and positives) 1-4 hard mimics
+        (:func:`evaluation_plan`); the report's ``mimics`` says so and each
+        case row lists its mimics.
+    scanner : bool
+        Vary kernel, noise and field of view of every case; recorded as
+        ``scanner_variety``.
 
     Returns
     -------
@@ -318,9 +335,10 @@ def evaluate_ich(model_dir: Path, base_dir: Path, *, cases: int = 120,
     started = time.monotonic()
     package = IchModelPackage.load(Path(model_dir))
     model = load_keras_model(package.path / WEIGHTS_NAME)
-    plan = evaluation_plan(cases, seed_start)
+    plan = evaluation_plan(cases, seed_start, mimics=mimics)
     base = load_base_volume(Path(base_dir))
-    generated = iter_synthetic_cases(base, plan, processes=max(1, processes))
+    generated = iter_synthetic_cases(base, plan, processes=max(1, processes),
+                                     scanner=scanner)
     rows = [score_case(case, package, model)
             for case in track(generated, total=len(plan), description="evaluating")]
     report = summarise(rows, package.threshold)
@@ -328,13 +346,17 @@ def evaluate_ich(model_dir: Path, base_dir: Path, *, cases: int = 120,
     report.update({
         "model": {"name": package.name, "version": package.version},
         "seeds": [plan[0][0], plan[-1][0]],
+        "mimics": bool(mimics),
+        "scanner_variety": bool(scanner),
         "real_head": {
             "any_ich_probability": details["any_ich_probability"],
             "positive": any(f.present for f in findings),
             "total_volume_ml": details["total_volume_ml"],
         },
         "cases": rows,
-        "command": command or f"dicom-node evaluate ich --model {model_dir} --cases {cases}",
+        "command": command or (f"dicom-node evaluate ich --model {model_dir} --cases {cases}"
+                               + (" (mimics)" if mimics else "")
+                               + (" (scanner variety)" if scanner else "")),
         "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores",
         "seconds": round(time.monotonic() - started, 1),
     })

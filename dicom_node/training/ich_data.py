@@ -19,6 +19,7 @@ DICOM PS3.3 C.7.6.2 Image Plane Module (geometry of the downsampled volume).
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 from collections.abc import Iterator, Sequence
@@ -134,6 +135,10 @@ class ModelGridCase:
         Label-mask volume (mL, on the source grid) of each lesion, same order.
     seed : int
         Seed of the case (-1 for a case from a real dataset).
+    mimics : tuple of str
+        ``"kind: site"`` of each hard mimic or scanner change in the case
+        (:attr:`dicom_node.training.lesions.SyntheticCase.mimics`); empty
+        when none.
     """
 
     windowed: np.ndarray
@@ -141,6 +146,7 @@ class ModelGridCase:
     subtypes: tuple[str, ...]
     volumes_ml: tuple[float, ...]
     seed: int
+    mimics: tuple[str, ...] = ()
 
 
 def case_on_model_grid(case, spec: IchInputSpec) -> ModelGridCase:
@@ -173,29 +179,54 @@ def case_on_model_grid(case, spec: IchInputSpec) -> ModelGridCase:
         subtypes=tuple(lesion.subtype for lesion in case.lesions),
         volumes_ml=tuple(float(lesion.mask_volume_ml) for lesion in case.lesions),
         seed=case.seed,
+        mimics=mimic_names(case),
     )
+
+
+def mimic_names(case) -> tuple[str, ...]:
+    """``"kind: site"`` of every mimic of a :class:`~dicom_node.training.lesions.SyntheticCase`.
+
+    Parameters
+    ----------
+    case : SyntheticCase
+        A synthetic case (cases made before mimics existed have none).
+
+    Returns
+    -------
+    tuple of str
+    """
+    return tuple(f"{m.kind}: {m.site}" for m in getattr(case, "mimics", ()))
 
 
 _WORKER_STATE: dict = {}
 
 
-def _init_worker(base: CTVolume, anatomy, spec: IchInputSpec | None) -> None:
+def _init_worker(base: CTVolume, anatomy, spec: IchInputSpec | None,
+                 mimics: float | bool = 0.0, scanner: bool = False) -> None:
     cv2.setNumThreads(1)
-    _WORKER_STATE.update(base=base, anatomy=anatomy, spec=spec)
+    _WORKER_STATE.update(base=base, anatomy=anatomy, spec=spec, mimics=mimics, scanner=scanner)
 
 
 def _make_one(item):
     from dicom_node.training.lesions import make_case
 
-    seed, subtypes = item if isinstance(item, tuple) else (item, None)
+    mimics = _WORKER_STATE.get("mimics", 0.0)
+    if isinstance(item, tuple):
+        seed, subtypes, *rest = item
+        if rest:
+            mimics = rest[0]
+    else:
+        seed, subtypes = item, None
     case = make_case(_WORKER_STATE["base"], _WORKER_STATE["anatomy"], seed=seed,
-                     subtypes=subtypes)
+                     subtypes=subtypes, mimics=mimics,
+                     scanner=bool(_WORKER_STATE.get("scanner", False)))
     spec = _WORKER_STATE["spec"]
     return case if spec is None else case_on_model_grid(case, spec)
 
 
 def iter_synthetic_cases(base: CTVolume, seeds: Sequence, spec: IchInputSpec | None = None, *,
-                         processes: int = 2) -> Iterator:
+                         processes: int = 2, mimics: float | bool = 0.0,
+                         scanner: bool = False) -> Iterator:
     """Generate synthetic cases in worker processes, yielding them in order.
 
     The anatomy of ``base`` is derived once, here, so a base without a head
@@ -207,17 +238,24 @@ def iter_synthetic_cases(base: CTVolume, seeds: Sequence, spec: IchInputSpec | N
     ----------
     base : CTVolume
         The base head (full resolution, or :func:`downsample_volume` of it).
-    seeds : sequence of int or of (int, tuple of str)
+    seeds : sequence of int, of (int, tuple of str) or of (int, tuple of str, float)
         One case per item; a seed alone draws a random subtype mix
         (:func:`dicom_node.training.lesions.random_subtypes`), a pair fixes
-        the subtypes (empty tuple: negative). The seed fixes deformation and
-        lesions.
+        the subtypes (empty tuple: negative), a third element sets that
+        case's mimic probability (overriding ``mimics``). The seed fixes
+        deformation, lesions and mimics.
     spec : IchInputSpec or None
         Resample each case onto this model grid (:class:`ModelGridCase`);
         None yields the :class:`~dicom_node.training.lesions.SyntheticCase`
         on the base's own grid.
     processes : int
         Worker processes (1 runs in this process).
+    mimics : float or bool
+        Probability that a case gets 1-4 hard mimics
+        (``make_case(mimics=...)``); 0 makes exactly the cases made before
+        mimics existed.
+    scanner : bool
+        Vary kernel, noise and field of view (``make_case(scanner=...)``).
 
     Yields
     ------
@@ -234,7 +272,7 @@ def iter_synthetic_cases(base: CTVolume, seeds: Sequence, spec: IchInputSpec | N
     from dicom_node.training.anatomy import derive_anatomy
 
     items = [s if isinstance(s, tuple) else int(s) for s in seeds]
-    state = (base, derive_anatomy(base), spec)
+    state = (base, derive_anatomy(base), spec, mimics, bool(scanner))
     if processes <= 1:
         _init_worker(*state)
         yield from map(_make_one, items)
@@ -246,7 +284,7 @@ def iter_synthetic_cases(base: CTVolume, seeds: Sequence, spec: IchInputSpec | N
 
 def generate_model_grid_cases(
     base: CTVolume, seeds: Sequence, spec: IchInputSpec, *, processes: int = 2,
-    progress: bool = True,
+    progress: bool = True, mimics: float | bool = 0.0, scanner: bool = False,
 ) -> list[ModelGridCase]:
     """Generate synthetic cases on the model grid, with a progress bar.
 
@@ -262,6 +300,10 @@ def generate_model_grid_cases(
         Worker processes (1 runs in this process).
     progress : bool
         Show a progress bar (rich).
+    mimics : float or bool
+        Probability of hard mimics per case, as :func:`iter_synthetic_cases`.
+    scanner : bool
+        Scanner variety, as :func:`iter_synthetic_cases`.
 
     Returns
     -------
@@ -275,7 +317,8 @@ def generate_model_grid_cases(
     """
     from rich.progress import track
 
-    iterator = iter_synthetic_cases(base, seeds, spec, processes=processes)
+    iterator = iter_synthetic_cases(base, seeds, spec, processes=processes, mimics=mimics,
+                                    scanner=scanner)
     return list(track(iterator, total=len(seeds), description="synthetic cases",
                       disable=not progress))
 
@@ -310,6 +353,7 @@ def save_cases(path: Path, cases: Sequence[ModelGridCase]) -> None:
         labels=np.stack([c.labels for c in cases]),
         seeds=np.array([c.seed for c in cases], dtype=np.int64),
         lesions=np.array(lesion_rows, dtype=np.float64).reshape(-1, 3),
+        mimics=np.array([json.dumps(list(c.mimics)) for c in cases], dtype=str),
     )
 
 
@@ -329,6 +373,9 @@ def load_cases(path: Path) -> list[ModelGridCase]:
         windowed, labels, seeds, lesions = (
             data["windowed"], data["labels"], data["seeds"], data["lesions"]
         )
+        # Files written before mimics existed have no "mimics" entry.
+        mimics = ([tuple(json.loads(str(v))) for v in data["mimics"]] if "mimics" in data.files
+                  else [()] * len(seeds))
     cases = []
     for i in range(len(seeds)):
         rows = lesions[lesions[:, 0] == i]
@@ -338,5 +385,6 @@ def load_cases(path: Path) -> list[ModelGridCase]:
             subtypes=tuple(ICH_SUBTYPES[int(r[1])] for r in rows),
             volumes_ml=tuple(float(r[2]) for r in rows),
             seed=int(seeds[i]),
+            mimics=mimics[i],
         ))
     return cases

@@ -16,7 +16,12 @@ Each subtype has its own shape model, anchored to the anatomy of
   inner table over a long arc (up to a third of the circumference) and many
   slices, tapering at its ends; or (:data:`SUBDURAL_FALX_PROBABILITY`, up to
   :data:`SUBDURAL_FALX_MAX_ML`) a thin parafalcine band along one side of the
-  mid-sagittal line, above the ventricles; 50-80 HU.
+  mid-sagittal line, above the ventricles; or
+  (:data:`SUBDURAL_TENTORIUM_PROBABILITY`, up to
+  :data:`SUBDURAL_TENTORIUM_MAX_ML`) a thin crescent (at most
+  :data:`SUBDURAL_TENTORIUM_MAX_THICKNESS_MM`) on the upper surface of one
+  leaf of the tentorium
+  (:class:`~dicom_node.training.landmarks.TentoriumModel`); 50-80 HU.
 - **subarachnoid**: a partial, connected filling of sulci and cisterns near
   a seed point, dilated by about one pixel, replacing CSF density; 40-70 HU.
 - **intraparenchymal**: an irregular round lesion (ellipsoid perturbed by
@@ -38,6 +43,13 @@ overwrite earlier ones). The blood carries a faint low-frequency texture
 that the partial-volume sum reaches the requested volume. Optional mass
 effect pushes the tissue around large lesions radially outwards, in plane,
 before blending, keeping the skull still.
+
+Hard mimics (:mod:`dicom_node.training.mimics`): :func:`make_case` can also
+draw 1-4 dense normal structures or artefacts into a case (calcifications,
+dense falx or tentorium, beam hardening, partial-volume bone, motion) and
+vary the scanner (kernel, noise, field of view), from child generators of the
+seed, so a case made without them is byte-identical to before. They never
+change the labels.
 
 References
 ----------
@@ -72,6 +84,14 @@ from dicom_node.imaging.ich_input import ICH_SUBTYPES, subtype_label
 from dicom_node.series.volume import CTVolume
 from dicom_node.training.anatomy import HeadAnatomy
 from dicom_node.training.augment import deform_case
+from dicom_node.training.landmarks import find_landmarks, random_tentorium
+from dicom_node.training.mimics import (
+    ACQUISITION_MIMICS,
+    MimicSpec,
+    draw_mimics,
+    insert_mimics,
+    vary_scanner,
+)
 from dicom_node.training.synthetic import _high_pass_sd, _unit_noise, _write_hu, with_new_uids
 
 logger = logging.getLogger(__name__)
@@ -108,6 +128,15 @@ SUBDURAL_MAX_THICKNESS_MM = 15.0
 SUBDURAL_FALX_PROBABILITY = 0.2
 #: Largest volume (mL) of a falx subdural hematoma (larger ones go on the convexity).
 SUBDURAL_FALX_MAX_ML = 15.0
+#: Probability that a subdural hematoma lies on the tentorium (drawn after the falx one).
+SUBDURAL_TENTORIUM_PROBABILITY = 0.15
+#: Largest volume (mL) of a tentorial subdural hematoma (larger ones go on the convexity).
+SUBDURAL_TENTORIUM_MAX_ML = 10.0
+#: Largest thickness (mm) of a tentorial subdural hematoma.
+SUBDURAL_TENTORIUM_MAX_THICKNESS_MM = 6.0
+#: Seed suffixes of the child generators of the mimics and of the scanner variety.
+MIMIC_SEED_KEY = 7
+SCANNER_SEED_KEY = 8
 #: Probability of a hypodense edema rim around an intraparenchymal hematoma.
 EDEMA_PROBABILITY = 0.6
 #: Probability of a sharp horizontal fluid level in an intraventricular hemorrhage.
@@ -171,6 +200,10 @@ class SyntheticCase:
         In insertion order; empty for a negative case.
     seed : int
         The seed that reproduces the case with :func:`make_case`.
+    mimics : tuple of MimicSpec
+        Hard mimics and scanner changes drawn into the case
+        (:mod:`dicom_node.training.mimics`), in order; empty by default.
+        They are not blood and have no label.
 
     References
     ----------
@@ -181,6 +214,7 @@ class SyntheticCase:
     labels: np.ndarray
     lesions: tuple[LesionSpec, ...]
     seed: int
+    mimics: tuple[MimicSpec, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -517,13 +551,25 @@ def _subdural(
     sampler: _Sampler, rng: np.random.Generator, target_ml: float
 ) -> tuple[tuple[int, int, int], np.ndarray, None]:
     centre = _head_centre(sampler)
-    falx = rng.random() < SUBDURAL_FALX_PROBABILITY
+    u = rng.random()
+    falx = u < SUBDURAL_FALX_PROBABILITY
+    tentorial = not falx and u < SUBDURAL_FALX_PROBABILITY + SUBDURAL_TENTORIUM_PROBABILITY
     if falx and target_ml <= SUBDURAL_FALX_MAX_ML:
         origin, fraction, _ = _subdural_falx(sampler, rng, target_ml, centre)
         voxel_ml = sampler.voxel_ml[origin[0] : origin[0] + fraction.shape[0]]
         if float(fraction.sum(axis=(1, 2)) @ voxel_ml) >= 0.9 * target_ml:
             return origin, fraction, None
         # The falx is too short here for this volume: put it on the convexity.
+    if tentorial and target_ml <= SUBDURAL_TENTORIUM_MAX_ML:
+        try:
+            origin, fraction, _ = _subdural_tentorium(sampler, rng, target_ml)
+        except ValueError:
+            pass  # no tentorium in this anatomy (no ventricles to find it by)
+        else:
+            voxel_ml = sampler.voxel_ml[origin[0] : origin[0] + fraction.shape[0]]
+            if float(fraction.sum(axis=(1, 2)) @ voxel_ml) >= 0.9 * target_ml:
+                return origin, fraction, None
+        # The tentorium holds too little here: put it on the convexity.
     theta0, radius, z0 = _pick_table_point(sampler, rng, centre, 0.7)
     radius = max(radius, 30.0)
     # A crescent: thin for its extent, thicker when large (about 2-4 mm at 3 mL, 10-14 at 80).
@@ -640,6 +686,61 @@ def _subdural_falx(
             anatomy.intracranial[k]
             & (np.abs(distance) <= band_max + 2.0)
             & (np.abs(along - t0) <= half_length + 2.0)
+        )
+    origin, levels, s = _geometric_lesion(sampler, region, level, target_ml, band_max, 4)
+    return origin, (levels <= s).mean(axis=1, dtype=np.float32), None
+
+
+def _subdural_tentorium(
+    sampler: _Sampler, rng: np.random.Generator, target_ml: float
+) -> tuple[tuple[int, int, int], np.ndarray, None]:
+    """A thin crescent on the upper surface of one leaf of the tentorium."""
+    landmarks = find_landmarks(sampler.volume, sampler.anatomy)
+    model = random_tentorium(landmarks, rng)  # ValueError without a pineal site
+    side = 1.0 if rng.random() < 0.5 else -1.0
+    band_max = SUBDURAL_TENTORIUM_MAX_THICKNESS_MM
+    thickness = float(rng.uniform(2.0, band_max))
+    rho0 = float(rng.uniform(25.0, 45.0))
+    aspect = float(rng.uniform(1.2, 2.5))
+    # Footprint for the volume: a superellipse patch (about 0.8 of its box) x 0.6 x thickness.
+    area = target_ml * 1000.0 / (0.6 * thickness)
+    half_width = float(np.clip(np.sqrt(area / (3.2 * aspect)), 6.0, rho0 - 5.0))
+    half_angle = float(np.clip(aspect * half_width / rho0, np.deg2rad(15.0), np.deg2rad(70.0)))
+    theta0 = float(np.deg2rad(rng.uniform(35.0, 110.0)))
+
+    def patch(x: np.ndarray, y: np.ndarray, slack: float) -> tuple[np.ndarray, np.ndarray]:
+        theta = np.arctan2(x * np.float32(side), y)
+        rho = np.sqrt(x * x + y * y)
+        a = ((theta - np.float32(theta0)) / np.float32(half_angle * slack)) ** 4
+        b = ((rho - np.float32(rho0)) / np.float32(half_width * slack)) ** 4
+        shape = np.sqrt(np.clip(1.0 - a, 0.0, 1.0) * np.clip(1.0 - b, 0.0, 1.0))
+        return shape, (x * np.float32(side) > 0.0) & model.on_sheet(x, y)
+
+    def level(k: int, j: int, box: tuple[int, int, int, int]) -> np.ndarray:
+        x, y, z = model.head_coordinates(lambda e: sampler.project(e, k, j, box))
+        height = model.height_mm(x, y, z)
+        shape, allowed = patch(x, y, 1.0)
+        inside = sampler.sample(sampler.inside, k, j, box) >= 0.5
+        out = np.full(shape.shape, np.inf, dtype=np.float32)
+        ok = inside & allowed & (shape > 0.0) & (height >= 0.0)
+        out[ok] = (height / np.maximum(shape, 1e-6))[ok]
+        return out
+
+    region = np.zeros(sampler.shape, dtype=bool)
+    full = (0, sampler.shape[1], 0, sampler.shape[2])
+    middle = sampler.samples // 2
+    thick = np.abs(sampler.offsets).max(axis=1)
+    for k in range(sampler.shape[0]):
+        if not sampler.anatomy.intracranial[k].any():
+            continue
+        x, y, z = model.head_coordinates(lambda e, k=k: sampler.project(e, k, middle, full))
+        height = model.height_mm(x, y, z)
+        shape, allowed = patch(x, y, 1.15)
+        region[k] = (
+            sampler.anatomy.intracranial[k]
+            & allowed
+            & (shape > 0.0)
+            & (np.abs(height) <= band_max + thick[k] + 3.0)
         )
     origin, levels, s = _geometric_lesion(sampler, region, level, target_ml, band_max, 4)
     return origin, (levels <= s).mean(axis=1, dtype=np.float32), None
@@ -1110,6 +1211,8 @@ def make_case(
     subtypes: Sequence[str] | None = None,
     deform: bool = True,
     mass_effect: bool | None = None,
+    mimics: float | bool = 0.0,
+    scanner: bool = False,
 ) -> SyntheticCase:
     """Make one synthetic training case: deform the head, insert 0-3 hemorrhages.
 
@@ -1130,22 +1233,40 @@ def make_case(
     mass_effect : bool or None
         Push tissue away from lesions of at least :data:`MASS_EFFECT_MIN_ML`:
         always (True), never (False) or with probability 0.5 per case (None).
+    mimics : float or bool
+        Probability (True: 1) that the case gets 1-4 hard mimics
+        (:func:`dicom_node.training.mimics.draw_mimics`), negative and
+        positive cases alike. Anatomical mimics are drawn before the blood
+        (blood covers them), acquisition ones (beam hardening, motion)
+        after it. Drawn from ``numpy.random.default_rng([seed,
+        MIMIC_SEED_KEY])``, so the lesions and deformation of a seed do not
+        change, and a case without mimics is byte-identical to one made
+        without the option.
+    scanner : bool
+        Vary kernel, noise and field of view last
+        (:func:`dicom_node.training.mimics.vary_scanner`), from
+        ``numpy.random.default_rng([seed, SCANNER_SEED_KEY])``.
 
     Returns
     -------
     SyntheticCase
-        HU, labels and lesion specs; geometry and UIDs of ``base``.
+        HU, labels, lesion and mimic specs; geometry and UIDs of ``base``.
+        Mimics never change the labels.
 
     Raises
     ------
     ValueError
-        If a subtype is unknown or the anatomy has no room for it.
+        If a subtype is unknown, the anatomy has no room for it, or
+        ``mimics`` is not a probability.
 
     References
     ----------
     Osborn AG. Osborn's Brain. 2nd ed. Elsevier; 2017; Flanders AE, et al.
     Radiol Artif Intell. 2020;2(3):e190211.
     """
+    probability = float(mimics)
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"mimics must be a probability in [0, 1], got {mimics!r}")
     rng = np.random.default_rng(seed)
     chosen = random_subtypes(rng) if subtypes is None else tuple(subtypes)
     for subtype in chosen:
@@ -1164,19 +1285,42 @@ def make_case(
         for lesion, spec in zip(lesions, specs, strict=True):
             if spec.inserted_volume_ml >= MASS_EFFECT_MIN_ML:
                 _mass_effect(hu, sampler, lesion, spec, rng)
+    # Mimics come from child generators: the draws above and the blending below are
+    # exactly those of a case made without them.
+    mimic_specs: list[MimicSpec] = []
+    acquisition: list[str] = []
+    mimic_rng = landmarks = None
+    if probability > 0.0:
+        mimic_rng = np.random.default_rng([seed, MIMIC_SEED_KEY])
+        if mimic_rng.random() < probability:
+            names = draw_mimics(mimic_rng)
+            landmarks = find_landmarks(volume, anatomy)
+            anatomical = [n for n in names if n not in ACQUISITION_MIMICS]
+            acquisition = [n for n in names if n in ACQUISITION_MIMICS]
+            mimic_specs += insert_mimics(hu, volume, anatomy, anatomical, mimic_rng,
+                                         landmarks=landmarks)
     labels = np.zeros(volume.shape, dtype=np.uint8)
     for lesion in lesions:
         _blend(hu, labels, lesion, anatomy.brain, noise, rng, volume.pixel_spacing_mm)
+    if acquisition and mimic_rng is not None:
+        mimic_specs += insert_mimics(hu, volume, anatomy, acquisition, mimic_rng,
+                                     landmarks=landmarks)
+    if scanner:
+        mimic_specs += vary_scanner(hu, volume, anatomy,
+                                    np.random.default_rng([seed, SCANNER_SEED_KEY]))
     logger.debug(
-        "synthetic case seed %d: %s",
+        "synthetic case seed %d: %s%s",
         seed,
         ", ".join(f"{s.subtype} {s.inserted_volume_ml:.1f} mL" for s in specs) or "negative",
+        "; mimics: " + ", ".join(f"{m.kind} ({m.site})" for m in mimic_specs)
+        if mimic_specs else "",
     )
     return SyntheticCase(
         volume=dataclasses.replace(volume, hu=hu),
         labels=labels,
         lesions=tuple(specs),
         seed=seed,
+        mimics=tuple(mimic_specs),
     )
 
 

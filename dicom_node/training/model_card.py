@@ -43,6 +43,11 @@ def _evaluation_section(evaluation: dict | None) -> list[str]:
         "never used in training or threshold selection, generated at the full 512 x 512 "
         "resolution and run through the same code as the node's `ich` pipeline.",
         "",
+        *([f"Hard mimics of hemorrhage (physiologic calcifications, dense falx or tentorium, "
+           f"beam hardening, partial-volume bone, motion) in every case: "
+           f"{'yes' if evaluation.get('mimics') else 'no'}; scanner variety (kernel, noise, "
+           f"field of view): {'yes' if evaluation.get('scanner_variety') else 'no'}.", ""]
+          if "mimics" in evaluation else []),
         "| measure | result | target (issue 3) |",
         "|---|---|---|",
         f"| any-ICH AUC (series) | {_fmt(s['any_ich_auc'], 3)} | >= 0.95 |",
@@ -75,6 +80,54 @@ def _evaluation_section(evaluation: dict | None) -> list[str]:
         ]
     lines += ["", f"Measured with: `{evaluation['command']}`", ""]
     return lines
+
+
+def _validation_text(validation: dict | None) -> str:
+    """``", N validation cases: sensitivity x, specificity y"``, or nothing without one."""
+    if not validation:
+        return ""
+    mimics = validation.get("mimics")
+    kind = "" if mimics is None else (" with hard mimics" if mimics else " without mimics")
+    return (f", {validation['cases']} validation cases{kind}: sensitivity "
+            f"{_fmt(validation['sensitivity'])}, specificity "
+            f"{_fmt(validation['specificity'])}")
+
+
+def _subtype_text(detection: dict) -> str:
+    """How a subtype comes to be reported, for the series rule in ``detection``."""
+    if detection.get("series_rule") == "region":
+        least = ", ".join(f"{name} {ml:g} mL" for name, ml in
+                          detection.get("min_region_ml", {}).items())
+        return ("A subtype is reported when the series is positive and a region of it holds "
+                f">= {detection['min_volume_ml']} mL after the blood rules"
+                + (f" (at least {least})" if least else "") + ". ")
+    return (f"A subtype is reported when the series is positive, its own smoothed probability "
+            f"reaches the threshold and its mask holds >= {detection['min_volume_ml']} mL. ")
+
+
+def _region_lines(manifest: dict) -> list[str]:
+    """Card lines for the input checks, slabs and blood rules of a region-rule package."""
+    detection = manifest["detection"]
+    if detection.get("series_rule") != "region":
+        return []
+    rules = detection.get("blood_rules", {})
+    slab = manifest["input"].get("slab_thickness_mm")
+    return [
+        "- Before the model, the node checks that the series is a plain human head CT in HU "
+        "(a skull that closes round brain and CSF, air outside, no zero-filled background, no "
+        "phantom, no contrast bolus) and otherwise answers \"not analysable: <reason>\" "
+        "(`dicom_node.imaging.head_ct`).",
+        *([f"- Series thinner than {slab:g} mm are averaged into {slab:g} mm slabs for the "
+           "model; masks return to every source frame."] if slab else []),
+        "- After the model, blood rules " + ", ".join(rules.get("enabled", [])) + " remove "
+        f"predicted blood outside the cranial cavity, outside {rules.get('min_hu', 0):g}-"
+        f"{rules.get('max_hu', 0):g} HU, on calcifications (>= "
+        f"{rules.get('calcification_min_hu', 0):g} HU foci deeper than "
+        f"{rules.get('calcification_depth_mm', 0):g} mm) and on thin dural lines (falx, "
+        f"tentorium, <= {rules.get('line_max_thickness_mm', 0):g} mm) "
+        "(`dicom_node.imaging.blood_rules`). Each region must span >= "
+        f"{detection.get('min_region_extent_mm', 0):g} mm along the slice axis.",
+    ]
 
 
 def write_model_card(package_dir: Path) -> Path:
@@ -128,14 +181,12 @@ def write_model_card(package_dir: Path) -> Path:
         "source frames by the inverse in-plane map.",
         "- Output: softmax per pixel over background and five subtypes: "
         + ", ".join(label["finding"] for label in manifest["labels"]) + ".",
-        f"- Detection: any-ICH probability = {detection['any_ich_score']}; positive at >= "
-        f"{detection['any_ich_threshold']} ({detection['threshold_rule']}, "
-        f"{detection['validation']['cases']} validation cases: sensitivity "
-        f"{_fmt(detection['validation']['sensitivity'])}, specificity "
-        f"{_fmt(detection['validation']['specificity'])}). A subtype is reported when the "
-        f"series is positive, its own smoothed probability reaches the threshold and its mask "
-        f"holds >= {detection['min_volume_ml']} mL. "
+        f"- Detection: any-ICH score = {detection['any_ich_score']}; positive at >= "
+        f"{detection['any_ich_threshold']} ({detection['threshold_rule']}"
+        + _validation_text(detection.get("validation")) + "). "
+        + _subtype_text(detection)
         + _ASSIGNMENT_TEXT[detection.get("subtype_assignment", "voxel")],
+        *_region_lines(manifest),
         f"- Weights sha256: `{manifest['weights_sha256']}` (checked by the node before use).",
         "",
         "## Intended use",

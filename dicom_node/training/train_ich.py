@@ -90,6 +90,18 @@ class IchTrainingConfig:
         Processes generating synthetic cases.
     datasets : list of str
         Extra voxel-labelled datasets, ``"physionet:PATH"`` or ``"bhsd:PATH"``.
+    mimic_fraction : float
+        Probability that a training case gets 1-4 hard mimics of hemorrhage
+        (:mod:`dicom_node.training.mimics`: calcifications, dense falx or
+        tentorium, beam hardening, partial-volume bone, motion), negatives
+        and positives alike; 0 trains on exactly the cases of before.
+    scanner_variety : bool
+        Vary kernel, noise and field of view of every training case
+        (:func:`dicom_node.training.mimics.vary_scanner`).
+    validation_mimics : bool
+        Give every validation case (where the threshold is chosen) mimics,
+        and scanner variety when ``scanner_variety`` is set, so the operating
+        point is chosen on cases that look like real negatives.
     spec : IchInputSpec
         Model input specification.
     """
@@ -112,18 +124,33 @@ class IchTrainingConfig:
     seed: int = 0
     processes: int = 2
     datasets: list[str] = field(default_factory=list)
+    mimic_fraction: float = 0.0
+    scanner_variety: bool = False
+    validation_mimics: bool = False
     spec: IchInputSpec = field(default_factory=IchInputSpec)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.mimic_fraction) <= 1.0:
+            raise ValueError(f"mimic_fraction must be in [0, 1], got {self.mimic_fraction}")
+
+
+def _mimic_key(mimics: float | bool, scanner: bool) -> str:
+    """Cache-name suffix of the mimic options; empty for the defaults (old cache names)."""
+    key = f"-m{float(mimics):g}" if float(mimics) > 0 else ""
+    return key + ("-sv" if scanner else "")
 
 
 def _cached_cases(path: Path, base, seeds: Sequence, spec: IchInputSpec,
-                  processes: int) -> list[ModelGridCase]:
+                  processes: int, *, mimics: float | bool = 0.0,
+                  scanner: bool = False) -> list[ModelGridCase]:
     if path.is_file():
         cases = load_cases(path)
         if [c.seed for c in cases] == [s[0] if isinstance(s, tuple) else s for s in seeds]:
             logger.info("using %d cached cases from %s", len(cases), path)
             return cases
     started = time.monotonic()
-    cases = generate_model_grid_cases(base, seeds, spec, processes=processes)
+    cases = generate_model_grid_cases(base, seeds, spec, processes=processes, mimics=mimics,
+                                      scanner=scanner)
     save_cases(path, cases)
     logger.info("generated %d cases in %.0f s", len(cases), time.monotonic() - started)
     return cases
@@ -321,11 +348,27 @@ def label_entries() -> list[dict]:
     return entries
 
 
+#: Kinds of :func:`dicom_node.training.mimics.vary_scanner`, not mimics of blood.
+_SCANNER_KINDS = ("kernel:", "noise:", "field of view:")
+
+
+def _summary_key(name: str) -> str:
+    """``"kind: site"`` of a mimic without the drawn parameters of a scanner change."""
+    kind, _, site = name.partition(": ")
+    if kind == "kernel":
+        return f"kernel: {site.split(':')[0]}"
+    return kind if name.startswith(_SCANNER_KINDS) else name
+
+
 def _training_summary(config: IchTrainingConfig, cases: Sequence[ModelGridCase], base) -> dict:
     counts = {s: 0 for s in ICH_SUBTYPES}
     volumes: dict[str, list[float]] = {s: [] for s in ICH_SUBTYPES}
     negatives = multi = 0
+    mimic_counts: dict[str, int] = {}
     for case in cases:
+        for name in case.mimics:
+            key = _summary_key(name)
+            mimic_counts[key] = mimic_counts.get(key, 0) + 1
         if not case.subtypes:
             negatives += 1
         if len(case.subtypes) > 1:
@@ -350,6 +393,13 @@ def _training_summary(config: IchTrainingConfig, cases: Sequence[ModelGridCase],
         },
         "seeds": [config.train_seed_start, config.train_seed_start + config.train_cases - 1],
         "generator": "dicom_node.training.lesions.make_case",
+        "mimic_fraction": float(config.mimic_fraction),
+        "scanner_variety": bool(config.scanner_variety),
+        "validation_mimics": bool(config.validation_mimics),
+        "cases_with_mimics": sum(
+            1 for c in cases if any(not m.startswith(_SCANNER_KINDS) for m in c.mimics)
+        ),
+        "mimics_per_kind": mimic_counts,
         "extra_datasets": list(config.datasets),
     }
 
@@ -393,18 +443,24 @@ def train_ich(config: IchTrainingConfig) -> Path:
     base = downsample_volume(full, config.downsample)
     spec = config.spec
     # The cache name carries what the cases depend on besides the seeds.
-    key = f"d{config.downsample}-s{spec.size}-p{spec.pixel_spacing_mm:g}"
+    key = (f"d{config.downsample}-s{spec.size}-p{spec.pixel_spacing_mm:g}"
+           + _mimic_key(config.mimic_fraction, config.scanner_variety))
     train_cases = _cached_cases(config.work_dir / f"train-{key}.npz", base, list(train_seeds), spec,
-                                config.processes)
+                                config.processes, mimics=config.mimic_fraction,
+                                scanner=config.scanner_variety)
     from dicom_node.training.evaluate_ich import evaluation_plan
 
-    validation_plan = evaluation_plan(config.validation_cases, config.validation_seed_start)
+    validation_plan = evaluation_plan(config.validation_cases, config.validation_seed_start,
+                                      mimics=config.validation_mimics)
+    validation_scanner = config.validation_mimics and config.scanner_variety
     # Validation cases are made at the base's full resolution, the resolution the node
     # sees: scores of cases made on the downsampled head run higher, and a threshold
     # chosen on them is too strict for real series.
+    validation_key = (f"s{spec.size}-p{spec.pixel_spacing_mm:g}"
+                      + _mimic_key(1.0 if config.validation_mimics else 0.0, validation_scanner))
     validation_cases = _cached_cases(
-        config.work_dir / f"validation-full-s{spec.size}-p{spec.pixel_spacing_mm:g}.npz", full,
-        validation_plan, spec, config.processes,
+        config.work_dir / f"validation-full-{validation_key}.npz", full,
+        validation_plan, spec, config.processes, scanner=validation_scanner,
     )
     extra = []
     for dataset in config.datasets:
@@ -463,7 +519,9 @@ def train_ich(config: IchTrainingConfig) -> Path:
             "threshold_rule": "Youden's J on the validation cases (full base resolution)",
             "validation": {"cases": len(validation_cases), "sensitivity": sensitivity,
                            "specificity": specificity,
-                           "seeds": [validation_seeds.start, validation_seeds.stop - 1]},
+                           "seeds": [validation_seeds.start, validation_seeds.stop - 1],
+                           "mimics": bool(config.validation_mimics),
+                           "scanner_variety": bool(validation_scanner)},
             # One subtype per connected blood region (pipelines/ich.py); chosen on
             # the validation seeds, where it raised 1.0.0's mean subtype Dice.
             "subtype_assignment": "region",
