@@ -6,7 +6,9 @@ Usage::
 
 For each pipeline (:data:`dicom_node.pipelines.PIPELINE_NAMES`) and the series it
 is for (``ich``: the 28-slice GE head, the 28 x 5 mm and 140 x 1 mm Philips
-phantom series; ``cta``: a synthetic CT angiogram drawn on the GE head, as there
+phantom series, which the input checks refuse, and the 238 x 0.625 mm CQ500 head
+with hemorrhage, JPEG Lossless, read on 5 mm slabs, issue 12 target < 15 s end to
+end; ``cta``: a synthetic CT angiogram drawn on the GE head, as there
 is no real one in the shared data):
 
 * ``read``: parsing the Part 10 bytes (pixel data included; from memory, so the
@@ -21,6 +23,8 @@ Then one whole job per pipeline and series runs through
 :class:`dicom_node.app.JobExecutor` (read, decode, pipeline, result objects,
 outbox write and dciodvfy validation, from the job's stage marks) with the pixel
 decoder instrumented, to show that each frame is decoded exactly once per job.
+As a reference for the decode, dcmtk's ``dcmdjpeg`` decompresses each
+compressed series (one process per file, as a shell loop would) in the same run.
 """
 
 from __future__ import annotations
@@ -40,7 +44,29 @@ DEFAULT_SERIES = (
     SHARED_DATA / "head-ct-ge",
     SHARED_DATA / "head-phantom-philips" / "S2010",
     SHARED_DATA / "head-phantom-philips" / "S2020",
+    SHARED_DATA / "head-ct-cq500-ich",
 )
+
+
+def time_dcmdjpeg(series_dirs: list[Path], work: Path) -> list[list[object]]:
+    """Seconds dcmtk ``dcmdjpeg`` takes to decompress each JPEG-compressed series (reference)."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("dcmdjpeg")
+    rows = []
+    for d in series_dirs:
+        files = sorted(p for p in d.iterdir() if p.is_file())
+        syntax = str(pydicom.dcmread(files[0], stop_before_pixels=True).file_meta
+                     .TransferSyntaxUID)
+        if tool is None or not syntax.startswith("1.2.840.10008.1.2.4."):
+            continue
+        started = time.perf_counter()
+        for n, path in enumerate(files):
+            subprocess.run([tool, str(path), str(work / f"{n}.dcm")], check=True)
+        seconds = time.perf_counter() - started
+        rows.append([f"{d.parent.name}/{d.name}", len(files), f"{seconds:.2f}"])
+    return rows
 
 
 def load_inputs(series_dirs: list[Path]) -> dict[str, list[tuple[str, list[pydicom.Dataset]]]]:
@@ -218,6 +244,11 @@ def main(argv: list[str] | None = None) -> None:
          "write+dciodvfy", "total", "decodes/frame"],
         job_rows,
     )
+    with tempfile.TemporaryDirectory(prefix="bench-dcmdjpeg-") as tmp:
+        reference = time_dcmdjpeg(args.series, Path(tmp))
+    if reference:
+        print("\nreference: dcmtk dcmdjpeg, one process per file, whole series, seconds:")
+        print_table(["series", "files", "dcmdjpeg s"], reference)
 
 
 if __name__ == "__main__":

@@ -1010,6 +1010,18 @@ def train_ich_command(
         list[str] | None,
         typer.Option(help="Extra voxel-labelled data, physionet:PATH or bhsd:PATH (repeatable)."),
     ] = None,
+    mimic_fraction: Annotated[
+        float, typer.Option(help="Share of training cases with hard mimics of hemorrhage.")
+    ] = 0.0,
+    scanner_variety: Annotated[
+        bool, typer.Option(help="Vary kernel, noise and field of view of training cases.")
+    ] = False,
+    validation_mimics: Annotated[
+        bool, typer.Option(help="Hard mimics in every validation case (threshold choice).")
+    ] = False,
+    init_from: Annotated[
+        Path | None, typer.Option(help="Package whose weights start the training (fine-tune).")
+    ] = None,
 ) -> None:
     """Train the ICH ResUNet on synthetic hemorrhages and write a model package.
 
@@ -1029,6 +1041,8 @@ def train_ich_command(
         batch_size=batch_size, learning_rate=learning_rate, seed=seed, processes=processes,
         downsample=downsample,
         datasets=list(dataset or []),
+        mimic_fraction=mimic_fraction, scanner_variety=scanner_variety,
+        validation_mimics=validation_mimics, init_from=init_from,
     )
     try:
         package = train_ich(config)
@@ -1052,6 +1066,9 @@ def evaluate_ich_rules_command(
     ] = 200_000,
     mimics: Annotated[bool, typer.Option(help="Hard mimics in every case.")] = True,
     min_specificity: Annotated[float, typer.Option(help="Target of the operating point.")] = 0.95,
+    min_sensitivity: Annotated[
+        float, typer.Option(help="Sensitivity floor of the operating point.")
+    ] = 0.90,
     set_threshold: Annotated[
         bool, typer.Option(help="Store the operating point in the package (validation seeds).")
     ] = False,
@@ -1080,7 +1097,7 @@ def evaluate_ich_rules_command(
         result = evaluate_blood_rules(
             folder, base if base is not None else sample_head_ct_dir(), cases=cases,
             seed_start=seed_start, mimics=mimics, processes=processes,
-            min_specificity=min_specificity)
+            min_specificity=min_specificity, min_sensitivity=min_sensitivity)
         if set_threshold:
             set_operating_point(folder, result)
     except (ValueError, DicomNodeError) as err:
@@ -1134,6 +1151,12 @@ def evaluate_ich_command(
         typer.Option(help="Evaluate on a labelled public dataset instead: physionet:PATH, "
                      "bhsd:PATH or rsna:PATH (writes <report>.json only)."),
     ] = None,
+    mimics: Annotated[
+        bool, typer.Option(help="Hard mimics in every case (written to evaluation-mimics.json).")
+    ] = False,
+    scanner_variety: Annotated[
+        bool, typer.Option(help="Vary kernel, noise and field of view of every case.")
+    ] = False,
 ) -> None:
     """Evaluate the ICH model on held-out synthetic series and the real head.
 
@@ -1174,6 +1197,7 @@ def evaluate_ich_command(
         result = evaluate_ich(
             folder, base if base is not None else sample_head_ct_dir(), cases=cases,
             seed_start=seed_start, processes=processes, report_path=report,
+            mimics=mimics, scanner=scanner_variety,
             command="dicom-node " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         )
     except (ValueError, DicomNodeError) as err:

@@ -65,8 +65,14 @@ def rule_sets(package_rules: BloodRuleSettings | None) -> dict[str, BloodRuleSet
 
 
 def operating_point(scores: Sequence[float], truth: Sequence[bool],
-                    min_specificity: float = 0.95) -> dict:
-    """Lowest threshold on a score whose specificity reaches ``min_specificity``.
+                    min_specificity: float = 0.95, min_sensitivity: float = 0.0) -> dict:
+    """Lowest threshold whose specificity reaches ``min_specificity``, unless it costs sensitivity.
+
+    When that threshold leaves the sensitivity below ``min_sensitivity``, the
+    target cannot be met on these cases, and the point falls back to the
+    highest threshold that keeps the sensitivity at ``min_sensitivity`` (the
+    best specificity a triage tool may buy without missing more bleeds); the
+    result says so in ``target_met``.
 
     Parameters
     ----------
@@ -76,12 +82,15 @@ def operating_point(scores: Sequence[float], truth: Sequence[bool],
         True for a case with blood.
     min_specificity : float
         Target specificity in [0, 1].
+    min_sensitivity : float
+        Sensitivity floor in [0, 1]; 0 never falls back.
 
     Returns
     -------
     dict
-        ``threshold`` (midway between the highest negative score kept below it
-        and the next score above), ``sensitivity``, ``specificity``.
+        ``threshold`` (midway between the two scores it separates),
+        ``sensitivity``, ``specificity``, ``target_met`` (both targets reached)
+        and ``rule`` (``"specificity"`` or ``"sensitivity floor"``).
 
     Raises
     ------
@@ -92,16 +101,33 @@ def operating_point(scores: Sequence[float], truth: Sequence[bool],
     t = np.asarray(truth, dtype=bool)
     if t.all() or (~t).all():
         raise ValueError("an operating point needs positive and negative cases")
+
+    def between(below: float) -> float:
+        above = s[s > below]
+        return float(0.5 * (below + above.min())) if above.size else float(
+            np.nextafter(below, np.inf))
+
     negatives = np.sort(s[~t])
     allowed = int(np.floor((1.0 - min_specificity) * negatives.size + 1e-9))
     # The threshold must lie above all but `allowed` negatives.
-    highest_kept = negatives[negatives.size - allowed - 1]
-    above = s[s > highest_kept]
-    threshold = float(0.5 * (highest_kept + above.min())) if above.size else float(
-        np.nextafter(highest_kept, np.inf))
+    threshold = between(negatives[negatives.size - allowed - 1])
+    rule = "specificity"
+    if (s[t] >= threshold).mean() < min_sensitivity:
+        positives = np.sort(s[t])
+        may_miss = int(np.floor((1.0 - min_sensitivity) * positives.size + 1e-9))
+        # Highest threshold that still calls all but `may_miss` positives.
+        lowest_kept = positives[may_miss]
+        below = s[s < lowest_kept]
+        threshold = (float(0.5 * (below.max() + lowest_kept)) if below.size
+                     else float(lowest_kept))
+        rule = "sensitivity floor"
     called = s >= threshold
-    return {"threshold": round(threshold, 4),
-            "sensitivity": float(called[t].mean()), "specificity": float((~called[~t]).mean())}
+    sensitivity = float(called[t].mean())
+    specificity = float((~called[~t]).mean())
+    return {"threshold": round(threshold, 4), "sensitivity": sensitivity,
+            "specificity": specificity, "rule": rule,
+            "target_met": bool(specificity >= min_specificity
+                               and sensitivity >= min_sensitivity)}
 
 
 def _case_row(case, findings, details) -> dict:
@@ -163,7 +189,8 @@ def summarise_rule_set(rows: Sequence[dict], threshold: float) -> dict:
 
 def evaluate_blood_rules(model_dir: Path, base_dir: Path, *, cases: int = 60,
                          seed_start: int = VALIDATION_SEED_START, mimics: bool = True,
-                         processes: int = 2, min_specificity: float = 0.95) -> dict:
+                         processes: int = 2, min_specificity: float = 0.95,
+                         min_sensitivity: float = 0.90) -> dict:
     """Run the ablation on synthetic cases and choose the operating point of the full set.
 
     Parameters
@@ -186,6 +213,8 @@ def evaluate_blood_rules(model_dir: Path, base_dir: Path, *, cases: int = 60,
         Case-generating processes.
     min_specificity : float
         Target of :func:`operating_point`.
+    min_sensitivity : float
+        Sensitivity floor of :func:`operating_point`.
 
     Returns
     -------
@@ -239,7 +268,7 @@ def evaluate_blood_rules(model_dir: Path, base_dir: Path, *, cases: int = 60,
         "not_analysable": refused,
         "rule_sets": {name: summarise_rule_set(r, package.threshold) for name, r in rows.items()},
         "operating_point": operating_point([r["score"] for r in rows["all"]], truth,
-                                           min_specificity),
+                                           min_specificity, min_sensitivity),
         "scores": {name: [round(r["score"], 4) for r in rs] for name, rs in rows.items()},
         "truth": truth,
         "seconds": round(time.monotonic() - started, 1),
@@ -278,9 +307,12 @@ def markdown_table(report: dict) -> str:
             f"{row['spurious_epidural']} |"
         )
     point = report["operating_point"]
-    lines += ["", f"Operating point of `all` at specificity >= target: threshold "
+    how = ("at specificity >= target" if point.get("rule", "specificity") == "specificity"
+           else "at the sensitivity floor (the specificity target costs too many bleeds)")
+    lines += ["", f"Operating point of `all` {how}: threshold "
               f"{point['threshold']}, sensitivity {point['sensitivity']:.2f}, specificity "
-              f"{point['specificity']:.2f}."]
+              f"{point['specificity']:.2f}; both targets met: "
+              f"{'yes' if point.get('target_met') else 'no'}."]
     return "\n".join(lines) + "\n"
 
 
@@ -403,13 +435,19 @@ def set_operating_point(model_dir: Path, report: dict) -> dict:
     point = report["operating_point"]
     detection = manifest["detection"]
     detection["any_ich_threshold"] = point["threshold"]
+    mimics = "with" if report["mimics"] else "without"
     detection["threshold_rule"] = (
         "lowest region-score threshold with specificity >= target on the validation cases "
-        f"({'with' if report['mimics'] else 'without'} hard mimics, full base resolution)")
+        f"({mimics} hard mimics, full base resolution)"
+        if point.get("rule", "specificity") == "specificity" else
+        "specificity target not reachable without dropping sensitivity below its floor: "
+        "highest region-score threshold that keeps the sensitivity floor on the validation "
+        f"cases ({mimics} hard mimics, full base resolution)")
     detection["validation"] = {"cases": report["cases"], "seeds": report["seeds"],
                                "mimics": report["mimics"],
                                "sensitivity": point["sensitivity"],
-                               "specificity": point["specificity"]}
+                               "specificity": point["specificity"],
+                               "target_met": point.get("target_met")}
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     write_model_card(Path(model_dir))
     return detection

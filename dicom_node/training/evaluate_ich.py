@@ -277,7 +277,7 @@ def evaluate_ich(model_dir: Path, base_dir: Path, *, cases: int = 120,
                  seed_start: int = EVALUATION_SEED_START, processes: int = 2,
                  report_path: Path | None = None, command: str = "",
                  mimics: bool = False, scanner: bool = False) -> dict:
-    """Evaluate a model package and write ``evaluation.json`` into it.
+    """Evaluate a package; write ``evaluation.json`` (with mimics: ``evaluation-mimics.json``).
 
     Parameters
     ----------
@@ -330,7 +330,11 @@ def evaluate_ich(model_dir: Path, base_dir: Path, *, cases: int = 120,
         load_keras_model,
     )
     from dicom_node.training.ich_data import iter_synthetic_cases, load_base_volume
-    from dicom_node.training.model_card import EVALUATION_NAME, write_model_card
+    from dicom_node.training.model_card import (
+        EVALUATION_MIMICS_NAME,
+        EVALUATION_NAME,
+        write_model_card,
+    )
 
     started = time.monotonic()
     package = IchModelPackage.load(Path(model_dir))
@@ -360,8 +364,8 @@ def evaluate_ich(model_dir: Path, base_dir: Path, *, cases: int = 120,
         "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores",
         "seconds": round(time.monotonic() - started, 1),
     })
-    (package.path / EVALUATION_NAME).write_text(json.dumps(report, indent=1) + "\n",
-                                                encoding="utf-8")
+    name = EVALUATION_MIMICS_NAME if mimics else EVALUATION_NAME
+    (package.path / name).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     write_model_card(package.path)
     if report_path is not None:
         report_path = Path(report_path)

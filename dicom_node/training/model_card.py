@@ -15,6 +15,8 @@ from pathlib import Path
 
 #: Evaluation results inside a package, written by ``dicom-node evaluate ich``.
 EVALUATION_NAME = "evaluation.json"
+#: The last ``dicom-node evaluate ich --mimics`` report (hard mimics in every case).
+EVALUATION_MIMICS_NAME = "evaluation-mimics.json"
 
 
 #: How the card states ``detection.subtype_assignment`` (pipelines/ich.py).
@@ -157,6 +159,9 @@ def write_model_card(package_dir: Path) -> Path:
     evaluation_path = package_dir / EVALUATION_NAME
     evaluation = (json.loads(evaluation_path.read_text(encoding="utf-8"))
                   if evaluation_path.is_file() else None)
+    mimics_path = package_dir / EVALUATION_MIMICS_NAME
+    evaluation_mimics = (json.loads(mimics_path.read_text(encoding="utf-8"))
+                         if mimics_path.is_file() else None)
     data = manifest["training"]["data"]
     detection = manifest["detection"]
     spec = manifest["input"]
@@ -209,12 +214,25 @@ def write_model_card(package_dir: Path) -> Path:
         "sulcal/cisternal blood, intraparenchymal irregular lesion with optional edema, "
         "dependent intraventricular blood; partial volume over the slice thickness; noise "
         "matched to the scan).",
+        *([f"- Hard mimics of hemorrhage (calcifications at their usual sites, dense falx and "
+           f"tentorium, beam hardening, partial-volume bone, motion) in "
+           f"{data['cases_with_mimics']} of the {data['cases']} training cases; scanner variety "
+           f"(kernel, noise, field of view): {'yes' if data.get('scanner_variety') else 'no'}; "
+           f"validation cases with mimics: "
+           f"{'yes' if data.get('validation_mimics') else 'no'}."]
+          if data.get("cases_with_mimics") else []),
+        *([f"- Fine-tuned: training started from the weights of "
+           f"`{manifest['training']['config']['init_from']}`, not from a random "
+           "initialisation (see Notes for the chain)."]
+          if manifest["training"].get("config", {}).get("init_from") else []),
         f"- Extra real datasets: {', '.join(data['extra_datasets']) or 'none'}.",
         f"- Training time: {manifest['training']['seconds']:.0f} s on "
         f"{manifest['training']['machine']} (config: {manifest['training']['config']}).",
         "",
         "## Evaluation",
         *_evaluation_section(evaluation),
+        *(["### Held-out set with hard mimics in every case", "",
+           *_evaluation_section(evaluation_mimics)] if evaluation_mimics else []),
         *(["## Notes", *(f"- {note}" for note in manifest.get("notes", [])), ""]
           if manifest.get("notes") else []),
         "## Limits",
@@ -225,8 +243,11 @@ def write_model_card(package_dir: Path) -> Path:
         "hemorrhage has mixed density, clot retraction, beam-hardening and motion artefacts.",
         "- 2 mm in-plane model pixels: thin subarachnoid blood is partly lost to partial "
         "volume; volumes below about 0.5 mL are unreliable.",
-        "- No calcification, tumour, contrast, post-operative or pediatric cases were seen in "
-        "training: such findings may be called hemorrhage.",
+        ("- Calcification and dense-dura mimics were drawn synthetically; no tumour, contrast, "
+         "post-operative or pediatric case was seen in training: such findings may be called "
+         "hemorrhage." if data.get("cases_with_mimics") else
+         "- No calcification, tumour, contrast, post-operative or pediatric cases were seen in "
+         "training: such findings may be called hemorrhage."),
         "",
         "## Reproduce",
         "```",

@@ -102,6 +102,9 @@ class IchTrainingConfig:
         Give every validation case (where the threshold is chosen) mimics,
         and scanner variety when ``scanner_variety`` is set, so the operating
         point is chosen on cases that look like real negatives.
+    init_from : Path or None
+        Model package whose weights start the training (fine-tuning) instead
+        of a random initialisation; its architecture replaces ``filters``.
     spec : IchInputSpec
         Model input specification.
     """
@@ -127,6 +130,7 @@ class IchTrainingConfig:
     mimic_fraction: float = 0.0
     scanner_variety: bool = False
     validation_mimics: bool = False
+    init_from: Path | None = None
     spec: IchInputSpec = field(default_factory=IchInputSpec)
 
     def __post_init__(self) -> None:
@@ -484,8 +488,15 @@ def train_ich(config: IchTrainingConfig) -> Path:
         batches.epoch = initial_epoch
         logger.info("resuming from %s", existing[-1])
     else:
-        model = build_resunet(size=spec.size, channels=spec.channels, classes=ICH_CLASSES,
-                              filters=config.filters)
+        if config.init_from is not None:
+            from dicom_node.pipelines.ich import IchModelPackage, load_keras_model
+
+            start = IchModelPackage.load(Path(config.init_from))
+            model = load_keras_model(start.path / WEIGHTS_NAME)
+            logger.info("fine-tuning from %s %s", start.name, start.version)
+        else:
+            model = build_resunet(size=spec.size, channels=spec.channels, classes=ICH_CLASSES,
+                                  filters=config.filters)
         metrics = [ClassDice(i, f"dice_{s.split()[0]}") for i, s in enumerate(ICH_SUBTYPES, 1)]
         model.compile(optimizer=keras.optimizers.Adam(schedule),
                       loss=DiceCrossEntropyLoss(ICH_CLASSES), metrics=metrics)

@@ -205,3 +205,15 @@ def test_the_operating_point_reaches_the_target_specificity():
     assert point["sensitivity"] == 1.0
     strict = operating_point(scores, truth, min_specificity=1.0)
     assert strict["specificity"] == 1.0 and strict["threshold"] > 0.9
+
+
+def test_the_operating_point_keeps_the_sensitivity_floor_when_the_target_is_out_of_reach():
+    # One negative scores above most positives: 1.0 specificity would miss 4 of 5 bleeds.
+    scores = [0.1, 0.2, 0.3, 0.92, 0.6, 0.7, 0.8, 0.9, 0.95, 0.4]
+    truth = [False, False, False, False, True, True, True, True, True, False]
+    strict = operating_point(scores, truth, min_specificity=1.0)
+    assert strict["sensitivity"] == 0.2 and strict["rule"] == "specificity"
+    floor = operating_point(scores, truth, min_specificity=1.0, min_sensitivity=0.8)
+    assert floor["rule"] == "sensitivity floor" and floor["target_met"] is False
+    assert floor["sensitivity"] == 0.8 and floor["specificity"] == 0.8
+    assert 0.6 < floor["threshold"] <= 0.7
