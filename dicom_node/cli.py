@@ -1076,8 +1076,15 @@ def evaluate_ich_rules_command(
     report: Annotated[
         Path, typer.Option(help="Report path without suffix (.json and .md are written).")
     ] = Path("docs/ich-rules"),
+    series: Annotated[
+        list[Path] | None,
+        typer.Option(help="Real series folders instead: each rule set on each (repeatable)."),
+    ] = None,
 ) -> None:
     """Ablate the ICH blood rules one at a time and find the operating point.
+
+    With --series, the rule sets run on real series instead (no labels): the
+    score, findings and volume each rule removed, printed as a table.
 
     Each case is predicted once and judged with no rule, each rule alone and
     all rules: AUC, sensitivity, specificity, false alarms removed, true
@@ -1092,6 +1099,16 @@ def evaluate_ich_rules_command(
     )
 
     configure_logging("WARNING")
+    if series:
+        from dicom_node.training.ablation_ich import evaluate_rules_on_series, real_series_table
+
+        try:
+            found = evaluate_rules_on_series(model or default_model_dir(), series)
+        except (ValueError, DicomNodeError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from err
+        typer.echo(real_series_table(found))
+        return
     try:
         folder = model if model is not None else default_model_dir()
         result = evaluate_blood_rules(

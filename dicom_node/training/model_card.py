@@ -250,10 +250,20 @@ def write_model_card(package_dir: Path) -> Path:
          "training: such findings may be called hemorrhage."),
         "",
         "## Reproduce",
+        *(["The weights were fine-tuned in stages; the commands are in the Notes above.", ""]
+          if manifest["training"].get("config", {}).get("init_from") else []),
         "```",
-        "dicom-node train ich --base ../shared/data/head-ct-ge --out models/ich/"
-        f"{manifest['version']}",
-        f"dicom-node evaluate ich --model models/ich/{manifest['version']}",
+        *([] if manifest["training"].get("config", {}).get("init_from") else [
+            "dicom-node train ich --base ../shared/data/head-ct-ge --out models/ich/"
+            f"{manifest['version']}"]),
+        *([f"dicom-node evaluate ich-rules --model models/ich/{manifest['version']} --cases 60 "
+           "--seed-start 200000 --mimics --set-threshold",
+           f"dicom-node evaluate ich-rules --model models/ich/{manifest['version']} --cases 120 "
+           "--seed-start 900000 --mimics --report docs/ich-rules"]
+          if detection.get("series_rule") == "region" else []),
+        f"dicom-node evaluate ich --model models/ich/{manifest['version']} --cases 120",
+        *([f"dicom-node evaluate ich --model models/ich/{manifest['version']} --cases 120 "
+           "--mimics --report docs/ich-evaluation-mimics"] if evaluation_mimics else []),
         "```",
         "",
     ]

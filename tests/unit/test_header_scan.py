@@ -22,7 +22,8 @@ from dicom_node.receive.header import file_meta_information, parse_header, scan_
 def dicom_files(root: Path) -> list[Path]:
     return sorted(
         p for p in root.rglob("*")
-        if p.is_file() and p.suffix not in (".nrrd", ".jpg", ".png", ".txt", ".md", ".json")
+        if p.is_file()
+        and p.suffix not in (".nrrd", ".jpg", ".png", ".txt", ".md", ".json", ".csv")
     )
 
 
