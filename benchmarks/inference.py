@@ -56,7 +56,7 @@ def time_dcmdjpeg(series_dirs: list[Path], work: Path) -> list[list[object]]:
     tool = shutil.which("dcmdjpeg")
     rows = []
     for d in series_dirs:
-        files = sorted(p for p in d.iterdir() if p.is_file())
+        files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix != ".csv")
         syntax = str(pydicom.dcmread(files[0], stop_before_pixels=True).file_meta
                      .TransferSyntaxUID)
         if tool is None or not syntax.startswith("1.2.840.10008.1.2.4."):
@@ -80,7 +80,8 @@ def load_inputs(series_dirs: list[Path]) -> dict[str, list[tuple[str, list[pydic
     from dicom_node.series.volume import read_datasets
 
     heads = [
-        (f"{d.parent.name}/{d.name}", read_datasets(sorted(p for p in d.iterdir() if p.is_file())))
+        (f"{d.parent.name}/{d.name}", read_datasets(sorted(p for p in d.iterdir()
+                                                          if p.is_file() and p.suffix != ".csv")))
         for d in series_dirs
     ]
     inputs: dict[str, list[tuple[str, list[pydicom.Dataset]]]] = {}
