@@ -37,3 +37,17 @@ def test_demo_reports_both_findings_and_writes_seg_and_sr(tmp_path):
     again = subprocess.run([exe, "demo", "--workdir", str(workdir)], capture_output=True,
                            text=True, timeout=600, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
+
+
+def test_demo_runs_on_a_machine_without_dicom3tools(tmp_path):
+    """The README's first command needs no Debian extras: only Python on PATH."""
+    exe = shutil.which("dicom-node")
+    assert exe
+    python_bin = str(Path(exe).parent)
+    assert shutil.which("dciodvfy", path=python_bin) is None
+    env = {"HOME": str(tmp_path), "PATH": python_bin}
+    result = subprocess.run([exe, "demo", "--workdir", str(tmp_path / "demo")],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "dciodvfy (dicom3tools) is not installed" in result.stdout
+    assert "intraparenchymal hemorrhage present" in result.stdout.split("== synthetic bleed")[1]
