@@ -53,10 +53,13 @@ def time_dcmdjpeg(series_dirs: list[Path], work: Path) -> list[list[object]]:
     import shutil
     import subprocess
 
+    from dicom_node.analyze import SIDECAR_SUFFIXES
+
     tool = shutil.which("dcmdjpeg")
     rows = []
     for d in series_dirs:
-        files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix != ".csv")
+        files = sorted(p for p in d.iterdir()
+                       if p.is_file() and p.suffix.lower() not in SIDECAR_SUFFIXES)
         syntax = str(pydicom.dcmread(files[0], stop_before_pixels=True).file_meta
                      .TransferSyntaxUID)
         if tool is None or not syntax.startswith("1.2.840.10008.1.2.4."):
@@ -76,12 +79,12 @@ def load_inputs(series_dirs: list[Path]) -> dict[str, list[tuple[str, list[pydic
     drawn on the GE head (seed 1, left M1 occlusion), as its tests do, because
     the shared data has no real angiogram.
     """
+    from dicom_node.analyze import read_dicom_folder
     from dicom_node.pipelines import PIPELINE_NAMES
     from dicom_node.series.volume import read_datasets
 
     heads = [
-        (f"{d.parent.name}/{d.name}", read_datasets(sorted(p for p in d.iterdir()
-                                                          if p.is_file() and p.suffix != ".csv")))
+        (f"{d.parent.name}/{d.name}", read_dicom_folder(d).datasets)
         for d in series_dirs
     ]
     inputs: dict[str, list[tuple[str, list[pydicom.Dataset]]]] = {}

@@ -465,8 +465,9 @@ def evaluate_rules_on_series(model_dir: Path, series_dirs: Sequence[Path]) -> di
     model_dir : Path
         Model package folder.
     series_dirs : sequence of Path
-        Folders with one DICOM series each (documents such as ``reads.csv``
-        are skipped).
+        Folders with one DICOM series each, read as ``dicom-node analyze``
+        reads them (:func:`dicom_node.analyze.read_dicom_folder`: sidecar
+        documents such as ``reads.csv`` are skipped).
 
     Returns
     -------
@@ -480,8 +481,10 @@ def evaluate_rules_on_series(model_dir: Path, series_dirs: Sequence[Path]) -> di
     ModelPackageError
         If the package fails verification.
     SeriesLoadError
-        If a folder does not hold one loadable series.
+        If a folder does not hold exactly one loadable series (from
+        ``read_dicom_folder`` or the volume).
     """
+    from dicom_node.analyze import read_dicom_folder
     from dicom_node.errors import NotAnalysableError
     from dicom_node.pipelines.ich import (
         WEIGHTS_NAME,
@@ -489,17 +492,13 @@ def evaluate_rules_on_series(model_dir: Path, series_dirs: Sequence[Path]) -> di
         analyse_volume,
         load_keras_model,
     )
-    from dicom_node.series.volume import load_ct_volume, read_datasets
+    from dicom_node.series.volume import load_ct_volume
 
     package = IchModelPackage.load(Path(model_dir))
     model = load_keras_model(package.path / WEIGHTS_NAME)
-    skipped = {".csv", ".txt", ".json", ".md", ".pdf", ".png"}
     result: dict = {}
     for folder in map(Path, series_dirs):
-        files = sorted(p for p in folder.iterdir()
-                       if p.is_file() and p.suffix.lower() not in skipped
-                       and not p.name.startswith("."))
-        volume = load_ct_volume(read_datasets(files))
+        volume = load_ct_volume(read_dicom_folder(folder).datasets)
         rows: dict = {}
         prediction = None
         for name, settings in rule_sets(package.blood_rules).items():
