@@ -409,13 +409,41 @@ class CTVolume:
         slices, rows, columns = self.hu.shape
         if not -slices <= slice_index < slices:
             raise IndexError(f"slice_index {slice_index} out of range for {slices} slices")
+        return self.pixel_to_patient(slice_index, np.arange(rows)[:, None],
+                                     np.arange(columns)[None, :])
+
+    def pixel_to_patient(self, slice_index: int, rows, columns) -> np.ndarray:
+        """Return LPS coordinates of (fractional) pixel positions of one slice.
+
+        Parameters
+        ----------
+        slice_index : int
+            Index along the slice axis.
+        rows, columns : array_like
+            Row and column indices, fractional allowed, broadcast together
+            to shape S.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 array of shape S + (3,): x, y, z in LPS mm.
+
+        Raises
+        ------
+        IndexError
+            If ``slice_index`` is out of range.
+
+        References
+        ----------
+        DICOM PS3.3 C.7.6.2.1.1, equation C.7.6.2.1-1.
+        """
         row_mm, col_mm = self.pixel_spacing_mm
-        r = np.arange(rows, dtype=np.float64)[:, None, None] * row_mm
-        c = np.arange(columns, dtype=np.float64)[None, :, None] * col_mm
+        r = np.asarray(rows, dtype=np.float64)[..., None]
+        c = np.asarray(columns, dtype=np.float64)[..., None]
         return (
-            self.image_positions_mm[slice_index][None, None, :]
-            + r * self.column_direction[None, None, :]
-            + c * self.row_direction[None, None, :]
+            self.image_positions_mm[slice_index]
+            + r * row_mm * self.column_direction
+            + c * col_mm * self.row_direction
         )
 
     def nearest_voxel_indices(self, points_mm: np.ndarray) -> np.ndarray:

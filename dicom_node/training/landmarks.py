@@ -87,37 +87,6 @@ def slice_pixel(volume: CTVolume, k: int, points_mm: np.ndarray) -> tuple[np.nda
     return d @ volume.column_direction / row_mm, d @ volume.row_direction / col_mm
 
 
-def pixel_point(volume: CTVolume, k: int, rows, cols) -> np.ndarray:
-    """LPS points (..., 3) of (fractional) pixel positions of slice k.
-
-    Parameters
-    ----------
-    volume : CTVolume
-        The series geometry.
-    k : int
-        Slice index.
-    rows, cols : array_like
-        Fractional row and column indices (broadcast together).
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 (..., 3) LPS coordinates in mm.
-
-    References
-    ----------
-    DICOM PS3.3 C.7.6.2.1.1, equation C.7.6.2.1-1.
-    """
-    row_mm, col_mm = volume.pixel_spacing_mm
-    r = np.asarray(rows, dtype=np.float64)[..., None]
-    c = np.asarray(cols, dtype=np.float64)[..., None]
-    return (
-        volume.image_positions_mm[k]
-        + r * row_mm * volume.column_direction
-        + c * col_mm * volume.row_direction
-    )
-
-
 def nearest_slice(volume: CTVolume, point_mm: np.ndarray) -> int:
     """Index of the slice whose plane lies nearest to an LPS point (along the normal)."""
     along = float(np.asarray(point_mm) @ volume.normal)
@@ -345,7 +314,7 @@ def find_landmarks(volume: CTVolume, anatomy: HeadAnatomy) -> HeadLandmarks:
         up = -up
     k_all, r_all, c_all = np.nonzero(intracranial[:, ::2, ::2])
     centre = np.mean(
-        [pixel_point(volume, int(k), 2.0 * r, 2.0 * c) for k, r, c in
+        [volume.pixel_to_patient(int(k), 2.0 * r, 2.0 * c) for k, r, c in
          zip(k_all[::50], r_all[::50], c_all[::50], strict=True)], axis=0
     )
     # Midline per slice: through (centroid row, midline column) along the axis.
@@ -405,7 +374,7 @@ def _ventricle_landmarks(
     lateral = np.empty(k.size)
     for kk in np.unique(k):
         sel = k == kk
-        points[sel] = pixel_point(volume, int(kk), r[sel], c[sel])
+        points[sel] = volume.pixel_to_patient(int(kk), r[sel], c[sel])
         lateral[sel] = frame.lateral_mm(volume, int(kk), r[sel], c[sel])
     centre = points.mean(axis=0)
     back = (points - frame.centre_mm) @ frame.posterior

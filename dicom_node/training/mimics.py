@@ -98,7 +98,6 @@ from dicom_node.training.landmarks import (
     TentoriumModel,
     find_landmarks,
     nearest_slice,
-    pixel_point,
     random_tentorium,
     slice_pixel,
 )
@@ -257,7 +256,7 @@ def _measure(
         if centre is None:
             w = np.abs(delta)
             rr, cc = np.nonzero(w > 0.25 * float(w.max()))
-            pts = pixel_point(volume, int(k), rr + rows.start, cc + cols.start)
+            pts = volume.pixel_to_patient(int(k), rr + rows.start, cc + cols.start)
             ww = w[rr, cc].astype(np.float64)
             weighted += (pts * ww[:, None]).sum(axis=0)
             weight_sum += float(ww.sum())
@@ -533,7 +532,7 @@ def _supratentorial_slices(volume: CTVolume, anatomy: HeadAnatomy,
     level = (landmarks.ventricle_centre_mm if landmarks.ventricle_centre_mm is not None
              else landmarks.centre_mm) @ landmarks.up
     centres = np.array([
-        pixel_point(volume, k, volume.shape[1] / 2.0, volume.shape[2] / 2.0) @ landmarks.up
+        volume.pixel_to_patient(k, volume.shape[1] / 2.0, volume.shape[2] / 2.0) @ landmarks.up
         for k in range(volume.shape[0])
     ])
     return np.flatnonzero((area >= 0.3 * area.max()) & (centres >= level - 5.0))
@@ -554,7 +553,7 @@ def _falx_plaque(hu, volume, anatomy, landmarks, rng) -> list[MimicSpec]:
     if rows.size == 0:
         raise NoMimicSiteError("no falx segment for a plaque")
     i = int(rng.integers(rows.size))
-    centre = pixel_point(volume, k, float(rows[i]), float(cols[i]))
+    centre = volume.pixel_to_patient(k, float(rows[i]), float(cols[i]))
     centre = centre + rng.uniform(-0.3, 0.3) * _thickness_mm(volume)[k] * landmarks.up
     length = _diameter("falx plaque", rng)
     axes = np.stack([landmarks.posterior, landmarks.up, landmarks.left])
@@ -682,7 +681,7 @@ def _draw_tentorium(
     for k in range(volume.shape[0]):
         if not anatomy.intracranial[k].any():
             continue
-        centre_up = float(pixel_point(volume, k, volume.shape[1] / 2.0,
+        centre_up = float(volume.pixel_to_patient(k, volume.shape[1] / 2.0,
                                       volume.shape[2] / 2.0) @ np.asarray(model.up))
         if centre_up > apex_up + sheet_mm + thickness[k]:
             continue
@@ -742,7 +741,7 @@ def _skull_base_slices(hu, volume, anatomy, landmarks) -> list[tuple[int, np.nda
     for k in range(volume.shape[0]):
         if area[k] < 0.15 * area.max():
             continue
-        centre = pixel_point(volume, k, volume.shape[1] / 2.0, volume.shape[2] / 2.0)
+        centre = volume.pixel_to_patient(k, volume.shape[1] / 2.0, volume.shape[2] / 2.0)
         if float((centre - level) @ landmarks.up) > 0.0:
             continue
         near = cv2.dilate(anatomy.intracranial[k].astype(np.uint8), reach) > 0
@@ -751,7 +750,7 @@ def _skull_base_slices(hu, volume, anatomy, landmarks) -> list[tuple[int, np.nda
         if r.size < 40:
             continue
         lateral = landmarks.lateral_mm(volume, k, r, c)
-        back = (pixel_point(volume, k, r, c) - landmarks.centre_mm) @ landmarks.posterior
+        back = (volume.pixel_to_patient(k, r, c) - landmarks.centre_mm) @ landmarks.posterior
         keep = (np.abs(lateral) >= 10.0) & (np.abs(lateral) <= 50.0) & (back >= -30.0) & (
             back <= 15.0)
         left = keep & (lateral > 0)
@@ -1108,9 +1107,10 @@ def vary_scanner(
     pad_value = float(hu.min()) if has_padding else -1024.0
     k_all, r_all, c_all = np.nonzero(anatomy.intracranial[:, ::4, ::4])
     if k_all.size:
-        head = pixel_point(volume, int(np.median(k_all)), 4.0 * r_all.mean(), 4.0 * c_all.mean())
+        head = volume.pixel_to_patient(int(np.median(k_all)), 4.0 * r_all.mean(),
+                                       4.0 * c_all.mean())
     else:
-        head = pixel_point(volume, slices // 2, rows / 2.0, columns / 2.0)
+        head = volume.pixel_to_patient(slices // 2, rows / 2.0, columns / 2.0)
     before = hu.copy()
     specs: list[MimicSpec] = []
 
