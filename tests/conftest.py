@@ -179,6 +179,27 @@ def running_orthanc(
                 process.kill()
 
 
+
+def node_settings_for_orthanc(base: Path, orthanc: OrthancServer, **sections):
+    """Node settings for an end-to-end run: storage under ``base``, a free port, short quiet
+    and sweep times, one worker, and ``orthanc`` as the only destination.
+
+    ``sections`` adds or replaces whole settings sections (for example ``selection``).
+    """
+    from dicom_node.config import load_settings
+
+    overrides = {
+        "storage": {"base_dir": str(base)},
+        "dicom": {"port": free_port()},
+        "series": {"stable_after_s": 1.0, "sweep_interval_s": 0.3},
+        "workers": {"processes": 1, "poll_interval_s": 0.3},
+        "export": {"sweep_interval_s": 0.5, "destinations": [
+            {"name": "orthanc", "ae_title": orthanc.ae_title, "host": "127.0.0.1",
+             "port": orthanc.dicom_port}]},
+        **sections,
+    }
+    return load_settings(overrides=overrides)
+
 @pytest.fixture
 def orthanc(tmp_path: Path) -> Iterator[OrthancServer]:
     """A real Orthanc for one test."""

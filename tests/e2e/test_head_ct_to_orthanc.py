@@ -20,11 +20,10 @@ from typer.testing import CliRunner
 
 from dicom_node.app import Node
 from dicom_node.cli import app as cli_app
-from dicom_node.config import load_settings
 from dicom_node.db.models import Delivery, DeliveryState, Job, JobState, Series, SeriesState
 from dicom_node.series.volume import read_datasets
 from dicom_node.training.synthetic import insert_ellipsoid_hemorrhage, with_new_uids
-from tests.conftest import free_port, run_storescu, running_orthanc
+from tests.conftest import node_settings_for_orthanc, run_storescu, running_orthanc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -45,15 +44,7 @@ def run(tmp_path_factory, shared_data, storescu):
     for ds in bleed.datasets:
         ds.save_as(bleed_dir / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
     with running_orthanc(base / "orthanc") as orthanc:
-        settings = load_settings(overrides={
-            "storage": {"base_dir": str(base / "node")},
-            "dicom": {"port": free_port()},
-            "series": {"stable_after_s": 1.0, "sweep_interval_s": 0.3},
-            "workers": {"processes": 1, "poll_interval_s": 0.3},
-            "export": {"sweep_interval_s": 0.5, "destinations": [
-                {"name": "orthanc", "ae_title": orthanc.ae_title, "host": "127.0.0.1",
-                 "port": orthanc.dicom_port}]},
-        })
+        settings = node_settings_for_orthanc(base / "node", orthanc)
         node = Node(settings)
         node.start()
         try:

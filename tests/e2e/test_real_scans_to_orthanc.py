@@ -31,9 +31,9 @@ import pytest
 from sqlalchemy import select
 
 from dicom_node.app import Node
-from dicom_node.config import embedded_defaults, load_settings
+from dicom_node.config import embedded_defaults
 from dicom_node.db.models import Delivery, DeliveryState, Job, JobState, Series
-from tests.conftest import free_port, run_storescu, running_orthanc
+from tests.conftest import node_settings_for_orthanc, run_storescu, running_orthanc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -61,16 +61,8 @@ def run(tmp_path_factory, shared_data, storescu):
             for name, files in inputs.items()}
     rules = copy.deepcopy(embedded_defaults()["selection"]["rules"]) + [CATCH_ALL_HEAD_RULE]
     with running_orthanc(base / "orthanc") as orthanc:
-        settings = load_settings(overrides={
-            "storage": {"base_dir": str(base / "node")},
-            "dicom": {"port": free_port()},
-            "series": {"stable_after_s": 1.0, "sweep_interval_s": 0.3},
-            "workers": {"processes": 1, "poll_interval_s": 0.3},
-            "selection": {"rules": rules},
-            "export": {"sweep_interval_s": 0.5, "destinations": [
-                {"name": "orthanc", "ae_title": orthanc.ae_title, "host": "127.0.0.1",
-                 "port": orthanc.dicom_port}]},
-        })
+        settings = node_settings_for_orthanc(base / "node", orthanc,
+                                             selection={"rules": rules})
         node = Node(settings)
         node.start()
         try:
