@@ -17,10 +17,17 @@ References
 ----------
 SQLite "Write-Ahead Logging" and "PRAGMA synchronous"; SQLAlchemy 2.0 docs,
 "Serializable isolation / Savepoints / Transactional DDL" (pysqlite recipe).
+
+The SQLite file holds password hashes and the audit log: it is created owner-only
+(0600), and an existing file, with its ``-wal`` and ``-shm`` files, is narrowed to
+0600 at start (SQLite gives the ``-wal`` and ``-shm`` files the mode of the database
+file).
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -30,6 +37,41 @@ from dicom_node.db.models import Base
 
 #: Values accepted for ``sqlite_synchronous`` (SQLite "PRAGMA synchronous").
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
+
+#: Mode of the SQLite database file and its ``-wal`` and ``-shm`` files.
+SQLITE_FILE_MODE = 0o600
+
+
+def secure_sqlite_file(path: Path) -> None:
+    """Create the SQLite file owner-only, or narrow an existing one and its WAL files to 0600.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The database file (its folder is created if missing).
+
+    Raises
+    ------
+    OSError
+        If the file cannot be created or its mode changed (for example it
+        belongs to another user).
+
+    References
+    ----------
+    SQLite "Write-Ahead Logging" (the ``-wal`` and ``-shm`` files take the
+    database file's permissions).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, SQLITE_FILE_MODE)
+    os.close(fd)
+    for candidate in (path, path.with_name(path.name + "-wal"),
+                      path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(candidate.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            candidate.chmod(SQLITE_FILE_MODE)
 
 
 def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
@@ -54,6 +96,9 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     ------
     ValueError
         If ``sqlite_synchronous`` is not one of :data:`SQLITE_SYNCHRONOUS`.
+    OSError
+        If the SQLite file cannot be created owner-only
+        (:func:`secure_sqlite_file`).
 
     References
     ----------
@@ -64,7 +109,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     is_sqlite = url.startswith("sqlite")
     connect_args = {"check_same_thread": False, "timeout": 30.0} if is_sqlite else {}
     if is_sqlite and ":///" in url and not url.endswith(":memory:"):
-        Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+        secure_sqlite_file(Path(url.split(":///", 1)[1].split("?", 1)[0]))
     engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not is_sqlite)
     if is_sqlite:
 
