@@ -89,3 +89,7 @@ class DeliveryRefusedError(PermanentError):
 
 class IllegalTransitionError(DicomNodeError):
     """A job, series or delivery was asked to make a state change its state machine forbids."""
+
+
+class InvalidQueryError(DicomNodeError, ValueError):
+    """A filter of a list query (a state, a page) has a value the node does not know."""

@@ -26,10 +26,12 @@ from dicom_node.db.models import (
     Purge,
     ResultObject,
     Series,
+    SeriesState,
     StateChange,
     Study,
     utcnow,
 )
+from dicom_node.errors import InvalidQueryError
 from dicom_node.stats import Milestones, milestones_for_jobs
 
 #: Values of the finding filter.
@@ -445,6 +447,15 @@ def job_detail_json(detail: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _enum_value(kind, value: str, what: str):
+    """``kind(value.upper())``, or InvalidQueryError naming the known values."""
+    try:
+        return kind(value.upper())
+    except ValueError:
+        known = ", ".join(member.value for member in kind)
+        raise InvalidQueryError(f"unknown {what} {value!r} (known: {known})") from None
+
+
 def list_series(
     session: Session, *, state: str | None = None, offset: int = 0, limit: int = 50
 ) -> tuple[list[tuple[Series, list[Job]]], int]:
@@ -454,10 +465,15 @@ def list_series(
     -------
     (list of (Series, list of Job), int)
         The page and the number of matching series.
+
+    Raises
+    ------
+    InvalidQueryError
+        If ``state`` is not a series state.
     """
     query = select(Series)
     if state:
-        query = query.where(Series.state == state.upper())
+        query = query.where(Series.state == _enum_value(SeriesState, state, "series state"))
     total = session.scalar(select(func.count()).select_from(query.subquery()))
     rows = session.scalars(
         query.options(selectinload(Series.jobs))
@@ -482,12 +498,17 @@ def list_deliveries(
     -------
     (list of dict, int)
         JSON-ready rows and the number of matching deliveries.
+
+    Raises
+    ------
+    InvalidQueryError
+        If ``state`` is not a delivery state.
     """
     query = select(Delivery, ResultObject).join(
         ResultObject, Delivery.result_object_id == ResultObject.id
     )
     if state:
-        query = query.where(Delivery.state == DeliveryState(state.upper()))
+        query = query.where(Delivery.state == _enum_value(DeliveryState, state, "delivery state"))
     if destination:
         query = query.where(Delivery.destination == destination)
     total = session.scalar(select(func.count()).select_from(query.subquery()))

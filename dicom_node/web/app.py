@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParameter
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -42,7 +44,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from dicom_node import __version__
 from dicom_node.config import Settings
 from dicom_node.db.models import Delivery, Job, JobState, Purge, Series, User, utcnow
-from dicom_node.errors import IllegalTransitionError
+from dicom_node.errors import IllegalTransitionError, InvalidQueryError
 from dicom_node.export.exporter import requeue_delivery
 from dicom_node.jobs import queue
 from dicom_node.metrics import make_registry
@@ -219,6 +221,13 @@ def upload_user(
 
 CurrentUser = Annotated[SessionUser, Depends(current_user)]
 AdminUser = Annotated[SessionUser, Depends(admin_user)]
+
+#: Largest row id (SQLite INTEGER and PostgreSQL BIGINT are signed 64-bit).
+MAX_ROW_ID = 2**63 - 1
+#: A row id in a URL path; out of range is "not found" (404).
+RowId = Annotated[int, PathParameter(ge=0, le=MAX_ROW_ID)]
+#: A page number in a query string; out of range is a bad request (400).
+PageNumber = Annotated[int, Query(ge=1, le=2**31 - 1)]
 UploadUser = Annotated[SessionUser, Depends(upload_user)]
 
 
@@ -454,6 +463,36 @@ def create_app(
                 user = None
         return render(request, "error.html", user, 403, title="Not allowed", message=exc.message)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError):
+        # A path id that cannot exist is "not found"; a bad query value is the client's error.
+        errors = exc.errors()
+        in_path = any(e.get("loc", ("",))[0] == "path" for e in errors)
+        status = 404 if in_path else 400
+        message = "; ".join(
+            f"{'.'.join(str(part) for part in e.get('loc', ())[1:])}: {e.get('msg', 'invalid')}"
+            for e in errors
+        )
+        return _client_error(request, status, message)
+
+    @app.exception_handler(InvalidQueryError)
+    async def _invalid_query(request: Request, exc: InvalidQueryError):
+        return _client_error(request, 400, str(exc))
+
+    def _client_error(request: Request, status: int, message: str):
+        if request.url.path.startswith("/api/") or request.headers.get("accept", "").startswith(
+            "application/json"
+        ):
+            return JSONResponse({"detail": message}, status_code=status)
+        user = None
+        if request.session.get("uid") is not None:
+            try:
+                user = current_user(request)
+            except LoginRequired:
+                user = None
+        title = "Not found" if status == 404 else "Bad request"
+        return render(request, "error.html", user, status, title=title, message=message)
+
     @app.exception_handler(RequestTooLarge)
     async def _too_large(request: Request, exc: RequestTooLarge):
         return JSONResponse({"detail": str(exc)}, status_code=413)
@@ -546,11 +585,10 @@ def create_app(
         pipeline: str | None = None,
         since: str | None = None,
         finding: str | None = None,
-        page: int = 1,
-        refresh: int | None = None,
+        page: PageNumber = 1,
+        refresh: Annotated[int | None, Query(ge=0, le=3600)] = None,
     ):
         filters, errors = job_filters(state, pipeline, since, finding)
-        page = max(1, page)
         with session_factory() as session:
             rows, total = list_jobs(
                 session, filters, offset=(page - 1) * web.page_size, limit=web.page_size
@@ -613,7 +651,7 @@ def create_app(
         )
 
     @app.get("/jobs/{job_id}", response_class=HTMLResponse)
-    def job_page(request: Request, job_id: int, user: CurrentUser):
+    def job_page(request: Request, job_id: RowId, user: CurrentUser):
         with session_factory() as session:
             detail = job_detail(session, job_id, settings.storage.outbox_path)
         if detail is None:
@@ -629,7 +667,7 @@ def create_app(
         )
 
     @app.get("/api/jobs/{job_id}")
-    def job_api(job_id: int, user: CurrentUser):
+    def job_api(job_id: RowId, user: CurrentUser):
         with session_factory() as session:
             detail = job_detail(session, job_id, settings.storage.outbox_path)
         if detail is None:
@@ -637,7 +675,7 @@ def create_app(
         return JSONResponse(job_detail_json(detail))
 
     def change_job(
-        request: Request, job_id: int, user: SessionUser, action: str
+        request: Request, job_id: RowId, user: SessionUser, action: str
     ) -> RedirectResponse | HTMLResponse:
         with session_factory.begin() as session:
             job = session.get(Job, job_id)
@@ -667,15 +705,15 @@ def create_app(
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
     @app.post("/jobs/{job_id}/requeue", dependencies=[Depends(csrf_protect)])
-    def requeue_job(request: Request, job_id: int, user: AdminUser):
+    def requeue_job(request: Request, job_id: RowId, user: AdminUser):
         return change_job(request, job_id, user, "requeue")
 
     @app.post("/jobs/{job_id}/cancel", dependencies=[Depends(csrf_protect)])
-    def cancel_job(request: Request, job_id: int, user: AdminUser):
+    def cancel_job(request: Request, job_id: RowId, user: AdminUser):
         return change_job(request, job_id, user, "cancel")
 
     @app.post("/deliveries/{delivery_id}/requeue", dependencies=[Depends(csrf_protect)])
-    async def requeue_delivery_action(request: Request, delivery_id: int, user: AdminUser):
+    async def requeue_delivery_action(request: Request, delivery_id: RowId, user: AdminUser):
         """Admins: a DEAD delivery back to PENDING (``export.exporter.requeue_delivery``)."""
         form = await request.form()
         back = _safe_next(str(form.get("next") or "/deliveries"))
@@ -700,7 +738,7 @@ def create_app(
     @app.get("/jobs/{job_id}/viewer", response_class=HTMLResponse)
     def viewer_page(
         request: Request,
-        job_id: int,
+        job_id: RowId,
         user: CurrentUser,
         window: str = "brain",
     ):
@@ -739,8 +777,8 @@ def create_app(
 
     @app.get("/jobs/{job_id}/slices/{index}.png")
     def slice_png(
-        job_id: int,
-        index: int,
+        job_id: RowId,
+        index: Annotated[int, PathParameter(ge=0, le=2**31 - 1)],
         user: CurrentUser,
         overlay: int = 0,
         window: str = "brain",
@@ -764,9 +802,8 @@ def create_app(
         request: Request,
         user: CurrentUser,
         state: str | None = None,
-        page: int = 1,
+        page: PageNumber = 1,
     ):
-        page = max(1, page)
         with session_factory() as session:
             rows, total = list_series(
                 session, state=state or None, offset=(page - 1) * web.page_size, limit=web.page_size
@@ -788,7 +825,7 @@ def create_app(
             )
 
     @app.get("/series/{series_id}", response_class=HTMLResponse)
-    def series_detail(request: Request, series_id: int, user: CurrentUser):
+    def series_detail(request: Request, series_id: RowId, user: CurrentUser):
         with session_factory() as session:
             series = session.get(Series, series_id)
             if series is None:
@@ -818,9 +855,8 @@ def create_app(
         user: CurrentUser,
         state: str | None = None,
         destination: str | None = None,
-        page: int = 1,
+        page: PageNumber = 1,
     ):
-        page = max(1, page)
         with session_factory() as session:
             rows, total = list_deliveries(
                 session,

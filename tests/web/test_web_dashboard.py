@@ -287,3 +287,22 @@ def test_cli_stats_matches_the_overview(site, admin):
     assert cli["latency"]["p95_s"] == pytest.approx(web["latency"]["p95_s"])
     text = CliRunner().invoke(cli_app, ["stats", "--no-echo"], env=env).output
     assert "time to result" in text and "target 600 s" in text
+
+
+BAD_REQUESTS = [
+    "/jobs?page=abc", "/jobs?page=-3", "/jobs?page=99999999999999999999999", "/jobs?state=NOPE",
+    "/jobs?refresh=x", "/jobs?since=yesterday", "/jobs.csv?state=NOPE", "/jobs/abc",
+    "/jobs/99999999999999999999999", "/jobs/-1", "/api/jobs/abc", "/api/jobs/424242",
+    "/jobs/1/viewer?slice=x", "/jobs/abc/viewer", "/jobs/424242/viewer",
+    "/jobs/1/slices/abc.png", "/jobs/1/slices/-1.png", "/jobs/1/slices/99999.png",
+    "/jobs/424242/slices/0.png", "/series?page=abc", "/series?page=0", "/series?state=NOPE",
+    "/series/abc", "/series/424242", "/deliveries?page=abc", "/deliveries?state=NOPE",
+]
+
+
+@pytest.mark.parametrize("path", BAD_REQUESTS)
+def test_invalid_query_or_id_values_are_client_errors_not_500(site, admin, path):
+    """A mistyped page number, state or id is the client's error (4xx), never a server error."""
+    response = admin.get(path)
+    assert response.status_code < 500, (path, response.status_code, response.text[:300])
+    assert response.status_code in (200, 400, 404, 422), (path, response.status_code)
