@@ -28,6 +28,12 @@ def encode_explicit_le(ds: Dataset) -> bytes:
 
 def send_raw_c_store(assoc, sop_class_uid: str, sop_instance_uid: str, raw: bytes) -> int:
     """Send ``raw`` as the dataset of a C-STORE request; return the response status."""
+    return int(send_raw_c_store_response(assoc, sop_class_uid, sop_instance_uid, raw).Status)
+
+
+def send_raw_c_store_response(assoc, sop_class_uid: str, sop_instance_uid: str, raw: bytes):
+    """Send ``raw`` as the dataset of a C-STORE request; return the C-STORE response primitive
+    (Status, ErrorComment)."""
     context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == sop_class_uid)
     req = C_STORE()
     req.MessageID = 1
@@ -43,4 +49,4 @@ def send_raw_c_store(assoc, sop_class_uid: str, sop_instance_uid: str, raw: byte
         _, rsp = assoc.dimse.get_msg(block=True)
     finally:
         assoc._reactor_checkpoint.set()
-    return int(rsp.Status)
+    return rsp

@@ -238,7 +238,7 @@ def file_meta_information(
 # it to SCANNED_ATTRIBUTES (top-level attributes with a string VR only).
 # ---------------------------------------------------------------------------
 
-#: Top-level attributes the scanner decodes: tag -> (keyword, VR). String VRs only.
+#: Top-level attributes the scanner decodes: tag -> (keyword, VR). String VRs, and US.
 SCANNED_ATTRIBUTES: dict[int, tuple[str, str]] = {
     0x00080005: ("SpecificCharacterSet", "CS"),
     0x00080008: ("ImageType", "CS"),
@@ -259,8 +259,14 @@ SCANNED_ATTRIBUTES: dict[int, tuple[str, str]] = {
     0x00200037: ("ImageOrientationPatient", "DS"),
     0x00200052: ("FrameOfReferenceUID", "UI"),
     0x00201002: ("ImagesInAcquisition", "IS"),
+    0x00280002: ("SamplesPerPixel", "US"),
     0x00280008: ("NumberOfFrames", "IS"),
+    0x00280010: ("Rows", "US"),
+    0x00280011: ("Columns", "US"),
+    0x00280100: ("BitsAllocated", "US"),
 }
+#: Transfer syntaxes whose Pixel Data is native (not encapsulated): PS3.5 A.1, A.2, A.3.
+NATIVE_SYNTAXES = frozenset(("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"))
 _LITTLE_ENDIAN_SYNTAXES = {
     "1.2.840.10008.1.2": True,  # Implicit VR Little Endian
     "1.2.840.10008.1.2.1": False,  # Explicit VR Little Endian
@@ -278,6 +284,7 @@ _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
 _MAX_DEPTH = 16
+_EXTENT = struct.Struct("<QQ")
 _TAG_LENGTH = struct.Struct("<HHI")
 _TAG_VR_SHORT = struct.Struct("<HH2sH")
 
@@ -295,9 +302,13 @@ class ScannedHeader:
     DS and IS values stay strings; the callers convert them.
     """
 
-    def __init__(self, values: dict[str, object], transfer_syntax_uid: str) -> None:
+    def __init__(self, values: dict[str, object], transfer_syntax_uid: str,
+                 pixel_data_extent: tuple[int, int] | None = None) -> None:
         self._values = values
         self.file_meta = {"TransferSyntaxUID": transfer_syntax_uid}
+        #: (offset of the value in the encoded bytes, declared length) of the top-level
+        #: Pixel Data, None when the dataset has none.
+        self.pixel_data_extent = pixel_data_extent
 
     def get(self, keyword: str, default: object = None) -> object:
         """Return the decoded value of ``keyword``, or ``default`` when absent."""
@@ -337,6 +348,8 @@ def _scan_elements(
         if group == 0xFFFE:
             raise _UnscannableError(f"unexpected item tag {tag:08X}")
         if tag == _PIXEL_DATA and depth == 0:
+            if found is not None:
+                found[_PIXEL_DATA] = _EXTENT.pack(pos, length)
             return pos
         if length == _UNDEFINED:
             pos = _skip_sequence(buf, pos, end, implicit or vr == b"UN", depth + 1)
@@ -374,6 +387,8 @@ def _skip_sequence(buf: bytes, pos: int, end: int, implicit: bool, depth: int) -
 
 
 def _decode(raw: bytes, vr: str, codec: str) -> object:
+    if vr == "US":
+        return int.from_bytes(raw[:2], "little") if len(raw) >= 2 else None
     text = raw.decode("ascii" if vr in ("UI", "DS", "IS", "CS") else codec)
     text = text.rstrip("\x00 ") if vr == "UI" else text.rstrip(" \x00")
     if vr in ("DS", "IS"):
@@ -437,13 +452,103 @@ def scan_header(encoded: bytes, transfer_syntax_uid: str | None = None) -> Scann
         codec = _CODECS.get(charset)
         if codec is None:
             return None
+        extent = raw.pop(_PIXEL_DATA, None)
         values = {}
         for tag, data in raw.items():
             keyword, vr = SCANNED_ATTRIBUTES[tag]
             values[keyword] = _decode(data, vr, codec)
-        return ScannedHeader(values, syntax)
+        return ScannedHeader(values, syntax,
+                             None if extent is None else _EXTENT.unpack(extent))
     except (_UnscannableError, struct.error, UnicodeDecodeError, ValueError):
         return None
+
+
+def _pydicom_pixel_data_extent(encoded: bytes) -> tuple[int, int] | None:
+    """(value offset, declared length) of the top-level Pixel Data, read by pydicom."""
+    ds = pydicom.dcmread(BytesIO(encoded), defer_size=1024)
+    element = ds.get_item(_PIXEL_DATA)
+    if element is None:
+        return None
+    value_tell = getattr(element, "value_tell", None)
+    if value_tell is None:  # a value small enough to be read: it is complete
+        return None
+    return int(value_tell), int(element.length)
+
+
+def _skip_fragments(encoded: bytes, pos: int) -> int | None:
+    """Offset after the Sequence Delimitation Item of encapsulated Pixel Data, None if missing."""
+    end = len(encoded)
+    while pos + 8 <= end:
+        group, element, length = _TAG_LENGTH.unpack_from(encoded, pos)
+        tag = group << 16 | element
+        pos += 8
+        if tag == _SEQUENCE_END:
+            return pos
+        if tag != _ITEM or length == _UNDEFINED:
+            return None
+        pos += length
+    return None
+
+
+def check_pixel_data(encoded: bytes, extent: tuple[int, int] | None, ds,
+                     transfer_syntax_uid: str) -> None:
+    """Check that the Pixel Data the header declares is all there.
+
+    Parameters
+    ----------
+    encoded : bytes
+        Part 10 bytes of the instance.
+    extent : tuple of int or None
+        (offset of the Pixel Data value in ``encoded``, declared length), None
+        when the dataset has no top-level Pixel Data (nothing to check).
+    ds : pydicom.Dataset or ScannedHeader
+        Rows, Columns, SamplesPerPixel, BitsAllocated, NumberOfFrames.
+    transfer_syntax_uid : str
+        The dataset's transfer syntax.
+
+    Raises
+    ------
+    InvalidInstanceError
+        If the declared length runs past the received bytes, native Pixel
+        Data is shorter than Rows x Columns x Samples per Pixel x Bits
+        Allocated / 8 x Number of Frames, or encapsulated Pixel Data has no
+        Sequence Delimitation Item (the message gives the figures).
+
+    References
+    ----------
+    DICOM PS3.5 7.1 (data element length), 8.1.1 (native format: the size of
+    Pixel Data), 8.2 and A.4 (encapsulated format: items ended by a Sequence
+    Delimitation Item); PS3.3 C.7.6.3 (Image Pixel Module).
+    """
+    if extent is None:
+        return
+    offset, length = extent
+    present = len(encoded) - offset
+    if length == _UNDEFINED:
+        if _skip_fragments(encoded, offset) is None:
+            raise InvalidInstanceError(
+                "Pixel Data truncated: the encapsulated fragments end without a Sequence "
+                "Delimitation Item (rule PS3.5 A.4)")
+        return
+    if length > present:
+        raise InvalidInstanceError(
+            f"Pixel Data truncated: it declares {length} bytes but {max(present, 0)} follow "
+            "(rule PS3.5 7.1: a value is as long as its length field says)")
+    if transfer_syntax_uid not in NATIVE_SYNTAXES:
+        return
+    try:
+        rows, columns = int(ds.get("Rows")), int(ds.get("Columns"))
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        bits = int(ds.get("BitsAllocated"))
+        frames = max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        return  # no image geometry to compare with; the pipelines refuse such images
+    expected = -(-rows * columns * samples * frames * bits // 8)
+    if length < expected:
+        raise InvalidInstanceError(
+            f"Pixel Data truncated: {length} bytes where Rows {rows} x Columns {columns} x "
+            f"Samples per Pixel {samples} x Bits Allocated {bits} x {frames} frame(s) need "
+            f"{expected} (rule PS3.5 8.1.1)")
 
 
 def parse_header(encoded: bytes, *, transfer_syntax_uid: str | None = None) -> InstanceHeader:
@@ -463,8 +568,9 @@ def parse_header(encoded: bytes, *, transfer_syntax_uid: str | None = None) -> I
     Raises
     ------
     InvalidInstanceError
-        If the bytes are not DICOM, or SOPInstanceUID, SOPClassUID,
-        StudyInstanceUID or SeriesInstanceUID is missing or not a valid UID.
+        If the bytes are not DICOM, SOPInstanceUID, SOPClassUID,
+        StudyInstanceUID or SeriesInstanceUID is missing or not a valid UID,
+        or the Pixel Data is truncated (:func:`check_pixel_data`).
 
     References
     ----------
@@ -474,6 +580,9 @@ def parse_header(encoded: bytes, *, transfer_syntax_uid: str | None = None) -> I
         ds = scan_header(encoded, transfer_syntax_uid)
         if ds is None:  # not a layout the scanner reads: pydicom decides
             ds = pydicom.dcmread(BytesIO(encoded), stop_before_pixels=True)
+            extent = _pydicom_pixel_data_extent(encoded)
+        else:
+            extent = ds.pixel_data_extent
         # Force parsing of every element we read now, so a truncated dataset fails here.
         keywords = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
         uids = {k: validate_uid(ds.get(k), keyword=k) for k in keywords}
@@ -505,6 +614,7 @@ def parse_header(encoded: bytes, *, transfer_syntax_uid: str | None = None) -> I
         if images_in_acquisition is not None and images_in_acquisition < 1:
             images_in_acquisition = None
         tsuid = transfer_syntax_uid or str(ds.file_meta.get("TransferSyntaxUID", ""))
+        check_pixel_data(encoded, extent, ds, tsuid)
         contrast = ds.get("ContrastBolusAgent")
         return InstanceHeader(
             sop_instance_uid=uids["SOPInstanceUID"],

@@ -26,6 +26,7 @@ import socketserver
 import threading
 from collections.abc import Callable
 
+from pydicom.dataset import Dataset
 from pynetdicom import (
     AE,
     PYNETDICOM_IMPLEMENTATION_UID,
@@ -76,6 +77,40 @@ STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC210
+#: Error Comment (0000,0902) is LO: at most 64 characters (PS3.7 E.1, PS3.5 6.2).
+ERROR_COMMENT_MAX_CHARS = 64
+
+
+def failure_status(code: int, comment: str) -> Dataset:
+    """A C-STORE failure status with its reason in Error Comment, so the sender learns why.
+
+    Parameters
+    ----------
+    code : int
+        Status (PS3.4 B.2.3), for example 0xC210.
+    comment : str
+        Reason; cut to :data:`ERROR_COMMENT_MAX_CHARS` characters, ASCII.
+
+    Returns
+    -------
+    pydicom.Dataset
+        Status and Error Comment, as pynetdicom accepts from a C-STORE handler.
+
+    References
+    ----------
+    DICOM PS3.7 9.1.1.1.4 and Annex C (status, Error Comment); pynetdicom
+    "evt.EVT_C_STORE" handler documentation (a Dataset status).
+    """
+    status = Dataset()
+    status.Status = code
+    text = comment.encode("ascii", "replace").decode("ascii")
+    status.ErrorComment = text[:ERROR_COMMENT_MAX_CHARS]
+    return status
+
+
+def status_code(status: int | Dataset) -> int:
+    """The status value of what :meth:`StorageSCP.handle_store` returned."""
+    return int(status.Status) if isinstance(status, Dataset) else int(status)
 
 
 class ReusePortAssociationServer(GuardedAssociationServer):
@@ -318,7 +353,7 @@ class StorageSCP:
         """Answer C-ECHO with Success (PS3.4 A.4)."""
         return STATUS_SUCCESS
 
-    def handle_store(self, event: Event) -> int:
+    def handle_store(self, event: Event) -> int | Dataset:
         """Handle one C-STORE request: parse header, spool durably, record, answer.
 
         Parameters
@@ -328,10 +363,12 @@ class StorageSCP:
 
         Returns
         -------
-        int
-            0x0000 on success (also for an instance already stored), 0xC210 if
-            the dataset cannot be understood (not DICOM, missing or invalid
-            UIDs), 0xA900 if it does not match the requested SOP class, 0xA700
+        int or pydicom.Dataset
+            0x0000 on success (also for an instance already stored); a
+            failure as a status Dataset whose Error Comment says why
+            (:func:`failure_status`): 0xC210 if the dataset cannot be
+            understood (not DICOM, missing or invalid UIDs, truncated Pixel
+            Data), 0xA900 if it does not match the requested SOP class, 0xA700
             if it cannot be stored now (disk or database, or free disk space
             below ``dicom.min_free_disk_bytes`` / ``min_free_disk_percent``).
         """
@@ -342,10 +379,10 @@ class StorageSCP:
             header = parse_header(encoded, transfer_syntax_uid=str(event.context.transfer_syntax))
         except InvalidInstanceError as err:
             logger.warning("C-STORE from %s refused (0xC210): %s", calling, str(err))
-            return STATUS_CANNOT_UNDERSTAND
+            return failure_status(STATUS_CANNOT_UNDERSTAND, str(err))
         except Exception:  # noqa: BLE001 - nothing may escape into the association thread
             logger.exception("C-STORE from %s refused (0xC210): undecodable request", calling)
-            return STATUS_CANNOT_UNDERSTAND
+            return failure_status(STATUS_CANNOT_UNDERSTAND, "undecodable request")
         if header.sop_instance_uid != affected_uid:
             logger.warning(
                 "C-STORE from %s refused (0xC210): SOPInstanceUID %s differs from the request's "
@@ -354,39 +391,41 @@ class StorageSCP:
                 header.sop_instance_uid,
                 affected_uid[:64],
             )
-            return STATUS_CANNOT_UNDERSTAND
+            return failure_status(STATUS_CANNOT_UNDERSTAND,
+                                  "SOP Instance UID differs from Affected SOP Instance UID")
         if header.sop_class_uid != str(event.request.AffectedSOPClassUID):
             logger.warning(
                 "C-STORE from %s refused (0xA900): SOPClassUID %s does not match the request",
                 calling,
                 header.sop_class_uid,
             )
-            return STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS
+            return failure_status(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                                  "SOP Class UID differs from Affected SOP Class UID")
         with self._open_lock:
             entry = self._open.get(event.assoc)
         association_id = entry[0] if entry is not None else None
         room, why_not = self.disk.has_room(len(encoded))
         if not room:
             logger.error("C-STORE of %s refused (0xA700): %s", header.sop_instance_uid, why_not)
-            return STATUS_OUT_OF_RESOURCES
+            return failure_status(STATUS_OUT_OF_RESOURCES, "not enough free disk space")
         try:
             stored = self.ingest.store(header, encoded, calling, association_id=association_id)
         except InvalidUIDError as err:
             logger.warning("C-STORE from %s refused (0xC210): %s", calling, str(err))
-            return STATUS_CANNOT_UNDERSTAND
+            return failure_status(STATUS_CANNOT_UNDERSTAND, str(err))
         except SpoolWriteError as err:
             logger.error("C-STORE of %s refused (0xA700): %s", header.sop_instance_uid, str(err))
-            return STATUS_OUT_OF_RESOURCES
+            return failure_status(STATUS_OUT_OF_RESOURCES, "cannot write to the spool now")
         except SQLAlchemyError as err:
             logger.error(
                 "C-STORE of %s refused (0xA700): database error %s",
                 header.sop_instance_uid,
                 err.__class__.__name__,
             )
-            return STATUS_OUT_OF_RESOURCES
+            return failure_status(STATUS_OUT_OF_RESOURCES, "database busy or unavailable")
         except Exception:  # noqa: BLE001
             logger.exception("C-STORE of %s refused (0xA700)", header.sop_instance_uid)
-            return STATUS_OUT_OF_RESOURCES
+            return failure_status(STATUS_OUT_OF_RESOURCES, "internal error")
         if stored:
             if entry is not None:
                 entry[1] += 1
