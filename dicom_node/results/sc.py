@@ -29,6 +29,7 @@ Window Center and Window Width; PS3.16 CID 7202; IHE AIR.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import warnings
@@ -431,6 +432,17 @@ def key_slice_indices(result: PipelineResult, max_key_slices: int) -> list[int]:
     return sorted(chosen)
 
 
+#: Patient and study attributes the SC copies from its source when present, as
+#: highdicom's SEG and SR do, so every result object of a study repeats the same values
+#: (PS3.3 C.7.1.1 Patient, C.7.2.1 General Study, C.7.2.2 Patient Study; checked by dcentvfy).
+PATIENT_STUDY_KEYWORDS = (
+    "StudyDescription", "PatientIdentityRemoved", "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence", "IssuerOfPatientID", "OtherPatientIDsSequence",
+    "PatientAge", "PatientSize", "PatientWeight", "EthnicGroup", "PatientComments",
+    "AdmittingDiagnosesDescription", "ReferringPhysicianName", "AccessionNumber", "StudyID",
+)
+
+
 def _secondary_capture(
     reference: Dataset,
     pixels: np.ndarray,
@@ -468,6 +480,9 @@ def _secondary_capture(
     except (TypeError, ValueError, AttributeError, KeyError) as err:
         raise ResultBuildError(f"highdicom rejected the secondary capture: {err}") from err
     replay_warnings(caught, sop_instance_uid, logger)
+    for keyword in PATIENT_STUDY_KEYWORDS:
+        if keyword in reference and keyword not in image:
+            image[keyword] = copy.deepcopy(reference[keyword])
     if orientation is None:
         image.PatientOrientation = None  # Type 2: a table has no patient orientation
     body_part = str(reference.get("BodyPartExamined", "") or "").strip()

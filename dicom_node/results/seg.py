@@ -406,6 +406,10 @@ def build_segmentation(
         raise ResultBuildError(f"highdicom rejected the segmentation: {err}") from err
     replay_warnings(caught, sop_instance_uid)
     _ensure_referenced_series(segmentation, sources)
+    if "ContentCreatorName" not in segmentation:
+        # Type 2 in the Content Identification Macro (PS3.3 C.10.9): an algorithm, not a
+        # person, made the content, so the name is present and empty.
+        segmentation.ContentCreatorName = None
 
     logger.info(
         "built SEG %s (%s, series %s, %s): %d segment(s), %d frame(s)%s in %.2f s",
