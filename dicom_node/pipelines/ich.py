@@ -68,6 +68,7 @@ from dicom_node.imaging.ich_input import (
     window_channels,
 )
 from dicom_node.pipelines.base import AlgorithmIdentity, PipelineResult, SegmentFinding
+from dicom_node.pipelines.keras_runtime import import_keras
 from dicom_node.series.volume import CTVolume
 
 logger = logging.getLogger(__name__)
@@ -306,7 +307,7 @@ class IchModelPackage:
 
 def _configure_threads() -> None:
     """Give the framework every core this process may use (TensorFlow backend)."""
-    import keras
+    keras = import_keras()
 
     if keras.backend.backend() != "tensorflow":
         return
@@ -337,11 +338,9 @@ def load_keras_model(path: Path):
     ModelPackageError
         If Keras cannot read the file.
     """
-    # TensorFlow's C++ INFO and WARNING lines (CPU instruction sets, "no GPU") would
-    # flood the worker's log on every start; errors still show. An explicit setting wins.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's native start-up lines stay off stderr (keras_runtime).
     _configure_threads()
-    import keras
+    keras = import_keras()
 
     from dicom_node.training import resunet  # noqa: F401  (registers the custom loss)
 

@@ -13,8 +13,10 @@ Milletari F, et al. V-Net (soft Dice loss). 3DV 2016.
 
 from __future__ import annotations
 
-import keras
-from keras import layers, ops
+from dicom_node.pipelines.keras_runtime import import_keras
+
+keras = import_keras()  # TensorFlow's native start-up lines stay off stderr
+layers, ops = keras.layers, keras.ops
 
 #: Label value of pixels whose class is unknown (for example hemorrhage of an
 #: unknown subtype in a dataset with slice-level subtype labels only).

@@ -35,10 +35,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from dicom_node.imaging.ich_input import ICH_CLASSES, ICH_SUBTYPES, IchInputSpec, stack_context
+from dicom_node.pipelines.keras_runtime import import_keras
 from dicom_node.training.ich_data import (
     ModelGridCase,
     downsample_volume,
@@ -47,6 +47,8 @@ from dicom_node.training.ich_data import (
     load_cases,
     save_cases,
 )
+
+keras = import_keras()  # TensorFlow's native start-up lines stay off stderr
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,116 @@
+"""Import Keras (and TensorFlow, its default backend) without flooding stderr.
+
+TensorFlow's native libraries write start-up lines straight to file descriptor 2
+before Python's logging or ``TF_CPP_MIN_LOG_LEVEL`` can act: oneDNN notices,
+"Could not find cuda drivers", "failed call to cuInit" on a machine without a
+GPU, and absl's "All log messages before absl::InitializeLog()". On a CPU-only
+node they say nothing an admin can act on and bury the node's own log.
+
+:func:`import_keras` imports Keras, and with the TensorFlow backend lists the
+devices, while file descriptor 2 points at a temporary file; afterwards the
+lines in TensorFlow's native format are logged at DEBUG and every other line
+(a Python log record of another thread, a warning) is written back to stderr,
+so nothing of the node's own is lost. One INFO line says which devices the
+framework found. Set ``DICOM_NODE_FRAMEWORK_LOGS=1`` to see the native lines
+as they come.
+
+References
+----------
+TensorFlow issue 62075 ("absl::InitializeLog" lines ignore TF_CPP_MIN_LOG_LEVEL);
+POSIX ``dup2`` (redirecting a file descriptor).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import tempfile
+import threading
+
+logger = logging.getLogger(__name__)
+
+#: Environment switch that leaves the framework's native start-up lines on stderr.
+SHOW_FRAMEWORK_LOGS_ENV = "DICOM_NODE_FRAMEWORK_LOGS"
+
+#: Lines TensorFlow's native code writes: absl's "I0000 00:00:... file.cc:12] ..." and
+#: its notice about InitializeLog.
+NATIVE_LINE = re.compile(
+    r"^(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+:\d+\]|WARNING: All log messages before absl)"
+)
+
+_lock = threading.Lock()
+_devices: list[str] | None = None
+
+
+def import_keras():
+    """Import Keras with the framework's native start-up lines kept off stderr.
+
+    Returns
+    -------
+    module
+        ``keras``.
+
+    Raises
+    ------
+    ImportError
+        If Keras or its backend cannot be imported (the captured native lines
+        are written to stderr first, since they may say why).
+    """
+    global _devices
+    if _devices is not None:
+        import keras
+
+        return keras
+    with _lock:
+        if _devices is not None:
+            import keras
+
+            return keras
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if os.environ.get(SHOW_FRAMEWORK_LOGS_ENV) == "1":
+            keras = _import_and_list_devices()
+        else:
+            keras = _quietly(_import_and_list_devices)
+        logger.info("Keras %s, backend %s: %s", keras.__version__, keras.backend.backend(),
+                    ", ".join(_devices or ["CPU only"]))
+        return keras
+
+
+def _import_and_list_devices():
+    global _devices
+    import keras
+
+    devices: list[str] = []
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        devices = [d.name for d in tf.config.list_physical_devices("GPU")]
+    _devices = devices
+    return keras
+
+
+def _quietly(function):
+    """Run ``function`` with file descriptor 2 captured; sort the captured lines afterwards."""
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        failed = True
+        try:
+            result = function()
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace")
+            for line in text.splitlines():
+                if NATIVE_LINE.match(line) and not failed:
+                    logger.debug("framework: %s", line)
+                else:
+                    sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+    return result
