@@ -14,6 +14,28 @@ import logging
 _LIBRARY_LOGGERS = ("highdicom", "pydicom", "py.warnings")
 
 
+class SkippedRunFilter(logging.Filter):
+    """Drop APScheduler's "skipped: maximum number of running instances reached" warnings.
+
+    A sweep that is still running when its next interval comes is skipped on
+    purpose (``max_instances=1, coalesce=True``): the next run catches up. In
+    normal work that happens many times an hour and says nothing an admin can
+    act on. With ``level = "DEBUG"`` the records pass.
+
+    References
+    ----------
+    APScheduler 3 ``BaseScheduler._process_jobs`` (the warning and
+    ``EVENT_JOB_MAX_INSTANCES``).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Return False for the skipped-run warning, True for every other record."""
+        return "maximum number of running instances reached" not in str(record.msg)
+
+
+_SKIPPED_RUN_FILTER = SkippedRunFilter()
+
+
 def configure_logging(level: str, *, log_library_warnings: bool = False) -> None:
     """Configure the root logger and the verbosity of DICOM libraries.
 
@@ -36,5 +58,10 @@ def configure_logging(level: str, *, log_library_warnings: bool = False) -> None
     logging.getLogger("apscheduler").setLevel(
         logging.DEBUG if level == "DEBUG" else logging.WARNING
     )
+    scheduler_logger = logging.getLogger("apscheduler.scheduler")
+    if level == "DEBUG":
+        scheduler_logger.removeFilter(_SKIPPED_RUN_FILTER)
+    else:
+        scheduler_logger.addFilter(_SKIPPED_RUN_FILTER)
     # pynetdicom logs every association at INFO; keep that only when debugging.
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
