@@ -146,6 +146,14 @@ def _job_row(job, series) -> dict[str, Any]:
     }
 
 
+def _uid_column(uid: str, width: int = 40) -> str:
+    """A UID cut to ``width`` characters from the left, marked with "..." when cut.
+
+    The end of a UID is what tells series of one study apart, so it is kept.
+    """
+    return uid if len(uid) <= width else "..." + uid[-(width - 3):]
+
+
 def _result_text(row: dict[str, Any]) -> str:
     """One line for a job's outcome: its error, why it was not analysable, or its findings."""
     if row["state"] == "FAILED":
@@ -224,11 +232,11 @@ def jobs_list(
         result = _result_text(row)
         typer.echo(
             f"{row['job_id']:>5}  {row['state']:<10} {row['pipeline']:<8} "
-            f"{row['series_instance_uid'][-40:]:<40} {result}"
+            f"{_uid_column(row['series_instance_uid']):<40} {result}"
         )
     for row in not_eligible:
         typer.echo(
-            f"{'-':>5}  {row['state']:<10} {'-':<8} {row['series_instance_uid'][-40:]:<40} "
+            f"{'-':>5}  {row['state']:<10} {'-':<8} {_uid_column(row['series_instance_uid']):<40} "
             f"{row['reason']}"
         )
 
@@ -281,7 +289,9 @@ def jobs_show(
             }
             for e in events
         ]
-        data["details"] = (job.result_summary or {}).get("details")
+        from dicom_node.queries import rounded
+
+        data["details"] = rounded((job.result_summary or {}).get("details"))
         data["result_objects"] = [
             {
                 "kind": o.kind,
@@ -363,7 +373,7 @@ def series_list(
     for r in rows:
         typer.echo(
             f"{r['state']:<13} {r['modality']:<4} {r['instances']:>4}  "
-            f"{r['series_instance_uid'][-40:]:<40} {r['reason'] or ''}"
+            f"{_uid_column(r['series_instance_uid']):<40} {r['reason'] or ''}"
         )
 
 
@@ -1140,6 +1150,10 @@ def train_ich_package_command(
     out: Annotated[
         Path | None, typer.Option(help="Package folder; default: models/ich/<version>.")
     ] = None,
+    add_blood_rule: Annotated[
+        list[str] | None,
+        typer.Option(help="Enable this blood rule too (repeatable), e.g. dural_band."),
+    ] = None,
 ) -> None:
     """Write a package with existing weights and the region rule, slabs and blood rules.
 
@@ -1149,7 +1163,8 @@ def train_ich_package_command(
     from dicom_node.training.ablation_ich import derive_region_package
 
     try:
-        folder = derive_region_package(source, out or Path("models/ich") / version, version)
+        folder = derive_region_package(source, out or Path("models/ich") / version, version,
+                                       add_blood_rules=tuple(add_blood_rule or ()))
     except (ValueError, DicomNodeError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err

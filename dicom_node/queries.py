@@ -182,6 +182,26 @@ def pipelines_seen(session: Session) -> list[str]:
     return list(session.scalars(select(Job.pipeline).distinct().order_by(Job.pipeline)))
 
 
+#: Significant digits of the floats in a job's pipeline details as shown to people.
+DETAIL_SIGNIFICANT_DIGITS = 4
+
+
+def rounded(value: Any, digits: int = DETAIL_SIGNIFICANT_DIGITS) -> Any:
+    """``value`` with every float rounded to ``digits`` significant digits (JSON types kept).
+
+    Pipeline details keep full precision in the database (evaluation reads them);
+    a score of 0.14057545006824265 or a volume of 12.190766280026013 mL is
+    shown as 0.1406 and 12.19.
+    """
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}") if value == value else value
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
 def finding_text(findings: Sequence[dict[str, Any]]) -> str:
     """``label present|absent[, side site] (volume mL)`` per finding, joined with ``; ``.
 
@@ -381,7 +401,7 @@ def job_detail(session: Session, job_id: int, outbox: Path) -> dict[str, Any] | 
             "timeline": events,
             "milestones": milestones,
             "stages_s": milestones.durations_s() if milestones else {},
-            "details": (job.result_summary or {}).get("details"),
+            "details": rounded((job.result_summary or {}).get("details")),
             "result_objects": [
                 {
                     "id": o.id,

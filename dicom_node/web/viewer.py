@@ -47,8 +47,37 @@ WINDOWS: dict[str, Window] = {
     "subdural": SUBDURAL_WINDOW,
     "bone": BONE_WINDOW,
 }
-#: Outline colour of the mask (BGR, OpenCV order): red.
+#: Outline colour of a segment whose finding has no recommended colour (BGR, OpenCV order).
 OUTLINE_BGR = (40, 40, 230)
+
+
+def segment_rgb(label: str) -> tuple[int, int, int]:
+    """Display colour of a segment: its finding's recommended colour, as on the SC overlay.
+
+    Parameters
+    ----------
+    label : str
+        Segment Label of the SEG (the finding label).
+
+    Returns
+    -------
+    tuple of int
+        (R, G, B), 0-255; red when the finding is not in the code tables.
+
+    References
+    ----------
+    PS3.3 C.8.20.2 (Recommended Display CIELab Value of a segment);
+    :func:`dicom_node.results.codes.finding_codes`.
+    """
+    from dicom_node.errors import ResultBuildError
+    from dicom_node.results.codes import finding_codes
+
+    try:
+        r, g, b = finding_codes(label).recommended_display_rgb
+        return (int(r), int(g), int(b))
+    except ResultBuildError:
+        b, g, r = OUTLINE_BGR
+        return (r, g, b)
 
 
 class ViewerUnavailable(Exception):  # noqa: N818 - shown to the user, not a failure of the node
@@ -101,16 +130,32 @@ class JobImages:
     seg_sop_instance_uid : str
     slices : list of SliceInfo
         Ordered along the slice normal.
-    masks : numpy.ndarray
-        Shape (slices, rows, columns), bool: the union of the SEG's segments.
+    label_map : numpy.ndarray
+        Shape (slices, rows, columns), uint8: 0 outside every segment, else
+        the 1-based position in ``segment_labels`` of the first segment that
+        holds the pixel.
     segment_labels : list of str
     """
 
     job_id: int
     seg_sop_instance_uid: str
     slices: list[SliceInfo]
-    masks: np.ndarray
+    label_map: np.ndarray
     segment_labels: list[str]
+
+    @property
+    def masks(self) -> np.ndarray:
+        """(slices, rows, columns) bool: the union of the SEG's segments."""
+        return self.label_map > 0
+
+    @property
+    def legend(self) -> list[tuple[str, str]]:
+        """(segment label, CSS colour ``#rrggbb``) for each segment, in SEG order."""
+        out = []
+        for label in self.segment_labels:
+            r, g, b = segment_rgb(label)
+            out.append((label, f"#{r:02x}{g:02x}{b:02x}"))
+        return out
 
     @property
     def best_index(self) -> int:
@@ -220,7 +265,7 @@ class SliceRenderer:
         }
         segment_numbers = list(seg.segment_numbers)
         first = pydicom.dcmread(slices[0].path, stop_before_pixels=True)
-        masks = np.zeros((len(slices), int(first.Rows), int(first.Columns)), dtype=bool)
+        label_map = np.zeros((len(slices), int(first.Rows), int(first.Columns)), dtype=np.uint8)
         uids = [s.sop_instance_uid for s in slices if s.sop_instance_uid in referenced]
         if uids:
             pixels = seg.get_pixels_by_source_instance(
@@ -228,17 +273,21 @@ class SliceRenderer:
                 segment_numbers=segment_numbers,
                 assert_missing_frames_are_empty=True,
             )
-            by_uid = dict(zip(uids, pixels.any(axis=-1), strict=True))
+            # First segment wins where segments overlap (a BINARY SEG may overlap).
+            present = pixels > 0
+            labels_of = np.where(present.any(axis=-1), np.argmax(present, axis=-1) + 1, 0)
+            by_uid = dict(zip(uids, labels_of.astype(np.uint8), strict=True))
             for s in slices:
                 if s.sop_instance_uid in by_uid:
-                    masks[s.index] = by_uid[s.sop_instance_uid]
+                    label_map[s.index] = by_uid[s.sop_instance_uid]
+        masks = label_map > 0
         spacing = first.get("PixelSpacing") or [1.0, 1.0]
         pixel_area_mm2 = float(spacing[0]) * float(spacing[1])
         for s in slices:
             s.mask_pixels = int(masks[s.index].sum())
             s.mask_area_mm2 = s.mask_pixels * pixel_area_mm2
         labels = [seg.get_segment_description(n).segment_label for n in segment_numbers]
-        return JobImages(job_id, seg_row.sop_instance_uid, slices, masks, labels)
+        return JobImages(job_id, seg_row.sop_instance_uid, slices, label_map, labels)
 
     def render(self, job_id: int, index: int, *, overlay: bool, window: str = "brain") -> bytes:
         """Render one slice as PNG bytes.
@@ -250,7 +299,8 @@ class SliceRenderer:
         index : int
             Slice index along the normal (0-based).
         overlay : bool
-            Outline the mask (and tint it lightly) when True.
+            Outline each segment in its finding's colour (:func:`segment_rgb`)
+            and tint it lightly when True.
         window : str
             A key of :data:`WINDOWS`.
 
@@ -277,15 +327,23 @@ class SliceRenderer:
         grey = apply_window(hu, WINDOWS[window])
         image = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
         if overlay:
-            mask = images.masks[index].astype(np.uint8)
-            if mask.shape == grey.shape and mask.any():
+            labels = images.label_map[index]
+            if labels.shape == grey.shape and labels.any():
                 tint = image.copy()
-                tint[mask > 0] = OUTLINE_BGR
+                colours = {}
+                for number, label in enumerate(images.segment_labels, start=1):
+                    r, g, b = segment_rgb(label)
+                    colours[number] = (b, g, r)
+                    tint[labels == number] = colours[number]
                 image = cv2.addWeighted(tint, 0.25, image, 0.75, 0)
-                contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-                cv2.drawContours(
-                    image, contours, -1, OUTLINE_BGR, thickness=1, lineType=cv2.LINE_AA
-                )
+                for number, bgr in colours.items():
+                    mask = (labels == number).astype(np.uint8)
+                    if not mask.any():
+                        continue
+                    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL,
+                                                   cv2.CHAIN_APPROX_NONE)
+                    cv2.drawContours(image, contours, -1, bgr, thickness=1,
+                                     lineType=cv2.LINE_AA)
         ok, encoded = cv2.imencode(".png", image)
         if not ok:  # pragma: no cover - OpenCV fails only on invalid input
             raise ViewerUnavailable("could not encode the slice as PNG")

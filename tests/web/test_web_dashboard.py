@@ -9,6 +9,7 @@ authentication, roles and CSRF, read every page, the viewer's PNGs and ``/metric
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from io import BytesIO
 
@@ -187,6 +188,24 @@ def test_job_page_shows_timeline_stages_and_findings(site, admin):
     stages = detail["stages_s"]
     assert stages["analysis"] > 0 and stages["total"] >= stages["analysis"]
     assert [e["what"] for e in detail["timeline"]][0] == "first instance received"
+    # Pipeline details are shown with 4 significant digits, not a float's 17.
+    floats = []
+
+    def collect(value):
+        if isinstance(value, float):
+            floats.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, list):
+            for v in value:
+                collect(v)
+
+    collect(detail["details"])
+    assert floats, detail["details"]
+    long = [v for v in floats if len(f"{v:.15g}".replace("-", "").replace(".", "")
+                                     .lstrip("0").split("e")[0]) > 4]
+    assert long == [], long
 
 
 def test_viewer_outlines_the_segmentation_on_the_source_slice(site, admin):
@@ -203,9 +222,15 @@ def test_viewer_outlines_the_segmentation_on_the_source_slice(site, admin):
         images[overlay] = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
     source, outlined = images[0], images[1]
     assert source.shape == outlined.shape == (512, 512, 3)
-    red = (outlined[..., 2].astype(int) - outlined[..., 1].astype(int)) > 60
-    assert not np.any(source[..., 2].astype(int) - source[..., 1].astype(int) > 60)  # grey
-    assert red.sum() > 50  # the outline is drawn
+    # Each segment is outlined in its finding's colour, the one the legend shows.
+    legend = page.split('class="legend">', 1)[1].split("</span>\n", 1)[0]
+    colours = re.findall(r"background: #([0-9a-f]{6})", legend)
+    assert colours, legend
+    assert not np.any(source.max(axis=-1).astype(int) - source.min(axis=-1) > 60)  # grey
+    for colour in colours:
+        r, g, b = (int(colour[i:i + 2], 16) for i in (0, 2, 4))
+        drawn = np.all(np.abs(outlined.astype(int) - (b, g, r)) <= 40, axis=-1)
+        assert drawn.sum() > 50, colour  # the outline is drawn in the legend's colour
     assert admin.get(f"/jobs/{job_id}/slices/99.png").status_code == 404
     assert admin.get(f"/jobs/{job_id}/slices/0.png?window=lung").status_code == 400
 

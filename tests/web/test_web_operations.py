@@ -280,6 +280,10 @@ def test_job_database_cli(tmp_path, head_ct_dir):
     assert {j["job_id"] for j in since["jobs"]} == {positive, queued}
     assert json.loads(db.cli("jobs", "list", "--json", "--pipeline", "cta").output)["jobs"] == []
     assert db.cli("jobs", "list", "--since", "last tuesday").exit_code == 2
+    # The table keeps a UID's end (what tells series apart) and marks the cut.
+    uid = listed["jobs"][0]["series_instance_uid"]
+    table = db.cli("jobs", "list").output
+    assert len(uid) > 40 and ("..." + uid[-37:]) in table, table
     canceled = db.cli("jobs", "cancel", str(queued), "--json")
     assert json.loads(canceled.output) == {"job_id": queued, "from": "QUEUED", "to": "CANCELED"}
     again = db.cli("jobs", "cancel", str(queued))
