@@ -134,6 +134,8 @@ class DicomSettings(_Section):
     require_called_ae_title: bool = True
     allowed_networks: list[str] = Field(default_factory=list)
     max_associations: int = Field(10, ge=1, le=1000)
+    # Open connections one source address may hold (unset: half of max_associations).
+    max_associations_per_address: int | None = Field(None, ge=1, le=1000)
     max_accepted_pdu_bytes: int = Field(4 * 1024**2, ge=16384)
     max_dataset_bytes: int = Field(1024**3, ge=4096)
     min_free_disk_bytes: int = Field(1024**3, ge=0)

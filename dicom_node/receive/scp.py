@@ -195,9 +195,13 @@ class StorageSCP:
         )
         self.guard = ConnectionGuard(
             allow_list=AddressAllowList(settings.allowed_networks),
-            limits=ReceiveLimits(settings.max_accepted_pdu_bytes, settings.max_dataset_bytes),
+            limits=ReceiveLimits(settings.max_accepted_pdu_bytes, settings.max_dataset_bytes,
+                                 stall_timeout_s=settings.network_timeout_s),
             tls_context=server_context(settings.tls) if settings.tls.enabled else None,
             handshake_timeout_s=settings.tls.handshake_timeout_s,
+            max_connections_per_address=(
+                settings.max_associations_per_address
+                or max(1, settings.max_associations // 2)),
             on_refused=self.auditor.refused,
         )
 

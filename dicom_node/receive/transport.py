@@ -36,6 +36,8 @@ import socket
 import socketserver
 import ssl
 import struct
+import threading
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -84,11 +86,16 @@ class ReceiveLimits:
         Largest dataset of one DIMSE message (all its P-DATA fragments), in bytes.
     max_command_bytes : int
         Largest command set of one DIMSE message, in bytes.
+    stall_timeout_s : float or None
+        Longest wait (s) for the rest of a PDU whose first bytes arrived; a
+        peer that stops inside a PDU (a header, part of a body, part of a
+        P-DATA) is aborted after it. None waits forever.
     """
 
     max_pdu_bytes: int = 4 * 1024**2
     max_dataset_bytes: int = 1024**3
     max_command_bytes: int = MAX_COMMAND_BYTES
+    stall_timeout_s: float | None = 60.0
 
 
 class PduStreamGuard:
@@ -238,6 +245,9 @@ class GuardedAssociationSocket(AssociationSocket):
             return bytearray()  # aborted already
         try:
             data = self._recv_exactly(nr_bytes)
+        except _StalledError as err:
+            self.abort_transport(str(err))
+            return bytearray()
         except OSError:
             self._transport_closed()
             raise
@@ -262,25 +272,47 @@ class GuardedAssociationSocket(AssociationSocket):
         size. As pynetdicom's, it returns fewer bytes only when the peer
         closed the connection.
 
+        pynetdicom calls it once bytes are waiting; a peer that then stops
+        before ``nr_bytes`` arrived (a stalled, partial PDU) is given
+        ``limits.stall_timeout_s`` seconds in all, PS3.8 9.1.5's ARTIM idea
+        applied inside a PDU, so a silent peer cannot hold an association
+        slot for ever.
+
         Raises
         ------
+        _StalledError
+            If the rest did not arrive within the stall timeout.
         OSError
-            If the socket fails, times out or is closed on this side.
+            If the socket fails or is closed on this side.
         """
         sock = self.socket
         if sock is None:
             raise OSError("the association's socket is closed")
+        stall_s = self.pdu_guard.limits.stall_timeout_s
         data = bytearray(nr_bytes)
         view = memoryview(data)
         received = 0
+        previous = sock.gettimeout()
+        deadline = None if stall_s is None else time.monotonic() + stall_s
         try:
             while received < nr_bytes:
-                count = sock.recv_into(view[received:], nr_bytes - received)
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise _StalledError(received, nr_bytes, stall_s)
+                    sock.settimeout(left)
+                try:
+                    count = sock.recv_into(view[received:], nr_bytes - received)
+                except TimeoutError:
+                    raise _StalledError(received, nr_bytes, stall_s) from None
                 if not count:
                     break
                 received += count
         finally:
             view.release()
+            if deadline is not None:
+                with suppress(OSError):
+                    sock.settimeout(previous)
         if received < nr_bytes:
             del data[received:]
         return data
@@ -322,6 +354,14 @@ class GuardedAssociationSocket(AssociationSocket):
         if getattr(assoc.requestor, "primitive", None) is None:
             with suppress(Exception):
                 assoc.dul.to_user_queue.put(None)
+
+
+class _StalledError(OSError):
+    """The peer stopped inside a PDU: the rest did not come within the stall timeout."""
+
+    def __init__(self, received: int, wanted: int, timeout_s: float | None) -> None:
+        super().__init__(f"stalled inside a PDU: {received} of {wanted} bytes of a read "
+                         f"arrived in {timeout_s:g} s")
 
 
 #: C-STORE-RQ command field (PS3.7 E.1-1).
@@ -429,6 +469,16 @@ class GuardedRequestHandler(RequestHandler):
         sock.pdu_guard = PduStreamGuard(self.server.guard.limits)
         tolerate_late_primitives(assoc.dul.state_machine)
         make_event_driven(assoc)
+        # The association thread outlives this handler: its end frees the address's slot.
+        server, address, run = self.server, self.client_address, assoc.run
+
+        def run_then_release() -> None:
+            try:
+                run()
+            finally:
+                server.release_address(address)
+
+        assoc.run = run_then_release  # type: ignore[method-assign]
         debug = logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
         for event, handler in _STANDARD_LOG_HANDLERS:
             with suppress(Exception):
@@ -457,6 +507,10 @@ class ConnectionGuard:
         None for plain TCP.
     handshake_timeout_s : float
         Seconds a client has to complete the TLS handshake.
+    max_connections_per_address : int or None
+        Open connections one source address may hold at once; the next is
+        closed at accept (so one host cannot take every association slot).
+        None for no cap.
     on_refused : callable or None
         Called with ``(peer_address, reason, started_at)`` for each connection
         closed before an association (address not allowed, TLS failure).
@@ -466,6 +520,7 @@ class ConnectionGuard:
     limits: ReceiveLimits
     tls_context: ssl.SSLContext | None = None
     handshake_timeout_s: float = 10.0
+    max_connections_per_address: int | None = None
     on_refused: RefusedCallback | None = None
 
     def refused(self, client_address: Any, reason: str, started_at: datetime) -> None:
@@ -477,6 +532,11 @@ class ConnectionGuard:
                 self.on_refused(peer, reason, started_at)
             except Exception:  # noqa: BLE001
                 logger.exception("on_refused failed")
+
+
+def _connection_key(client_address: Any) -> str:
+    """One connection's key: its peer address and port."""
+    return _peer(client_address)
 
 
 def _peer(client_address: Any) -> str:
@@ -528,15 +588,55 @@ class GuardedAssociationServer(ThreadedAssociationServer):
             request_handler=GuardedRequestHandler,
         )
         self.bind(evt.EVT_DIMSE_RECV, abort_on_invalid_command)
+        self._per_address: dict[str, int] = {}
+        self._host_of: dict[Any, str] = {}
+        self._per_address_lock = threading.Lock()
+
+    @staticmethod
+    def _host(client_address: Any) -> str:
+        return str(client_address[0] if isinstance(client_address, tuple) else client_address)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        """Return False (the connection is closed at once) for an address not allowed."""
-        host = client_address[0] if isinstance(client_address, tuple) else str(client_address)
-        if self.guard.allow_list.allows(str(host)):
-            return True
-        self.guard.refused(client_address, "source address not in dicom.allowed_networks",
-                           utcnow())
+        """Return False (the connection is closed at once) for an address not allowed,
+        or one that already holds ``max_connections_per_address`` connections."""
+        host = self._host(client_address)
+        if not self.guard.allow_list.allows(host):
+            self.guard.refused(client_address, "source address not in dicom.allowed_networks",
+                               utcnow())
+            return False
+        cap = self.guard.max_connections_per_address
+        with self._per_address_lock:
+            open_now = self._per_address.get(host, 0)
+            if cap is None or open_now < cap:
+                self._per_address[host] = open_now + 1
+                self._host_of[_connection_key(client_address)] = host
+                return True
+        self.guard.refused(client_address, f"{open_now} connections from this address are open "
+                           f"(dicom.max_associations_per_address = {cap})", utcnow())
         return False
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Run the connection; free its per-address slot if no association took it over."""
+        try:
+            super().process_request_thread(request, client_address)
+        except BaseException:
+            self.release_address(client_address)
+            raise
+
+    def release_address(self, client_address: Any) -> None:
+        """Free the per-address slot of a connection (once; later calls do nothing).
+
+        Called when its association's thread ends, or when the connection
+        ends before an association took it over (TLS failure, error).
+        """
+        with self._per_address_lock:
+            host = self._host_of.pop(_connection_key(client_address), None)
+            if host is not None and host in self._per_address:
+                left = self._per_address[host] - 1
+                if left > 0:
+                    self._per_address[host] = left
+                else:
+                    del self._per_address[host]
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Complete the TLS handshake (when configured) in this thread, then hand over."""
@@ -555,10 +655,15 @@ class GuardedAssociationServer(ThreadedAssociationServer):
                 reason = getattr(err, "reason", None) or err.__class__.__name__
                 with suppress(OSError):
                     request.close()
+                self.release_address(client_address)
                 self.guard.refused(client_address, f"TLS handshake failed: {reason}", started_at)
                 return
             request = wrapped
-        self.RequestHandlerClass(request, client_address, self)
+        try:
+            self.RequestHandlerClass(request, client_address, self)
+        except BaseException:
+            self.release_address(client_address)
+            raise
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Log an exception of a connection's thread (instead of printing it) and go on."""
