@@ -117,7 +117,16 @@ def recover_at_start(
             logger.error("spool file %s is unreadable (%s): moved to %s", relative, err,
                          quarantine)
             continue
-        if ingest.record(header, relative, len(data), calling_ae_title="RECOVERED"):
+        try:
+            recorded = ingest.record(header, relative, len(data), calling_ae_title="RECOVERED")
+        except InvalidInstanceError as err:  # its series UID is already another study's
+            quarantine = spool.root / ".quarantine" / Path(relative).name
+            quarantine.parent.mkdir(exist_ok=True)
+            path.replace(quarantine)
+            report.orphan_files_quarantined.append(relative)
+            logger.error("spool file %s refused (%s): moved to %s", relative, err, quarantine)
+            continue
+        if recorded:
             report.orphan_files_recorded += 1
 
     missing = sorted(set(rows) - on_disk - purged)

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.db.models import Instance, Series, SeriesState, Study, utcnow
 from dicom_node.db.transitions import log_initial_state, set_state
+from dicom_node.errors import InvalidInstanceError
 from dicom_node.receive.header import InstanceHeader, position_along_normal, same_orientation
 from dicom_node.receive.spool import Spool
 
@@ -71,6 +72,13 @@ _INSERT_INSTANCE = Instance.__table__.insert()
 class _SeriesKey:
     series_id: int
     orientation: tuple[float, ...] | None
+    study_instance_uid: str = ""
+
+
+def _other_study_message(header: InstanceHeader, known_study_uid: str) -> str:
+    return (f"series UID already belongs to another study (rule PS3.3 C.7.3.1: a series is "
+            f"part of one study): series {header.series_instance_uid} is in study "
+            f"{known_study_uid}, not {header.study_instance_uid}")
 
 
 class InstanceIngest:
@@ -139,7 +147,11 @@ class InstanceIngest:
             If a UID cannot form a spool path.
         SQLAlchemyError
             If the database cannot record the row.
+        InvalidInstanceError
+            If its SeriesInstanceUID already belongs to a series of another
+            study (nothing is stored).
         """
+        self._check_series_in_one_study(header)
         relative = self.spool.relative_path(
             header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid
         )
@@ -149,12 +161,35 @@ class InstanceIngest:
             logger.info("instance %s already stored, not stored again", header.sop_instance_uid)
             return False
         self.spool.write(relative, encoded)
-        recorded = self.record(
-            header, str(relative), len(encoded), calling_ae_title, association_id=association_id
-        )
+        try:
+            recorded = self.record(
+                header, str(relative), len(encoded), calling_ae_title,
+                association_id=association_id,
+            )
+        except InvalidInstanceError:
+            self.spool.absolute(relative).unlink(missing_ok=True)
+            raise
         if not recorded:
             self._drop_if_not_recorded(header.sop_instance_uid, relative)
         return recorded
+
+    def _check_series_in_one_study(self, header: InstanceHeader) -> None:
+        """Refuse an instance whose series UID is already a series of another study.
+
+        A series belongs to one study (PS3.3 C.7.3.1); two studies that share a
+        Series Instance UID would be analysed as one mixed volume.
+        """
+        key = self._cached(header.series_instance_uid)
+        if key is not None and key.study_instance_uid:
+            known = key.study_instance_uid
+        else:
+            with self.session_factory() as session:
+                known = session.scalar(
+                    select(Study.study_instance_uid).join(Series)
+                    .where(Series.series_instance_uid == header.series_instance_uid)
+                )
+        if known is not None and known != header.study_instance_uid:
+            raise InvalidInstanceError(_other_study_message(header, known))
 
     def _drop_if_not_recorded(self, sop_instance_uid: str, relative) -> None:
         """Remove a file just written whose SOP instance is recorded at another path.
@@ -214,6 +249,8 @@ class InstanceIngest:
         ------
         SQLAlchemyError
             If the database cannot record the row.
+        InvalidInstanceError
+            If its SeriesInstanceUID is already a series of another study.
         """
         learned: list[tuple[str, _SeriesKey]] = []
         try:
@@ -292,6 +329,8 @@ class InstanceIngest:
         key = self._cached(header.series_instance_uid)
         if key is None or self._engine is None:
             return False
+        if key.study_instance_uid and key.study_instance_uid != header.study_instance_uid:
+            return False  # the slow path refuses it
         with self._engine.begin() as connection:
             bumped = connection.execute(
                 _BUMP_SERIES,
@@ -379,6 +418,9 @@ class InstanceIngest:
             session.add(series)
             session.flush()
             log_initial_state(session, series, now=now)
+        elif series.study_id != study.id:
+            raise InvalidInstanceError(
+                _other_study_message(header, series.study.study_instance_uid))
         elif series.state != SeriesState.RECEIVING:
             self._reopen(session, series, now)
         series.instance_count += 1
@@ -403,7 +445,8 @@ class InstanceIngest:
             )
         )
         session.flush()
-        learned.append((header.series_instance_uid, _SeriesKey(series.id, orientation)))
+        learned.append((header.series_instance_uid,
+                        _SeriesKey(series.id, orientation, header.study_instance_uid)))
 
     @staticmethod
     def _new_series(

@@ -414,7 +414,7 @@ class StorageSCP:
             return failure_status(STATUS_OUT_OF_RESOURCES, "not enough free disk space")
         try:
             stored = self.ingest.store(header, encoded, calling, association_id=association_id)
-        except InvalidUIDError as err:
+        except (InvalidUIDError, InvalidInstanceError) as err:
             logger.warning("C-STORE from %s refused (0xC210): %s", calling, str(err))
             return failure_status(STATUS_CANNOT_UNDERSTAND, str(err))
         except SpoolWriteError as err:
