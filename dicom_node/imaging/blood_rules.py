@@ -32,6 +32,20 @@ on the source grid, each on its own and each measurable on its own
     ``line_max_thickness_mm``, except where the model calls the voxel
     subarachnoid (sulcal blood is thin). A parafalcine or convexity subdural
     hematoma is thicker and survives.
+``dural_band``
+    A normal dense tentorium or falx is a *bilaterally symmetric*, smooth,
+    thin band between brain on both sides; a tentorial or parafalcine
+    subdural hematoma is one-sided or thicker. On each slice, the dense band
+    that holds the candidate blood (smoothed HU above half-way between the
+    local brain and the candidate's median, up to ``max_hu``) is a dural
+    band when its mean thickness (area over skeleton length) is at most
+    ``band_max_thickness_mm``, it is at least ``band_min_length_mm`` long,
+    its median depth from the inner table is at least
+    ``band_min_depth_mm`` (convexity subdurals hug the table), at most
+    ``band_max_csf_fraction`` of its rim is CSF (intraventricular and
+    cisternal blood lie in CSF) and at least ``band_min_symmetry`` of it,
+    mirrored about the mid-sagittal line, lands on dense band again. The
+    candidate blood on such a band is removed.
 
 References
 ----------
@@ -58,7 +72,10 @@ from dicom_node.imaging.head_ct import CranialCavity
 from dicom_node.imaging.masks import disk_structuring_element
 
 #: Rule names in the order they run.
-BLOOD_RULES: tuple[str, ...] = ("intracranial", "density", "calcification", "dural")
+#: ``dural_band`` judges a candidate's whole shape, so it runs before ``dural`` cuts the
+#: candidate's thin parts away.
+BLOOD_RULES: tuple[str, ...] = ("intracranial", "density", "calcification", "dural_band",
+                                "dural")
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,25 @@ class BloodRuleSettings:
         subarachnoid.
     falx_zone_mm : float
         Half-width (mm) of the midline zone of the falx.
+    band_max_thickness_mm : float
+        ``dural_band``: largest mean in-plane thickness (mm) of a dural band
+        (an oblique tentorium cut by a 5 mm slab reads several mm).
+    band_min_length_mm : float
+        ``dural_band``: shortest band (mm of skeleton).
+    band_min_depth_mm : float
+        ``dural_band``: smallest median distance (mm) of the band from the
+        inner table.
+    band_max_csf_fraction : float
+        ``dural_band``: largest fraction of the band's rim (1-3 mm outside
+        it) that reads as CSF (-5 to 15 HU).
+    band_min_symmetry : float
+        ``dural_band``: smallest fraction of the band that, mirrored about
+        the mid-sagittal line (and shifted as a whole by up to 6 mm), lands on
+        dense pixels.
+    band_mirror_level_fraction : float
+        ``dural_band``: the mirror side counts as dense from this fraction of
+        the way between the surrounding brain's HU and the candidate's
+        (its two halves need not be equally dense).
 
     References
     ----------
@@ -104,6 +140,12 @@ class BloodRuleSettings:
     dural_max_thickness_mm: float = 3.0
     line_max_thickness_mm: float = 2.0
     falx_zone_mm: float = 5.0
+    band_max_thickness_mm: float = 8.0
+    band_min_length_mm: float = 15.0
+    band_min_depth_mm: float = 6.0
+    band_max_csf_fraction: float = 0.25
+    band_min_symmetry: float = 0.7
+    band_mirror_level_fraction: float = 0.3
 
     def __post_init__(self) -> None:
         unknown = set(self.enabled) - set(BLOOD_RULES)
@@ -407,7 +449,7 @@ def apply_blood_rules(
     def volume_ml(m: np.ndarray) -> float:
         return float(m.reshape(m.shape[0], -1).sum(axis=1) @ voxel_ml)
 
-    if midline is None and ("dural" in settings.enabled or "calcification" in settings.enabled):
+    if midline is None and {"dural", "dural_band", "calcification"} & set(settings.enabled):
         midline = fit_midsagittal_line(cavity.cavity, pixel_spacing_mm)
     for rule in BLOOD_RULES:
         if rule not in settings.enabled:
@@ -428,6 +470,9 @@ def apply_blood_rules(
             mask &= ~halo
         elif rule == "dural" and midline is not None and mask.any():
             mask = _drop_dural_lines(mask, midline, pixel_spacing_mm, settings, thin_ok)
+        elif rule == "dural_band" and midline is not None and mask.any():
+            mask = _drop_dural_bands(mask, hu, slab_of_slice, cavity, midline,
+                                     pixel_spacing_mm, settings)
         report.removed_ml[rule] = before - volume_ml(mask)
     return mask, report
 
@@ -511,4 +556,151 @@ def _drop_dural_lines(mask: np.ndarray, midline: MidsagittalLine, pixel_spacing_
         if thin_ok is not None:
             drop &= ~thin_ok[k]
         out[k] &= ~drop
+    return out
+
+
+def _mirror_pixels(rows: np.ndarray, cols: np.ndarray, midline: MidsagittalLine
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Reflect pixels (row, column indices) about the mid-sagittal line; float indices."""
+    row_mm, col_mm = midline.pixel_spacing_mm
+    a = midline.slope * col_mm / row_mm
+    d = midline.distance_mm(rows, cols)
+    norm = np.sqrt(1.0 + a * a)
+    # Unit normal of x - a*y = b in (x, y) mm is (1, -a) / norm; step back 2d along it.
+    x = cols * col_mm - 2.0 * d / norm
+    y = rows * row_mm + 2.0 * d * a / norm
+    return y / row_mm, x / col_mm
+
+
+def dural_band_figures(band: np.ndarray, dense: np.ndarray, smooth_hu: np.ndarray,
+                       cavity_depth_mm: np.ndarray, midline: MidsagittalLine) -> dict[str, float]:
+    """Measure one dense band on one slice: the figures of the ``dural_band`` rule.
+
+    Parameters
+    ----------
+    band : numpy.ndarray
+        bool (rows, columns): the dense band around one candidate (a local
+        window of the slice's dense pixels, the parts that touch it).
+    dense : numpy.ndarray
+        bool (rows, columns): the slice's pixels dense enough to be the other
+        half of a dural band (where the band's mirror image is looked for).
+    smooth_hu : numpy.ndarray
+        float32 (rows, columns): the slice's smoothed HU.
+    cavity_depth_mm : numpy.ndarray
+        float32 (rows, columns): in-plane distance (mm) to the inner table
+        (:class:`~dicom_node.imaging.head_ct.CranialCavity` ``depth_mm``).
+    midline : MidsagittalLine
+        The stack's mid-sagittal line.
+
+    Returns
+    -------
+    dict
+        ``thickness_mm`` (area over skeleton length), ``length_mm`` (skeleton),
+        ``depth_mm`` (median distance from the inner table), ``csf_fraction``
+        (of the rim 1-3 mm outside the band) and ``symmetry`` (fraction of the
+        band that, mirrored about the mid-sagittal line and shifted as a whole
+        by up to :data:`BAND_MIRROR_SHIFT_MM` in rows and columns, lands within
+        1.5 mm of a dense pixel; the best shift counts).
+
+    References
+    ----------
+    Zhang TY, Suen CY. A fast parallel algorithm for thinning digital
+    patterns. Commun ACM 1984;27:236-239 (the skeleton, via scikit-image).
+    """
+    from skimage.morphology import skeletonize
+
+    row_mm, col_mm = midline.pixel_spacing_mm
+    pixel_mm = float(np.sqrt(row_mm * col_mm))
+    area_mm2 = float(band.sum()) * row_mm * col_mm
+    length_mm = max(float(skeletonize(band).sum()) * pixel_mm, pixel_mm)
+    m = band.astype(np.uint8)
+    inner = cv2.dilate(m, disk_structuring_element(1.0, (row_mm, col_mm))) > 0
+    outer = cv2.dilate(m, disk_structuring_element(3.0, (row_mm, col_mm))) > 0
+    rim = outer & ~inner & (cavity_depth_mm > 0)
+    rim_hu = smooth_hu[rim]
+    csf = float(((rim_hu >= -5.0) & (rim_hu <= 15.0)).mean()) if rim_hu.size else 0.0
+    rows, cols = np.nonzero(band)
+    mr, mc = _mirror_pixels(rows.astype(np.float64), cols.astype(np.float64), midline)
+    near = cv2.dilate(dense.astype(np.uint8), disk_structuring_element(1.5, (row_mm, col_mm))) > 0
+    # The fitted mid-sagittal line and a real head's dura are symmetric to a few mm only:
+    # the mirror image may shift as a whole by up to BAND_MIRROR_SHIFT_MM.
+    best = 0.0
+    steps = np.arange(-BAND_MIRROR_SHIFT_MM, BAND_MIRROR_SHIFT_MM + 0.01, 1.0)
+    for dy in steps:
+        for dx in steps:
+            rr = np.rint(mr + dy / row_mm).astype(int)
+            cc = np.rint(mc + dx / col_mm).astype(int)
+            ok = (rr >= 0) & (rr < band.shape[0]) & (cc >= 0) & (cc < band.shape[1])
+            if not ok.any():
+                continue
+            best = max(best, float(near[rr[ok], cc[ok]].sum()) / rows.size)
+    return {
+        "thickness_mm": area_mm2 / length_mm,
+        "length_mm": length_mm,
+        "depth_mm": float(np.median(cavity_depth_mm[band])),
+        "csf_fraction": csf,
+        "symmetry": best,
+    }
+
+
+def _is_dural_band(figures: dict[str, float], settings: BloodRuleSettings) -> bool:
+    return (figures["thickness_mm"] <= settings.band_max_thickness_mm
+            and figures["length_mm"] >= settings.band_min_length_mm
+            and figures["depth_mm"] >= settings.band_min_depth_mm
+            and figures["csf_fraction"] <= settings.band_max_csf_fraction
+            and figures["symmetry"] >= settings.band_min_symmetry)
+
+
+#: Largest shift (mm, rows and columns) of a band's mirror image onto its other half.
+BAND_MIRROR_SHIFT_MM = 6.0
+#: Radius (mm) of the window around a candidate in which its dense band is traced.
+BAND_WINDOW_MM = 15.0
+#: Smallest excess (HU) of a candidate's median over the surrounding brain for the band test.
+BAND_MIN_CONTRAST_HU = 12.0
+#: Fraction of the way from the brain's level to the candidate's at which the band is cut.
+BAND_LEVEL_FRACTION = 0.6
+
+
+def _drop_dural_bands(mask: np.ndarray, hu: np.ndarray, slab_of_slice: np.ndarray,
+                      cavity: CranialCavity, midline: MidsagittalLine, pixel_spacing_mm,
+                      settings: BloodRuleSettings) -> np.ndarray:
+    """Remove candidate blood that lies on a symmetric thin dense band (see module docstring)."""
+    out = mask.copy()
+    pixel_mm = float(np.sqrt(pixel_spacing_mm[0] * pixel_spacing_mm[1]))
+    ring_outer = disk_structuring_element(6.0, pixel_spacing_mm)
+    ring_inner = disk_structuring_element(2.0, pixel_spacing_mm)
+    window = disk_structuring_element(BAND_WINDOW_MM, pixel_spacing_mm)
+    for k in np.flatnonzero(mask.any(axis=(1, 2))):
+        slab = int(slab_of_slice[k])
+        inside = cavity.cavity[slab] & (cavity.depth_mm[slab] >= 2.0)
+        depth = cavity.depth_mm[slab]
+        s = cv2.GaussianBlur(np.ascontiguousarray(hu[k], dtype=np.float32), (0, 0),
+                             0.75 / pixel_mm)
+        count, blobs = cv2.connectedComponents(mask[k].astype(np.uint8), connectivity=8)
+        for index in range(1, count):
+            blob = blobs == index
+            m = blob.astype(np.uint8)
+            ring = ((cv2.dilate(m, ring_outer) > 0) & ~(cv2.dilate(m, ring_inner) > 0)
+                    & inside & (s >= 15.0) & (s <= 50.0))
+            if ring.sum() < 10:
+                continue
+            brain = float(np.median(s[ring]))
+            level = float(np.median(s[blob]))
+            if level - brain < BAND_MIN_CONTRAST_HU:
+                continue
+            cut = brain + BAND_LEVEL_FRACTION * (level - brain)
+            dense = inside & (s >= cut) & (s <= settings.max_hu)
+            local = dense & (cv2.dilate(m, window) > 0)
+            n, parts = cv2.connectedComponents(local.astype(np.uint8), connectivity=8)
+            touched = np.unique(parts[blob & local])
+            touched = touched[touched > 0]
+            if touched.size == 0:
+                continue
+            band = np.isin(parts, touched)
+            # The other half of a dense tentorium may read less dense: its shape
+            # is looked for at a lower level.
+            mirror_cut = brain + settings.band_mirror_level_fraction * (level - brain)
+            mirror = inside & (s >= mirror_cut) & (s <= settings.max_hu)
+            if _is_dural_band(dural_band_figures(band, mirror, s, depth, midline), settings):
+                out[k] &= ~blob
     return out

@@ -334,6 +334,7 @@ def write_report(report: dict, path: Path) -> None:
 def derive_region_package(source_dir: Path, output_dir: Path, version: str, *,
                           slab_thickness_mm: float = 5.0,
                           blood_rules: BloodRuleSettings | None = None,
+                          add_blood_rules: Sequence[str] = (),
                           note: str = "") -> Path:
     """Write a package with a package's weights and the region rule, slabs and blood rules.
 
@@ -341,6 +342,9 @@ def derive_region_package(source_dir: Path, output_dir: Path, version: str, *,
     ``input.slab_thickness_mm``, ``detection.series_rule = "region"``, the
     region parameters, ``detection.blood_rules`` and a provisional threshold
     of 0.5, to be replaced by :func:`set_operating_point` on a validation set.
+    A source that already uses the region rule keeps its region parameters
+    and blood rule settings (``blood_rules`` None); ``add_blood_rules`` then
+    enables more rules with their default parameters.
 
     Parameters
     ----------
@@ -353,7 +357,11 @@ def derive_region_package(source_dir: Path, output_dir: Path, version: str, *,
     slab_thickness_mm : float
         Slab thickness for thin-slice series (mm).
     blood_rules : BloodRuleSettings or None
-        Blood rules; defaults when None.
+        Blood rules; when None, the source's (if it uses the region rule) or
+        the defaults.
+    add_blood_rules : sequence of str
+        Rules of :data:`~dicom_node.imaging.blood_rules.BLOOD_RULES` enabled
+        on top.
     note : str
         Appended to the manifest's ``notes``.
 
@@ -366,6 +374,8 @@ def derive_region_package(source_dir: Path, output_dir: Path, version: str, *,
     ------
     ModelPackageError
         If the source package fails verification.
+    ValueError
+        If a rule of ``add_blood_rules`` is unknown.
     """
     import shutil
 
@@ -380,6 +390,16 @@ def derive_region_package(source_dir: Path, output_dir: Path, version: str, *,
     manifest["version"] = version
     manifest["input"]["slab_thickness_mm"] = float(slab_thickness_mm)
     detection = manifest["detection"]
+    kept = {}
+    if detection.get("series_rule") == "region":
+        kept = {k: detection[k] for k in ("region_volume_scale_ml", "min_region_extent_mm",
+                                          "min_region_ml") if k in detection}
+        if blood_rules is None:
+            blood_rules = BloodRuleSettings.from_manifest(detection.get("blood_rules"))
+    if add_blood_rules:
+        base = blood_rules or BloodRuleSettings(dural_max_thickness_mm=4.0)
+        enabled = tuple(base.enabled) + tuple(r for r in add_blood_rules if r not in base.enabled)
+        blood_rules = dataclasses.replace(base, enabled=enabled)
     detection.update({
         "any_ich_score": "largest region evidence: mean blood probability x "
                          "(1 - exp(-volume / region_volume_scale_ml)) over connected blood "
@@ -392,6 +412,7 @@ def derive_region_package(source_dir: Path, output_dir: Path, version: str, *,
         "min_region_ml": {"epidural hemorrhage": 1.0, "subdural hemorrhage": 1.0},
         "blood_rules": (blood_rules or BloodRuleSettings(dural_max_thickness_mm=4.0)).to_manifest(),
         "subtype_assignment": "region",
+        **kept,
     })
     detection.pop("validation", None)
     manifest.setdefault("notes", [])

@@ -217,3 +217,41 @@ def test_the_operating_point_keeps_the_sensitivity_floor_when_the_target_is_out_
     assert floor["rule"] == "sensitivity floor" and floor["target_met"] is False
     assert floor["sensitivity"] == 0.8 and floor["specificity"] == 0.8
     assert 0.6 < floor["threshold"] <= 0.7
+
+
+def _tentorium_arms(head, hu, k, both: bool):
+    """A V of 4 mm dense bands meeting on the midline behind the brainstem, as a dense
+    tentorium reads on an axial slice; ``both=False`` draws only the right arm."""
+    import cv2
+
+    cavity = cranial_cavity(head.hu, head.pixel_spacing_mm)
+    line = fit_midsagittal_line(cavity.cavity, head.pixel_spacing_mm)
+    rows = np.flatnonzero(cavity.cavity[k].any(axis=1))
+    apex_r = int(rows.min() + 0.82 * (rows.max() - rows.min()))
+    apex_c = int(round(line.slope * apex_r + line.intercept))
+    width_px = max(1, int(round(4.0 / head.pixel_spacing_mm[1])))
+    arm_r, arm_c = int(55 / head.pixel_spacing_mm[0]), int(30 / head.pixel_spacing_mm[1])
+    bands = np.zeros(head.shape[1:], np.uint8)
+    right = np.zeros(head.shape[1:], np.uint8)
+    cv2.line(right, (apex_c, apex_r), (apex_c - arm_c, apex_r - arm_r), 1, width_px)
+    bands |= right
+    if both:
+        cv2.line(bands, (apex_c, apex_r), (apex_c + arm_c, apex_r - arm_r), 1, width_px)
+    hu = hu.copy()
+    hu[k][bands > 0] = 75.0
+    blood = np.zeros(head.shape, dtype=bool)
+    blood[k] = (right > 0) & cavity.cavity[k]  # the model fires on one arm
+    return hu, blood
+
+
+def test_the_dural_band_rule_drops_a_symmetric_tentorium_and_keeps_a_one_sided_band(head):
+    """A dense tentorium is bilateral: blood called on one arm of a symmetric V is dura.
+    The same band on one side only is what a tentorial subdural looks like: kept."""
+    k = 12
+    hu, blood = _tentorium_arms(head, head.hu, k, both=True)
+    kept, report = _blank_rules(head, blood, hu, ("dural_band",))
+    assert kept.sum() < 0.2 * blood.sum(), (kept.sum(), blood.sum())
+    assert report.removed_ml["dural_band"] > 0.05
+    hu, blood = _tentorium_arms(head, head.hu, k, both=False)
+    kept, _ = _blank_rules(head, blood, hu, ("dural_band",))
+    assert kept.sum() > 0.8 * blood.sum(), (kept.sum(), blood.sum())

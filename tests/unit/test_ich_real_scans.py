@@ -25,7 +25,7 @@ import pytest
 from scipy import ndimage
 
 from dicom_node.errors import NotAnalysableError
-from dicom_node.imaging.blood_rules import fit_midsagittal_line
+from dicom_node.imaging.blood_rules import BLOOD_RULES, fit_midsagittal_line
 from dicom_node.imaging.head_ct import cranial_cavity
 from dicom_node.pipelines.ich import IchPipeline
 from dicom_node.series.volume import CTVolume, load_ct_volume, read_datasets
@@ -158,9 +158,9 @@ def test_the_rule_ablation_on_real_series_reports_each_rule(shared_data, head_ct
     phantom = shared_data / "head-phantom-philips" / "S2020"
     result = evaluate_rules_on_series(default_model_dir(), [head_ct_dir, phantom])
     ge = result[f"{head_ct_dir.parent.name}/{head_ct_dir.name}"]
-    assert list(ge) == ["none", "intracranial", "density", "calcification", "dural", "all"]
+    assert list(ge) == ["none", *BLOOD_RULES, "all"]
     assert all(row["findings"] == {} for row in ge.values())
-    assert set(ge["all"]["removed_ml"]) == {"intracranial", "density", "calcification", "dural"}
+    assert set(ge["all"]["removed_ml"]) == set(BLOOD_RULES)
     assert result["head-phantom-philips/S2020"]["not_analysable"].startswith("brain_content:")
     table = real_series_table(result)
     assert "not analysable: brain_content" in table and "| all |" in table
