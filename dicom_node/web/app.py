@@ -451,17 +451,7 @@ def create_app(
 
     @app.exception_handler(Forbidden)
     async def _forbidden(request: Request, exc: Forbidden):
-        if request.url.path.startswith("/api/") or request.headers.get("accept", "").startswith(
-            "application/json"
-        ):
-            return JSONResponse({"detail": exc.message}, status_code=403)
-        user = None
-        if request.session.get("uid") is not None:
-            try:
-                user = current_user(request)
-            except LoginRequired:
-                user = None
-        return render(request, "error.html", user, 403, title="Not allowed", message=exc.message)
+        return _client_error(request, 403, exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError):
@@ -490,7 +480,7 @@ def create_app(
                 user = current_user(request)
             except LoginRequired:
                 user = None
-        title = "Not found" if status == 404 else "Bad request"
+        title = {403: "Not allowed", 404: "Not found"}.get(status, "Bad request")
         return render(request, "error.html", user, status, title=title, message=message)
 
     @app.exception_handler(RequestTooLarge)
