@@ -148,6 +148,8 @@ def run(tmp_path_factory, shared_data, storescu) -> Run:
 log_level = "{LOG_LEVEL}"
 [dicom]
 port = {port}
+# The eight modalities here all send from 127.0.0.1; on a network each has its own address.
+max_associations_per_address = {SENDERS}
 [storage]
 base_dir = "{base / 'node'}"
 [series]
