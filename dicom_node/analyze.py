@@ -501,7 +501,7 @@ def analyze(
         Also build the Secondary Capture overlay series.
     validate : bool or None
         Check every file with dciodvfy; None follows
-        ``results.validate_with_dciodvfy``.
+        ``results.validation`` (``if-available``: when dciodvfy is installed).
     settings : Settings or None
         Quality gates, pixel caps, model folder and AE title (the device
         serial number of the results); :func:`~dicom_node.config.load_settings`
@@ -556,7 +556,7 @@ def analyze(
 
     settings = settings if settings is not None else load_settings()
     if validate is None:
-        validate = settings.results.validate_with_dciodvfy
+        validate = settings.results.dciodvfy_enabled()
     timings: dict[str, float] = {}
     started = time.perf_counter()
     runner = get_pipeline(pipeline, ich_model_dir=settings.models.ich_model_dir)

@@ -62,6 +62,7 @@ from dicom_node.receive.pool import ReceiverPool
 from dicom_node.receive.scp import StorageSCP
 from dicom_node.receive.spool import Spool
 from dicom_node.recovery import recover_at_start
+from dicom_node.results.validate import check_validation_setting
 from dicom_node.retention import purge
 from dicom_node.series.completeness import (
     mark_proven_series_complete,
@@ -352,7 +353,7 @@ class JobExecutor:
             dataset.StudyInstanceUID, dataset.SeriesInstanceUID, dataset.SOPInstanceUID
         )
         path = self.outbox.write(relative, data)
-        if self.settings.results.validate_with_dciodvfy:
+        if self.settings.results.dciodvfy_enabled():
             from dicom_node.results.validate import validate_result_file
 
             report = validate_result_file(path)
@@ -671,6 +672,9 @@ class Node:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        notice = check_validation_setting(settings.results.validation)  # raises if required
+        if notice is not None:
+            logger.warning("%s", notice)
         settings.storage.base_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(settings.storage.url)
         check_schema(self.engine)

@@ -781,7 +781,7 @@ def analyze(
     validate: Annotated[
         bool | None,
         typer.Option("--validate/--no-validate", help="dciodvfy every object, as the node does "
-                     "(default: results.validate_with_dciodvfy)."),
+                     "(default: results.validation)."),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Log at INFO on stderr.")] = False,
     config: ConfigOption = None,
@@ -864,14 +864,6 @@ def demo(
             "web": {"enabled": False},
         },
     )
-    if settings.results.validate_with_dciodvfy and shutil.which("dciodvfy") is None:
-        # A fresh machine without Debian's dicom3tools still runs the demo; a node started
-        # with `serve` keeps refusing to send results it cannot validate.
-        settings = settings.model_copy(update={"results": settings.results.model_copy(
-            update={"validate_with_dciodvfy": False})})
-        typer.echo("note: dciodvfy (dicom3tools) is not installed, so the demo's SEG and SR are "
-                   "not checked with it (apt-get install dicom3tools; `serve` fails jobs it "
-                   "cannot check)")
     typer.echo("preparing the sample head CT and a copy with a synthetic 10 mL acute bleed ...")
     source = sorted(p for p in sample_head_ct_dir().glob("*.dcm"))
     original = read_datasets(source)

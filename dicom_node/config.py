@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -274,9 +275,34 @@ class ResultSettings(_Section):
     slices of the overlay series.
     """
 
-    validate_with_dciodvfy: bool = True
+    validation: Literal["dciodvfy", "if-available", "off"] = "if-available"
     max_key_slices: int = Field(3, ge=0, le=20)
     profiles: dict[str, ResultProfile] = Field(default_factory=default_profiles)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_validate_flag(cls, values: Any) -> Any:
+        """Read the older ``validate_with_dciodvfy = true|false`` as ``dciodvfy``/``off``."""
+        if isinstance(values, dict) and "validate_with_dciodvfy" in values:
+            values = dict(values)
+            flag = values.pop("validate_with_dciodvfy")
+            values.setdefault("validation", "dciodvfy" if flag else "off")
+        return values
+
+    def dciodvfy_enabled(self) -> bool:
+        """Whether each result object is checked with dciodvfy before it is queued.
+
+        ``"dciodvfy"``: always (a missing dciodvfy fails the job, and
+        :func:`dicom_node.results.validate.check_validation_setting` stops the
+        node at start); ``"if-available"``:
+        when dciodvfy is on PATH, otherwise highdicom's own checks at build
+        time are the only ones; ``"off"``: never.
+        """
+        if self.validation == "off":
+            return False
+        if self.validation == "dciodvfy":
+            return True
+        return shutil.which("dciodvfy") is not None
 
 
 class SelectionSettings(_Section):

@@ -352,6 +352,37 @@ def dciodvfy_executable(executable: str | None = None) -> str:
     return found
 
 
+def check_validation_setting(validation: str) -> str | None:
+    """Check ``results.validation`` against this machine once, at start-up.
+
+    Parameters
+    ----------
+    validation : {"dciodvfy", "if-available", "off"}
+        The setting (:class:`dicom_node.config.ResultSettings`).
+
+    Returns
+    -------
+    str or None
+        A one-line notice when dciodvfy is wanted if available but is not
+        installed (result objects are then checked only by highdicom while
+        they are built); None otherwise.
+
+    Raises
+    ------
+    dicom_node.errors.ConfigurationError
+        If the setting is ``"dciodvfy"`` and dciodvfy is not on PATH: the node
+        would fail every job, so it does not start.
+    """
+    from dicom_node.errors import ConfigurationError
+
+    if validation == "off" or shutil.which("dciodvfy") is not None:
+        return None
+    if validation == "dciodvfy":
+        raise ConfigurationError(f'results.validation = "dciodvfy", but {INSTALL_HINT}')
+    return ("dciodvfy (dicom3tools) is not installed: result objects are checked by highdicom "
+            'only (apt-get install dicom3tools, or set results.validation = "off" to silence this)')
+
+
 def run_dciodvfy(
     path: Path,
     *,

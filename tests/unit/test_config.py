@@ -52,3 +52,27 @@ def test_invalid_configuration_names_file_and_key(tmp_path, text, fragment):
         load_settings(path)
     assert fragment in str(info.value)
     assert str(path) in str(info.value)
+
+
+def test_results_validation_defaults_to_if_available_and_reads_the_older_flag(monkeypatch):
+    from dicom_node.config import ResultSettings
+
+    assert ResultSettings().validation == "if-available"
+    assert ResultSettings.model_validate({"validate_with_dciodvfy": False}).validation == "off"
+    assert ResultSettings.model_validate({"validate_with_dciodvfy": True}).validation == "dciodvfy"
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert not ResultSettings(validation="if-available").dciodvfy_enabled()
+    assert ResultSettings(validation="dciodvfy").dciodvfy_enabled()  # the job then fails loudly
+    assert not ResultSettings(validation="off").dciodvfy_enabled()
+
+
+def test_a_node_that_requires_dciodvfy_does_not_start_without_it(monkeypatch, tmp_path):
+    from dicom_node.errors import ConfigurationError
+    from dicom_node.results.validate import check_validation_setting
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConfigurationError, match="dicom3tools"):
+        check_validation_setting("dciodvfy")
+    notice = check_validation_setting("if-available")
+    assert notice is not None and "highdicom" in notice
+    assert check_validation_setting("off") is None
