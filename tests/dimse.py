@@ -14,6 +14,7 @@ from io import BytesIO
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
+from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_STORE
 
 
@@ -38,7 +39,9 @@ def send_raw_c_store_response(assoc, sop_class_uid: str, sop_instance_uid: str, 
     req = C_STORE()
     req.MessageID = 1
     req.AffectedSOPClassUID = sop_class_uid
-    req.AffectedSOPInstanceUID = sop_instance_uid
+    # Set behind the property, so that a UID pynetdicom would refuse (over 64
+    # characters) still goes on the wire.
+    req._affected_sop_instance_uid = UID(sop_instance_uid)
     req.Priority = 2
     req.DataSet = BytesIO(raw)
     assoc._reactor_checkpoint.clear()

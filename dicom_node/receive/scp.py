@@ -51,6 +51,7 @@ from dicom_node.receive.associations import AssociationLog
 from dicom_node.receive.audit import AssociationAuditor
 from dicom_node.receive.header import file_meta_information, parse_header
 from dicom_node.receive.ingest import InstanceIngest
+from dicom_node.receive.pynetdicom_compat import accept_overlong_uids_for_refusal
 from dicom_node.receive.resources import DiskWatermark
 from dicom_node.receive.transport import ConnectionGuard, GuardedAssociationServer, ReceiveLimits
 from dicom_node.security.tls import server_context
@@ -206,6 +207,7 @@ class StorageSCP:
         )
 
     def _make_ae(self) -> AE:
+        accept_overlong_uids_for_refusal()  # answered with 0xC210 below, not an A-ABORT
         ae = AE(ae_title=self.settings.ae_title)
         ae.maximum_pdu_size = self.settings.max_pdu_bytes
         ae.network_timeout = self.settings.network_timeout_s
@@ -378,6 +380,13 @@ class StorageSCP:
         """
         calling = event.assoc.requestor.ae_title
         affected_uid = str(event.request.AffectedSOPInstanceUID or "")
+        for name, uid in (("Affected SOP Instance UID", affected_uid),
+                          ("Affected SOP Class UID", str(event.request.AffectedSOPClassUID or ""))):
+            if len(uid) > 64:
+                logger.warning("C-STORE from %s refused (0xC210): %s of %d characters",
+                               calling, name, len(uid))
+                return failure_status(STATUS_CANNOT_UNDERSTAND,
+                                      f"{name} longer than 64 characters")
         try:
             encoded = self._part10(event)
             header = parse_header(encoded, transfer_syntax_uid=str(event.context.transfer_syntax))

@@ -1,0 +1,65 @@
+"""The one place for pynetdicom switches that are not part of its stable API.
+
+pynetdicom documents ``pynetdicom._config`` as its configuration module (its
+leading underscore notwithstanding). The node changes one of its switches:
+
+- ``_config.VALIDATORS["UI"]``: pynetdicom refuses, while it decodes a DIMSE
+  command set, a UID over 64 characters, and then aborts the whole association
+  with an ERROR traceback ("Received an invalid DIMSE message"). A sender with
+  one bad Affected SOP Instance UID thus loses every other instance of its
+  association. :func:`accept_overlong_uids_for_refusal` lets such a command be
+  decoded, so the C-STORE handler can answer it with a failure status that
+  says why (:func:`dicom_node.receive.scp.StorageSCP.handle_store`), and the
+  association goes on.
+
+Other uses of private pynetdicom names still live in
+:mod:`dicom_node.receive.reactor` and :mod:`dicom_node.receive.transport`
+(issue 14 moves them here).
+
+References
+----------
+pynetdicom 3.0 "Configuration options" (``_config.VALIDATORS``, added in 2.0);
+DICOM PS3.5 9.1 (UID encoding rules: at most 64 characters); PS3.7 9.1.1.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pynetdicom import _config
+
+#: UIDs longer than this are still refused by the decoder: nothing legitimate is
+#: that long, and a bound keeps what is carried into logs and responses small.
+MAX_DECODED_UID_CHARS = 256
+
+_installed: Callable[[Any], tuple[bool, str]] | None = None
+
+
+def accept_overlong_uids_for_refusal() -> None:
+    """Let pynetdicom decode UIDs of 65-256 characters instead of aborting the association.
+
+    Only the length rule is relaxed; empty values and every other check of
+    pynetdicom's own UI validator stay. The node itself refuses such a UID
+    where it handles the request (0xC210 with an Error Comment), so nothing
+    with an invalid UID is stored. Idempotent.
+
+    References
+    ----------
+    pynetdicom ``_config.VALIDATORS`` (2.0+); PS3.5 9.1.
+    """
+    global _installed
+    if _installed is not None and _config.VALIDATORS.get("UI") is _installed:
+        return
+    original = _config.VALIDATORS["UI"]
+
+    def validate_ui(value: Any) -> tuple[bool, str]:
+        ok, reason = original(value)
+        if ok or not isinstance(value, str):
+            return ok, reason
+        if 64 < len(value) <= MAX_DECODED_UID_CHARS and "64 characters" in reason:
+            return True, ""
+        return ok, reason
+
+    _config.VALIDATORS["UI"] = validate_ui
+    _installed = validate_ui
