@@ -201,9 +201,11 @@ class EventDrivenAssociation(Association):
                 self._serve_request(msg, context_id)
                 bell.set()  # look again at once: more may be queued
             if self.is_established and self.acse.is_release_requested():
+                # Marked before the A-RELEASE-RP goes out: the peer may close the connection
+                # at once, and EVT_CONN_CLOSE (DUL thread) can then beat EVT_RELEASED (here).
+                self.is_released = True
                 self.acse.send_release(is_response=True)
                 logger.info("Association Released")
-                self.is_released = True
                 self.is_established = False
                 evt.trigger(self, evt.EVT_RELEASED, {})
                 self.kill()

@@ -311,7 +311,10 @@ class StorageSCP:
         self._closed(event, AssociationOutcome.ABORTED)
 
     def _on_conn_close(self, event: Event) -> None:
-        self._closed(event, AssociationOutcome.CLOSED)
+        # A connection closed right after the A-RELEASE-RP is a clean release, even when this
+        # event (DUL thread) comes before EVT_RELEASED (association thread).
+        released = bool(getattr(event.assoc, "is_released", False))
+        self._closed(event, AssociationOutcome.RELEASED if released else AssociationOutcome.CLOSED)
 
     def _closed(self, event: Event, outcome: AssociationOutcome) -> None:
         with self._open_lock:
