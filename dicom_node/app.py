@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
@@ -72,6 +72,9 @@ from dicom_node.series.completeness import (
 from dicom_node.series.selection import select_pipeline
 from dicom_node.stats import DestinationMonitor
 
+if TYPE_CHECKING:
+    from dicom_node.results.versioning import PredecessorDocument
+
 logger = logging.getLogger(__name__)
 
 
@@ -113,11 +116,14 @@ class ResultVersion:
         The version this one replaces.
     superseded_job_id : int or None
         The job that produced the superseded version.
+    predecessors : tuple of PredecessorDocument
+        That job's SR objects (the new SR's Predecessor Documents Sequence).
     """
 
     version: int
     supersedes: int | None = None
     superseded_job_id: int | None = None
+    predecessors: tuple[PredecessorDocument, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         """Keys stored in the job's result summary."""
@@ -241,7 +247,8 @@ class JobExecutor:
             )
             stages["results_built_at"] = utcnow()
             for o in objects:
-                mark_result_version(o.dataset, version.version, version.supersedes)
+                mark_result_version(o.dataset, version.version, version.supersedes,
+                                    version.predecessors)
             files = [self._store(o.kind, o.dataset, o.destinations) for o in objects]
             stages["results_written_at"] = utcnow()
             logger.info("job %d: series not analysable (%s)", job_id, failure.gate)
@@ -271,7 +278,8 @@ class JobExecutor:
         )
         stages["results_built_at"] = utcnow()
         for o in objects:
-            mark_result_version(o.dataset, version.version, version.supersedes)
+            mark_result_version(o.dataset, version.version, version.supersedes,
+                                    version.predecessors)
         files = [self._store(o.kind, o.dataset, o.destinations) for o in objects]
         stages["results_written_at"] = utcnow()  # stored in the outbox and validated
         findings = [
@@ -343,7 +351,19 @@ class JobExecutor:
                 newest = (number, other.id)
         if newest is None:
             return ResultVersion(1)
-        return ResultVersion(newest[0] + 1, supersedes=newest[0], superseded_job_id=newest[1])
+        from dicom_node.results.versioning import PredecessorDocument
+
+        predecessors = tuple(
+            PredecessorDocument(o.study_instance_uid, o.series_instance_uid, o.sop_class_uid,
+                                o.sop_instance_uid)
+            for o in session.scalars(
+                select(ResultObject)
+                .where(ResultObject.job_id == newest[1], ResultObject.kind == "SR")
+                .order_by(ResultObject.id)
+            )
+        )
+        return ResultVersion(newest[0] + 1, supersedes=newest[0], superseded_job_id=newest[1],
+                             predecessors=predecessors)
 
     def _store(self, kind: str, dataset, destinations: tuple[str, ...] = ()) -> ResultFile:
         buffer = BytesIO()
@@ -448,7 +468,9 @@ def sweep_series(
             # Proof needs no quiet period (also not after a start): associations cut by a
             # crash are LOST, not RELEASED, and prove nothing.
             mark_proven_series_complete(
-                session, release_grace_s=settings.series.release_grace_s, now=now
+                session, release_grace_s=settings.series.release_grace_s,
+                across_associations=settings.series.early_completion_across_associations,
+                now=now,
             )
         warmed_up = node_started_at is None or (
             (now - node_started_at).total_seconds() >= settings.series.stable_after_s

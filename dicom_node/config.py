@@ -209,6 +209,9 @@ class SeriesSettings(_Section):
     stable_after_s: float = Field(10.0, ge=0)
     sweep_interval_s: float = Field(2.0, gt=0)
     early_completion: bool = True
+    # Prove also series carried by several associations (off: a router forwarding one
+    # instance per association may pause mid-series; those wait for stable_after_s).
+    early_completion_across_associations: bool = False
     release_grace_s: float = Field(2.0, ge=0)
 
 

@@ -17,15 +17,21 @@ Two ways, and the basis of each completion is stored in ``series.completion_basi
 
   A series still carried by an open association is never completed, so one
   sent over several concurrent or back-to-back associations is not split.
+  By default only a series carried by **one** association is proven early;
+  one carried by several waits for the quiet time, because a router that
+  forwards one instance per association can pause mid-series for longer than
+  any grace time (``series.early_completion_across_associations`` turns proof
+  across associations on for senders known to send without pauses).
 * **Quiet time** (:func:`mark_stable_series_complete`): no instance for
   ``stable_after_s`` seconds (Orthanc calls this "stable").
 
-What no rule can see is a sender that pauses longer than ``release_grace_s``
-between two associations of one series while the first part alone is an even
-stack (or matches ImagesInAcquisition, as one rotation of a sequential scan
-can): that series is completed early and its late instances re-open it, so it
-is analysed twice. Such senders need a longer ``release_grace_s`` or
-``early_completion = false`` (see docs/performance.md).
+With proof across associations turned on, what no rule can see is a sender
+that pauses longer than ``release_grace_s`` between two associations of one
+series while the first part alone is an even stack (or matches
+ImagesInAcquisition, as one rotation of a sequential scan can): that series
+is completed early and its late instances re-open it, so it is analysed twice
+(the second result version then names the first as superseded, see
+:mod:`dicom_node.results.versioning`). See docs/performance.md.
 
 References
 ----------
@@ -167,7 +173,11 @@ def _complete(session: Session, series: Series, basis: str, now: datetime) -> No
 
 
 def mark_proven_series_complete(
-    session: Session, *, release_grace_s: float, now: datetime | None = None
+    session: Session,
+    *,
+    release_grace_s: float,
+    across_associations: bool = False,
+    now: datetime | None = None,
 ) -> list[Series]:
     """Mark RECEIVING series COMPLETE whose instances prove them complete.
 
@@ -181,6 +191,12 @@ def mark_proven_series_complete(
         Seconds after the last carrying association was released before a
         proof counts (a sender that continues a series in a new association
         opens it within this time).
+    across_associations : bool
+        Also prove series carried by more than one association. False (the
+        default) leaves those to the quiet time: a router that forwards one
+        instance per association (Orthanc, many PACS) can pause longer than
+        any grace time in the middle of a series whose first part is already
+        an even stack.
     now : datetime or None
         Current time (UTC).
 
@@ -210,6 +226,8 @@ def mark_proven_series_complete(
         ).all()
         if any(c.closed_at is None for c in carriers):
             continue  # still being received
+        if len(carriers) > 1 and not across_associations:
+            continue  # several associations: only the quiet time knows the sender is done
         if not all(c.outcome == AssociationOutcome.RELEASED for c in carriers):
             continue  # an aborted or broken transfer is likely to be resent
         last_closed = max(c.closed_at for c in carriers)

@@ -119,7 +119,7 @@ def test_images_in_acquisition_proves_the_uneven_ge_head(make_node, head_ct_dir,
 
 def test_series_split_over_two_associations_is_not_split(make_node, shared_data, storescu):
     """The first half alone is an even stack; the second association follows at once."""
-    node = make_node(stable_after_s=30.0)
+    node = make_node(stable_after_s=30.0, early_completion_across_associations=True)
     files = by_position(shared_data / "head-phantom-philips/S2010")
     for part in (files[:14], files[14:]):
         assert run_storescu(storescu, node.port, part).returncode == 0
@@ -131,7 +131,7 @@ def test_series_split_over_two_associations_is_not_split(make_node, shared_data,
 
 
 def test_concurrent_associations_of_one_series_make_one_job(make_node, shared_data, storescu):
-    node = make_node(stable_after_s=30.0)
+    node = make_node(stable_after_s=30.0, early_completion_across_associations=True)
     files = by_position(shared_data / "head-phantom-philips/S2010")
     env = dict(os.environ, TCP_NODELAY="1")
     senders = [
@@ -147,7 +147,7 @@ def test_concurrent_associations_of_one_series_make_one_job(make_node, shared_da
 
 def test_one_association_per_instance_makes_one_job(make_node, shared_data, storescu):
     """Between two associations the sender has none open: the grace time bridges the gap."""
-    node = make_node(stable_after_s=30.0)
+    node = make_node(stable_after_s=30.0, early_completion_across_associations=True)
     for path in by_position(shared_data / "head-phantom-philips/S2010"):
         assert run_storescu(storescu, node.port, [path]).returncode == 0
     series = wait_for_state(node, SeriesState.DISPATCHED, 20)
@@ -157,8 +157,27 @@ def test_one_association_per_instance_makes_one_job(make_node, shared_data, stor
     assert len(jobs(node)) == 1
 
 
+def test_a_router_pausing_mid_series_gets_one_job_by_default(make_node, shared_data, storescu):
+    """Orthanc-style routing: one association per instance, a pause longer than the grace
+    time after the first half (itself an even stack). By default a series carried by several
+    associations waits for the quiet time, so the whole series is analysed once."""
+    node = make_node(stable_after_s=6.0)
+    files = by_position(shared_data / "head-phantom-philips/S2010")
+    for path in files[:14]:
+        assert run_storescu(storescu, node.port, [path]).returncode == 0
+    time.sleep(3.0)  # three times release_grace_s
+    assert series_rows(node)[0].state == SeriesState.RECEIVING
+    for path in files[14:]:
+        assert run_storescu(storescu, node.port, [path]).returncode == 0
+    series = wait_for_state(node, SeriesState.DISPATCHED, 30)
+    assert series.instance_count == 28
+    assert series.completion_basis.startswith("quiet time"), series.completion_basis
+    assert len(jobs(node)) == 1
+
+
 def test_receiver_processes_share_the_port_and_are_replaced(make_node, shared_data, storescu):
-    node = make_node(stable_after_s=30.0, receiver_processes=2)
+    node = make_node(stable_after_s=30.0, receiver_processes=2,
+                     early_completion_across_associations=True)
     files = by_position(shared_data / "head-phantom-philips/S2010")
     env = dict(os.environ, TCP_NODELAY="1")
     senders = [

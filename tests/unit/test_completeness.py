@@ -127,10 +127,11 @@ def add_association(session, calling="CT", *, closed_s_ago=5.0, outcome="RELEASE
     return row
 
 
-def proven(factory, grace_s=2.0):
+def proven(factory, grace_s=2.0, across_associations=True):
     with factory.begin() as session:
         return [s.series_instance_uid
-                for s in mark_proven_series_complete(session, release_grace_s=grace_s)]
+                for s in mark_proven_series_complete(session, release_grace_s=grace_s,
+                                                     across_associations=across_associations)]
 
 
 EVEN = [5.0 * i for i in range(28)]
@@ -222,3 +223,13 @@ def test_header_values_of_a_real_instance(head_ct_dir):
     header = parse_header((head_ct_dir / "01.dcm").read_bytes())
     assert header.image_position_patient == tuple(float(v) for v in ds.ImagePositionPatient)
     assert header.images_in_acquisition is None
+
+
+def test_a_series_of_several_associations_is_not_proven_by_default(factory):
+    """One instance per association (a router), an even stack: by default only the quiet
+    time completes it; with proof across associations it completes early."""
+    with factory.begin() as session:
+        carriers = [add_association(session, closed_s_ago=10.0) for _ in range(14)]
+        add_series(session, "1.2.3.77", EVEN[:14], carriers=carriers)
+    assert proven(factory, across_associations=False) == []
+    assert proven(factory, across_associations=True) == ["1.2.3.77"]
