@@ -19,6 +19,10 @@ PS3.5 6.2 (LO: 64 characters maximum).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
 from pydicom.dataset import Dataset
 
 from dicom_node.results.codes import finding_codes, known_finding_labels
@@ -70,8 +74,42 @@ def versioned_description(description: str, version: int, supersedes: int | None
     return f"{base}{suffix}{label}"[:MAX_DESCRIPTION_CHARS]
 
 
-def mark_result_version(dataset: Dataset, version: int, supersedes: int | None) -> None:
-    """Write the result version into a result object's Series Description (in place).
+#: Added to a result object's Series Number per later version (v2 of SR 9902 is 10002),
+#: so a viewer lists each version as its own series.
+SERIES_NUMBER_STEP_PER_VERSION = 100
+
+
+@dataclass(frozen=True)
+class PredecessorDocument:
+    """An SR object of the superseded result version, for PredecessorDocumentsSequence.
+
+    References
+    ----------
+    DICOM PS3.3 C.17.2.1 SR Document General Module (Predecessor Documents
+    Sequence); Table 10-11 SOP Instance Reference Macro (hierarchical).
+    """
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+
+
+def mark_result_version(
+    dataset: Dataset,
+    version: int,
+    supersedes: int | None,
+    predecessors: Sequence[PredecessorDocument] = (),
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Say in DICOM that a result object supersedes an earlier version (in place).
+
+    For a first version nothing changes. For version ``n`` > 1 the Series
+    Description names the version and the one it supersedes, the Series
+    Number becomes ``number + 100 * (n - 1)``, SeriesDate/SeriesTime are the
+    time of this version, and an SR (Modality ``SR``) lists the superseded
+    version's SR objects in its Predecessor Documents Sequence.
 
     Parameters
     ----------
@@ -81,13 +119,48 @@ def mark_result_version(dataset: Dataset, version: int, supersedes: int | None) 
         Its result version.
     supersedes : int or None
         The version it replaces, None for a first version.
+    predecessors : sequence of PredecessorDocument
+        The SR objects of the superseded version (written into an SR only).
+    now : datetime or None
+        Time of this version (UTC-aware or local); now when None.
 
     References
     ----------
-    DICOM PS3.3 C.7.3.1 General Series Module.
+    DICOM PS3.3 C.7.3.1 General Series Module (Series Number, Series Date and
+    Time); C.17.2.1 SR Document General Module (Predecessor Documents
+    Sequence, 0040,A360).
     """
     if version <= 1 or supersedes is None:
         return
     dataset.SeriesDescription = versioned_description(
         str(dataset.get("SeriesDescription", "") or "AI result"), version, supersedes
     )
+    number = dataset.get("SeriesNumber")
+    if number not in (None, ""):
+        dataset.SeriesNumber = int(number) + SERIES_NUMBER_STEP_PER_VERSION * (version - 1)
+    at = (now or datetime.now(UTC)).astimezone()
+    dataset.SeriesDate = at.strftime("%Y%m%d")
+    dataset.SeriesTime = at.strftime("%H%M%S")
+    if dataset.get("Modality") == "SR" and predecessors:
+        items = []
+        for study_uid in dict.fromkeys(p.study_instance_uid for p in predecessors):
+            study = Dataset()
+            study.StudyInstanceUID = study_uid
+            series_items = []
+            in_study = [p for p in predecessors if p.study_instance_uid == study_uid]
+            for series_uid in dict.fromkeys(p.series_instance_uid for p in in_study):
+                series = Dataset()
+                series.SeriesInstanceUID = series_uid
+                references = []
+                for p in in_study:
+                    if p.series_instance_uid != series_uid:
+                        continue
+                    reference = Dataset()
+                    reference.ReferencedSOPClassUID = p.sop_class_uid
+                    reference.ReferencedSOPInstanceUID = p.sop_instance_uid
+                    references.append(reference)
+                series.ReferencedSOPSequence = references
+                series_items.append(series)
+            study.ReferencedSeriesSequence = series_items
+            items.append(study)
+        dataset.PredecessorDocumentsSequence = items

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import highdicom as hd
 import pydicom
 import pytest
 from pynetdicom import AE, AllStoragePresentationContexts, evt
@@ -38,6 +39,7 @@ from dicom_node.jobs.worker import run_one
 from dicom_node.receive.header import parse_header
 from dicom_node.receive.ingest import InstanceIngest
 from dicom_node.receive.spool import Spool
+from dicom_node.results.validate import validate_result_file
 from dicom_node.series.volume import read_datasets
 from dicom_node.training.synthetic import with_new_uids
 from tests.conftest import free_port
@@ -51,6 +53,7 @@ class RecordingPacs:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, str, str]] = []
+        self.datasets: dict[str, pydicom.Dataset] = {}
         self.port = free_port()
         ae = AE(ae_title="PACS")
         ae.supported_contexts = AllStoragePresentationContexts
@@ -59,6 +62,8 @@ class RecordingPacs:
 
     def _store(self, event) -> int:
         ds = event.dataset
+        ds.file_meta = event.file_meta
+        self.datasets[str(ds.SOPInstanceUID)] = ds
         self.received.append((str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID),
                               str(ds.get("SeriesDescription", ""))))
         return 0x0000
@@ -176,6 +181,32 @@ def test_late_instances_make_a_second_result_version_and_nothing_is_sent_twice(
     assert all(d.endswith("v2, supersedes v1 (not for diagnostic use)") and len(d) <= 64
                for d in descriptions[second.id]), descriptions[second.id]
     print("\nresult versions: " + " | ".join(sorted(set(descriptions[second.id]))))
+    # ... and says so in DICOM: the v2 SR names the v1 SR as its predecessor document, and
+    # every v2 object has its own Series Number and the Series Date/Time of version 2.
+    kinds = {o.sop_instance_uid: o.kind for o in objects}
+    by_version = {job_id: {kinds[uid]: pacs.datasets[uid] for uid in by_job
+                           if by_job[uid] == job_id} for job_id in (first.id, second.id)}
+    v1_sr, v2_sr = by_version[first.id]["SR"], by_version[second.id]["SR"]
+    assert "PredecessorDocumentsSequence" not in v1_sr
+    [study] = v2_sr.PredecessorDocumentsSequence
+    assert study.StudyInstanceUID == v1_sr.StudyInstanceUID
+    [series_ref] = study.ReferencedSeriesSequence
+    assert series_ref.SeriesInstanceUID == v1_sr.SeriesInstanceUID
+    [sop_ref] = series_ref.ReferencedSOPSequence
+    assert sop_ref.ReferencedSOPInstanceUID == v1_sr.SOPInstanceUID
+    assert sop_ref.ReferencedSOPClassUID == v1_sr.SOPClassUID
+    for kind, v2 in by_version[second.id].items():
+        v1 = by_version[first.id][kind]
+        assert int(v2.SeriesNumber) != int(v1.SeriesNumber), kind
+        assert v2.SeriesDate and v2.SeriesTime, kind
+    assert hd.sr.srread(_as_file(v2_sr, harness.settings.storage.base_dir / "v2-sr.dcm"))
+    report = validate_result_file(harness.settings.storage.base_dir / "v2-sr.dcm")
+    assert not report.errors, [m.text for m in report.errors]
+
+
+def _as_file(ds: pydicom.Dataset, path: Path) -> Path:
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 def test_a_queued_job_is_superseded_when_the_series_changes(harness, head):
