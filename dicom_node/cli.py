@@ -129,21 +129,9 @@ def worker(config: ConfigOption = None) -> None:
 
 
 def _job_row(job, series) -> dict[str, Any]:
-    summary = job.result_summary or {}
-    findings = summary.get("findings", [])
-    return {
-        "job_id": job.id,
-        "state": str(job.state),
-        "pipeline": job.pipeline,
-        "algorithm": summary.get("algorithm", {}).get("name"),
-        "series_instance_uid": series.series_instance_uid,
-        "attempts": job.attempts,
-        "created_at": job.created_at.isoformat(),
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-        "findings": findings,
-        "not_analysable": summary.get("not_analysable"),
-        "error": job.error,
-    }
+    from dicom_node.queries import job_summary
+
+    return job_summary(job, series)
 
 
 def _uid_column(uid: str, width: int = 40) -> str:
@@ -187,7 +175,13 @@ def jobs_list(
 ) -> None:
     """List jobs, newest first, and the series that were not eligible (with the reason)."""
     from dicom_node.db.models import JobState, Series, SeriesState
-    from dicom_node.queries import FINDING_FILTERS, JobFilter, list_jobs, parse_since
+    from dicom_node.queries import (
+        FINDING_FILTERS,
+        JobFilter,
+        format_study_date,
+        list_jobs,
+        parse_since,
+    )
 
     settings = _settings(config)
     try:
@@ -227,17 +221,19 @@ def jobs_list(
     if as_json:
         typer.echo(json.dumps({"jobs": jobs, "not_eligible_series": not_eligible}, indent=2))
         return
-    typer.echo(f"{'JOB':>5}  {'STATE':<10} {'PIPELINE':<8} {'SERIES':<40} RESULT")
+    typer.echo(f"{'JOB':>5}  {'STATE':<10} {'PIPELINE':<8} {'STUDY DATE':<10} "
+               f"{'ACCESSION':<16} {'SERIES':<40} RESULT")
     for row in jobs:
         result = _result_text(row)
         typer.echo(
             f"{row['job_id']:>5}  {row['state']:<10} {row['pipeline']:<8} "
+            f"{format_study_date(row['study_date']):<10} {row['accession_number'] or '-':<16} "
             f"{_uid_column(row['series_instance_uid']):<40} {result}"
         )
     for row in not_eligible:
         typer.echo(
-            f"{'-':>5}  {row['state']:<10} {'-':<8} {_uid_column(row['series_instance_uid']):<40} "
-            f"{row['reason']}"
+            f"{'-':>5}  {row['state']:<10} {'-':<8} {'':<10} {'':<16} "
+            f"{_uid_column(row['series_instance_uid']):<40} {row['reason']}"
         )
 
 

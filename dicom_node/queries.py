@@ -222,15 +222,35 @@ def finding_text(findings: Sequence[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def format_study_date(value: str | None) -> str:
+    """A DICOM DA value (``YYYYMMDD``, PS3.5 6.2) as ``YYYY-MM-DD``; "-" when empty.
+
+    Anything else (a non-conformant value some senders write) is shown as received.
+    """
+    if value and len(value) == 8 and value.isdigit():
+        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return value or "-"
+
+
 def job_summary(job: Job, series: Series) -> dict[str, Any]:
-    """One row of the jobs list as JSON-ready values (UIDs, no patient data)."""
+    """One row of the jobs list as JSON-ready values, for the CLI, the dashboard and the API.
+
+    UIDs, the study's Accession Number and Study Date (``YYYYMMDD``, as
+    received; empty when the instances had none), no patient name, ID or
+    birth date. ``series`` must be attached to an open session (its study is
+    loaded).
+    """
     summary = job.result_summary or {}
     findings = summary.get("findings", [])
+    study = series.study
     return {
         "job_id": job.id,
         "state": str(job.state),
         "pipeline": job.pipeline,
         "algorithm": summary.get("algorithm", {}).get("name"),
+        "study_instance_uid": study.study_instance_uid if study is not None else None,
+        "accession_number": study.accession_number if study is not None else "",
+        "study_date": study.study_date if study is not None else "",
         "series_instance_uid": series.series_instance_uid,
         "series_id": series.id,
         "modality": series.modality,
@@ -242,6 +262,7 @@ def job_summary(job: Job, series: Series) -> dict[str, Any]:
         "findings": findings,
         "positive": has_positive_finding(summary),
         "finding_text": finding_text(findings),
+        "not_analysable": summary.get("not_analysable"),
         "error": job.error,
     }
 

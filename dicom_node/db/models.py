@@ -90,12 +90,20 @@ def _enum(cls: type[enum.Enum]) -> Enum:
 
 
 class Study(Base):
-    """A study seen by the node (no patient identifiers are stored)."""
+    """A study seen by the node.
+
+    No patient name, ID or birth date is stored. The Accession Number and Study
+    Date (as the first instance carried them) identify the order for the
+    dashboard and ``jobs list``, which need a login or local access; they are
+    never written to the logs.
+    """
 
     __tablename__ = "study"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    accession_number: Mapped[str] = mapped_column(String(16), default="")
+    study_date: Mapped[str] = mapped_column(String(8), default="")  # DA, YYYYMMDD
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     series: Mapped[list[Series]] = relationship(back_populates="study")

@@ -78,6 +78,8 @@ class InstanceHeader:
     image_position_patient: tuple[float, float, float] | None = None
     images_in_acquisition: int | None = None
     convolution_kernel: str = ""
+    study_date: str = ""
+    accession_number: str = ""
 
 
 #: Largest difference between Image Orientation (Patient) values of one stack.
@@ -244,6 +246,8 @@ SCANNED_ATTRIBUTES: dict[int, tuple[str, str]] = {
     0x00080008: ("ImageType", "CS"),
     0x00080016: ("SOPClassUID", "UI"),
     0x00080018: ("SOPInstanceUID", "UI"),
+    0x00080020: ("StudyDate", "DA"),
+    0x00080050: ("AccessionNumber", "SH"),
     0x00080060: ("Modality", "CS"),
     0x00081030: ("StudyDescription", "LO"),
     0x0008103E: ("SeriesDescription", "LO"),
@@ -637,6 +641,8 @@ def parse_header(encoded: bytes, *, transfer_syntax_uid: str | None = None) -> I
             image_position_patient=ipp_tuple,  # type: ignore[arg-type]
             images_in_acquisition=images_in_acquisition,
             convolution_kernel=_joined(ds, "ConvolutionKernel"),
+            study_date=_text(ds, "StudyDate")[:8],
+            accession_number=_text(ds, "AccessionNumber")[:16],
         )
     except InvalidUIDError as err:
         raise InvalidInstanceError(str(err)) from err

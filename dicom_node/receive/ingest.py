@@ -407,7 +407,9 @@ class InstanceIngest:
             select(Study).where(Study.study_instance_uid == header.study_instance_uid)
         )
         if study is None:
-            study = Study(study_instance_uid=header.study_instance_uid, created_at=now)
+            study = Study(study_instance_uid=header.study_instance_uid, created_at=now,
+                          accession_number=header.accession_number,
+                          study_date=header.study_date)
             session.add(study)
             session.flush()
         series = session.scalar(

@@ -51,6 +51,7 @@ from dicom_node.metrics import make_registry
 from dicom_node.queries import (
     FINDING_FILTERS,
     JobFilter,
+    format_study_date,
     job_detail,
     job_detail_json,
     job_summary,
@@ -163,6 +164,7 @@ def _templates() -> Jinja2Templates:
     env.filters["dur"] = format_duration_s
     env.filters["bytes"] = format_bytes
     env.filters["ts"] = format_time
+    env.filters["da"] = format_study_date
     env.globals["version"] = __version__
     env.globals["stages"] = STAGES
     return templates
@@ -627,7 +629,8 @@ def create_app(
             jobs = [job_summary(job, series) for job, series in rows]
         out = io.StringIO()
         columns = [
-            "job_id", "state", "pipeline", "algorithm", "series_instance_uid", "modality",
+            "job_id", "state", "pipeline", "algorithm", "study_date", "accession_number",
+            "study_instance_uid", "series_instance_uid", "modality",
             "instances", "attempts", "created_at", "finished_at", "positive", "finding_text",
             "error",
         ]  # fmt: skip

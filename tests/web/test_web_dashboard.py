@@ -169,6 +169,7 @@ def test_jobs_list_filters_paging_and_csv(site, admin):
     positive = admin.get("/jobs?finding=present").text
     assert f'data-job-id="{bleed_id}"' in positive
     assert f'data-job-id="{site[0].job_ids["head"]}"' not in positive
+    assert "<th>study date</th><th>accession</th>" in positive  # the GE head has neither: "-"
     assert "data-job-id" not in admin.get("/jobs?pipeline=no-such-pipeline").text
     assert f'data-job-id="{bleed_id}"' in admin.get("/jobs?since=1h&state=SUCCEEDED").text
     assert "is not an ISO 8601" in admin.get("/jobs?since=yesterday").text

@@ -297,6 +297,27 @@ def test_job_database_cli(tmp_path, head_ct_dir):
     assert "pacs0" in db.cli("deliveries", "list").output
 
 
+def test_jobs_are_listed_with_accession_number_and_study_date(tmp_path, head_ct_dir):
+    """The order a radiologist knows (accession number, study date), not only a cut UID."""
+    db = Db(tmp_path)
+    series = head_series(head_ct_dir, seed=31)
+    for ds in series:
+        ds.AccessionNumber = "ACC-2024-0131"
+        ds.StudyDate = "20240131"
+    db.ingest_files(series)
+    db.ingest_files(head_series(head_ct_dir, seed=32))  # the GE head carries neither
+    sweep_series(db.session_factory, db.settings)
+    listed = json.loads(db.cli("jobs", "list", "--json").output)["jobs"]
+    by_accession = {j["accession_number"]: j for j in listed}
+    assert set(by_accession) == {"ACC-2024-0131", ""}
+    assert by_accession["ACC-2024-0131"]["study_date"] == "20240131"
+    assert by_accession["ACC-2024-0131"]["study_instance_uid"] == str(series[0].StudyInstanceUID)
+    table = db.cli("jobs", "list").output
+    row = next(line for line in table.splitlines() if "ACC-2024-0131" in line)
+    assert "2024-01-31" in row, table
+    assert "STUDY DATE" in table and "ACCESSION" in table
+
+
 def test_users_cli(tmp_path):
     db = Db(tmp_path)
     assert db.cli("users", "add", "ada", "--role", "admin", "--password-stdin",
