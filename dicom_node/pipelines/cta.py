@@ -57,7 +57,7 @@ import time
 
 import numpy as np
 
-from dicom_node.errors import PipelineError
+from dicom_node.errors import NotAnalysableError
 from dicom_node.imaging.midline import estimate_midsagittal_plane
 from dicom_node.imaging.occlusion import (
     SEGMENT_ICA_T,
@@ -99,7 +99,7 @@ class CtaLvoPipeline:
         location.
     min_arterial_peak_hu : float
         A series whose arterial peak enhancement is lower is not an angiogram
-        (:class:`~dicom_node.errors.PipelineError`).
+        (:class:`~dicom_node.errors.NotAnalysableError`).
 
     Raises
     ------
@@ -170,9 +170,12 @@ class CtaLvoPipeline:
 
         Raises
         ------
-        PipelineError
-            If no intracranial region is found, or the series holds no
-            arterial contrast (not an angiogram).
+        NotAnalysableError
+            If no intracranial region is found (gate ``head_ct``), the series
+            holds no arterial contrast (``arterial_contrast``: not an
+            angiogram), or the vessel tree has no middle cerebral artery trunk
+            to compare (``vessel_tree``). The job then reports "not
+            analysable: <reason>" instead of failing.
 
         References
         ----------
@@ -181,15 +184,17 @@ class CtaLvoPipeline:
         started = time.perf_counter()
         brain = cta_intracranial_mask(volume)
         if not brain.any():
-            raise PipelineError(
+            raise NotAnalysableError(
+                "head_ct",
                 "no intracranial region found: no slice has a closed skull ring "
-                "(is this a head CT?)"
+                "(is this a head CT?)",
             )
         vessels = segment_intracranial_vessels(volume, brain)
         if vessels.arterial_peak_hu < self.min_arterial_peak_hu or not vessels.mask.any():
-            raise PipelineError(
+            raise NotAnalysableError(
+                "arterial_contrast",
                 f"no contrast-filled arteries found (peak enhancement "
-                f"{vessels.arterial_peak_hu:.0f} HU above brain): is this a CT angiogram?"
+                f"{vessels.arterial_peak_hu:.0f} HU above brain): is this a CT angiogram?",
             )
         try:
             plane = estimate_midsagittal_plane(volume, brain)
@@ -197,7 +202,8 @@ class CtaLvoPipeline:
                 volume, vessels, plane, trunk_ratio_threshold=self.trunk_ratio_threshold
             )
         except ValueError as err:
-            raise PipelineError(f"the vessel tree cannot be analysed: {err}") from err
+            raise NotAnalysableError("vessel_tree",
+                                     f"the vessel tree cannot be analysed: {err}") from err
 
         vessel_ml = volume.mask_volume_ml(vessels.mask)
         if analysis.suspected and analysis.location_mm is not None:

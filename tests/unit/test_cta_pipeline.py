@@ -17,7 +17,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_node.errors import PipelineError, ResultBuildError
+from dicom_node.errors import NotAnalysableError, ResultBuildError
 from dicom_node.imaging.masks import dice_coefficient
 from dicom_node.imaging.vessels import cta_intracranial_mask
 from dicom_node.pipelines import PIPELINE_NAMES, get_pipeline
@@ -108,8 +108,19 @@ def test_a_head_without_enhancement_inside_the_skull_is_refused(ge_datasets):
     volume = load_ct_volume(ge_datasets)
     brain = cta_intracranial_mask(volume)
     hu = np.where(brain & (volume.hu > 100.0), 35.0, volume.hu).astype(np.float32)
-    with pytest.raises(PipelineError, match="contrast"):
+    with pytest.raises(NotAnalysableError, match="contrast") as refused:
         CtaLvoPipeline().run(replace(volume, hu=hu))
+    assert refused.value.gate == "arterial_contrast"
+
+
+@pytest.mark.parametrize("folder", ["head-ct-ge", "head-phantom-philips/S2010"])
+def test_real_non_contrast_heads_and_the_phantom_are_not_analysable(shared_data, folder):
+    """Routed to the CTA pipeline by mistake, a non-contrast head or the plastic phantom is
+    reported "not analysable" (a report, never a finding), not a failed job."""
+    volume = load_ct_volume(read_datasets(sorted((shared_data / folder).glob("*.dcm"))))
+    with pytest.raises(NotAnalysableError) as refused:
+        CtaLvoPipeline().run(volume)
+    assert refused.value.gate in ("arterial_contrast", "vessel_tree"), refused.value
 
 
 def test_seg_and_sr_of_an_occlusion_are_valid_and_read_back(cases, dciodvfy, tmp_path):
