@@ -71,6 +71,9 @@ class SegEncoding:
         Largest Number of Frames of one instance; 0 = no limit.
     omit_empty_frames : bool
         Leave out frames without segmented pixels.
+    grid : {"source", "regular"}
+        Frames on the source images, or resampled onto a regular grid
+        (:mod:`dicom_node.results.seg_grid`).
 
     References
     ----------
@@ -81,6 +84,7 @@ class SegEncoding:
     transfer_syntax_uid: str = str(ExplicitVRLittleEndian)
     max_frames: int = 0
     omit_empty_frames: bool = False
+    grid: str = "source"
 
     @property
     def key(self) -> str:
@@ -88,7 +92,8 @@ class SegEncoding:
         ts = UID(self.transfer_syntax_uid).keyword or self.transfer_syntax_uid
         frames = f"max{self.max_frames}" if self.max_frames else "nomax"
         empty = "omit" if self.omit_empty_frames else "keep"
-        return f"{self.segmentation_type}/{ts}/{frames}/{empty}"
+        grid = "" if self.grid == "source" else f"/{self.grid}"
+        return f"{self.segmentation_type}/{ts}/{frames}/{empty}{grid}"
 
 
 class ResultProfile(BaseModel):
@@ -106,6 +111,13 @@ class ResultProfile(BaseModel):
         are split into several instances of one series.
     empty_frames : {"keep", "omit"}
         Keep frames without segmented pixels (safe for every viewer) or omit them.
+    seg_grid : {"source", "regular"}
+        ``"source"`` (default): one SEG frame per CT image, at its position,
+        what OHIF/Cornerstone, Weasis and highdicom overlay on the CT.
+        ``"regular"``: frames resampled onto an evenly spaced grid
+        perpendicular to the image plane, for readers that rebuild one
+        regular volume and refuse a tilted or unevenly spaced series (dcmqi,
+        hence 3D Slicer); one instance (``max_frames`` 0).
     send_seg : bool
         Send the SEG. When False and ``send_sr`` is True, the SR still
         references the SEG built for this profile (kept in the outbox).
@@ -132,6 +144,7 @@ class ResultProfile(BaseModel):
     compression: Literal["none", "jpeg2000-lossless", "rle-lossless"] = "none"
     max_frames: int = Field(0, ge=0)
     empty_frames: Literal["keep", "omit"] = "keep"
+    seg_grid: Literal["source", "regular"] = "source"
     send_seg: bool = True
     send_sr: bool = True
     send_overlay: bool = False
@@ -144,6 +157,8 @@ class ResultProfile(BaseModel):
                 f"compression {self.compression!r} is not available for {self.seg_type} "
                 f"segmentations (allowed: {allowed})"
             )
+        if self.seg_grid == "regular" and self.max_frames:
+            raise ValueError("seg_grid 'regular' makes one SEG instance: max_frames must be 0")
         if not (self.send_seg or self.send_sr or self.send_overlay):
             raise ValueError("profile sends nothing: enable send_seg, send_sr or send_overlay")
         return self
@@ -156,6 +171,7 @@ class ResultProfile(BaseModel):
             transfer_syntax_uid=str(COMPRESSION_TRANSFER_SYNTAXES[self.compression]),
             max_frames=self.max_frames,
             omit_empty_frames=self.empty_frames == "omit",
+            grid=self.seg_grid,
         )
 
 

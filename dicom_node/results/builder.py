@@ -138,6 +138,7 @@ def build_results_for_profiles(
             transfer_syntax_uid=encoding.transfer_syntax_uid,
             max_frames=encoding.max_frames,
             omit_empty_frames=encoding.omit_empty_frames,
+            grid=encoding.grid,
             series_number=SEG_SERIES_NUMBER,
         )
         seg_to = _names([n for n in names if by_destination[n].send_seg])

@@ -264,6 +264,7 @@ def build_segmentation(
     segmentation_type: str = "BINARY",
     transfer_syntax_uid: str = ExplicitVRLittleEndian,
     instance_number: int = 1,
+    grid: str = "source",
 ) -> hd.seg.Segmentation:
     """Build a Segmentation (BINARY or LABELMAP) with one segment per finding.
 
@@ -304,6 +305,12 @@ def build_segmentation(
         RLE Lossless.
     instance_number : int
         Instance Number (0020,0013); increases over the instances of a split SEG.
+    grid : {"source", "regular"}
+        ``"source"``: one frame per source image, at its position (what a
+        viewer overlays on the CT). ``"regular"``: the masks resampled onto a
+        regular, untilted grid (:mod:`dicom_node.results.seg_grid`), for
+        readers such as dcmqi / 3D Slicer that refuse sheared or unevenly
+        spaced frames.
 
     Returns
     -------
@@ -363,6 +370,19 @@ def build_segmentation(
             )
         )
 
+    geometry: dict = {}
+    if grid == "regular":
+        from dicom_node.results.seg_grid import resample_to_regular_grid
+
+        regular = resample_to_regular_grid(sources, pixel_array)
+        pixel_array = regular.pixel_array
+        geometry = {
+            "plane_positions": regular.plane_positions,
+            "plane_orientation": regular.plane_orientation,
+            "pixel_measures": regular.pixel_measures,
+        }
+    elif grid != "source":
+        raise ResultBuildError(f"SEG grid {grid!r} is not 'source' or 'regular'")
     all_empty = not pixel_array.any()
     if omit_empty_frames and all_empty:
         logger.info("every mask is empty: encoding all frames of %s", sop_instance_uid)
@@ -398,6 +418,7 @@ def build_segmentation(
                 content_description=_content_description(result),
                 series_description=series_description,
                 omit_empty_frames=omit_empty_frames,
+                **geometry,
                 contributing_equipment=[
                     contributing_equipment_for_algorithm(equipment, result.algorithm)
                 ],
@@ -496,6 +517,7 @@ def build_segmentations(
     segmentation_type: str = "BINARY",
     transfer_syntax_uid: str = ExplicitVRLittleEndian,
     max_frames: int = 0,
+    grid: str = "source",
     omit_empty_frames: bool = False,
     series_number: int = 9901,
     series_description: str | None = None,
@@ -521,6 +543,9 @@ def build_segmentations(
         Segmentation Type.
     transfer_syntax_uid : str
         Transfer syntax (see :func:`build_segmentation`).
+    grid : {"source", "regular"}
+        Frame geometry (see :func:`build_segmentation`); ``"regular"`` needs
+        ``max_frames`` = 0 (one instance).
     max_frames : int
         Largest Number of Frames per instance; 0 = no limit (Weasis needs 400).
     omit_empty_frames : bool
@@ -554,6 +579,8 @@ def build_segmentations(
         raise ResultBuildError(f"pipeline {result.pipeline!r} returned no findings to encode")
     result = with_tracking(result)
     series_instance_uid = uid_or_new("SeriesInstanceUID", series_instance_uid)
+    if grid == "regular" and max_frames:
+        raise ResultBuildError("a regular-grid SEG is one instance: max_frames must be 0")
     runs = split_slices(
         _frames_per_slice(result, str(segmentation_type).upper(), omit_empty_frames), max_frames
     )
@@ -577,6 +604,7 @@ def build_segmentations(
                 segmentation_type=segmentation_type,
                 transfer_syntax_uid=transfer_syntax_uid,
                 instance_number=number,
+                grid=grid,
             )
         )
     if len(instances) > 1:

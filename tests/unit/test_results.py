@@ -502,3 +502,84 @@ def test_dciodvfy_parser_never_drops_a_failure():
         "Segmentation\n  something: Error in sequence\n", path=Path("x"), returncode=1
     )
     assert odd.iod == "Segmentation" and len(odd.errors) == 1
+
+
+def _patient_centroid(masks: np.ndarray, positions, orientation, spacing) -> np.ndarray:
+    """Mean patient position (LPS mm) of the voxels of ``masks`` (planes, rows, columns)."""
+    row_dir, col_dir = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    points = []
+    for k, position in enumerate(positions):
+        rows, columns = np.nonzero(masks[k])
+        if rows.size:
+            points.append(np.asarray(position, float) + np.outer(columns * spacing[1], row_dir)
+                          + np.outer(rows * spacing[0], col_dir))
+    return np.concatenate(points).mean(axis=0)
+
+
+def test_a_regular_grid_seg_of_the_tilted_ge_head_is_evenly_spaced_and_in_place(ge_head, tmp_path,
+                                                                                 dciodvfy):
+    """dcmqi (3D Slicer) refuses the GE head's SEG: its frames follow the 18.5 degree tilt and
+    the 4 mm / 7 mm steps. The regular-grid SEG has planes perpendicular to the image normal,
+    evenly spaced, and puts the ball where the source-grid SEG puts it."""
+    mask, _ = _ball(ge_head)
+    result = PipelineResult("ich", ALGORITHM, [
+        SegmentFinding("intraparenchymal hemorrhage", True, 1.0, mask)])
+    source = build_segmentation(ge_head, result, equipment=EQUIPMENT)
+    regular = build_segmentation(ge_head, result, equipment=EQUIPMENT, grid="regular")
+    path = tmp_path / "regular.dcm"
+    regular.save_as(path, enforce_file_format=True)
+    from dicom_node.results.validate import validate_result_file
+
+    report = validate_result_file(path)
+    assert not report.errors, [m.text for m in report.errors]
+    seg = hd.seg.segread(path)
+    frames = seg.PerFrameFunctionalGroupsSequence
+    positions = np.array([[float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient]
+                          for f in frames])
+    orientation = [float(v) for v in
+                   seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0]
+                   .ImageOrientationPatient]
+    normal = np.cross(orientation[:3], orientation[3:])
+    steps = np.diff(np.sort(positions @ normal))
+    assert steps.min() > 0 and np.ptp(steps) < 1e-3, steps  # evenly spaced
+    # collinear along the normal: no in-plane shear between planes (what dcmqi checks)
+    in_plane = positions - np.outer(positions @ normal, normal)
+    assert np.ptp(in_plane, axis=0).max() < 1e-3, in_plane
+    spacing = [float(v) for v in ge_head[0].PixelSpacing]
+    # the ball is where it was: centroids within one pixel and half the smallest step
+    source_frames = source.PerFrameFunctionalGroupsSequence
+    src_positions = [[float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient]
+                     for f in source_frames]
+    src_centroid = _patient_centroid(
+        np.asarray(source.pixel_array).reshape(len(source_frames), *mask.shape[1:]),
+        src_positions, orientation, spacing)
+    reg_centroid = _patient_centroid(np.asarray(seg.pixel_array).reshape(
+        len(frames), *mask.shape[1:]), positions, orientation, spacing)
+    assert np.linalg.norm(reg_centroid - src_centroid) < max(spacing) + steps.min() / 2, (
+        reg_centroid, src_centroid)
+    # every source image is still referenced
+    referenced = {r.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence
+                  for r in s.ReferencedInstanceSequence}
+    assert referenced == {str(ds.SOPInstanceUID) for ds in ge_head}
+
+
+def test_a_regular_grid_profile_builds_a_seg_and_an_sr_that_validate(ge_head, tmp_path, dciodvfy):
+    from dicom_node.export.profiles import ResultProfile
+    from dicom_node.results.builder import build_results_for_profiles
+    from dicom_node.results.validate import validate_result_file
+
+    mask, _ = _ball(ge_head)
+    result = PipelineResult("ich", ALGORITHM, [
+        SegmentFinding("intraparenchymal hemorrhage", True, 1.0, mask)])
+    profiles = {"pacs": ResultProfile(), "slicer": ResultProfile(seg_grid="regular")}
+    built = build_results_for_profiles(ge_head, result, equipment=EQUIPMENT, profiles=profiles)
+    kinds = sorted((o.kind, o.destinations) for o in built)
+    assert kinds == [("SEG", ("pacs",)), ("SEG", ("slicer",)), ("SR", ("pacs",)),
+                     ("SR", ("slicer",))], kinds
+    for number, o in enumerate(built):
+        path = tmp_path / f"{number}-{o.kind}.dcm"
+        o.dataset.save_as(path, enforce_file_format=True)
+        report = validate_result_file(path)
+        assert not report.errors, (o.kind, o.destinations, [m.text for m in report.errors])
+    with pytest.raises(ValueError, match="max_frames"):
+        ResultProfile(seg_grid="regular", max_frames=10)
