@@ -344,7 +344,9 @@ def volumetric_roi_measurement_group(
                 name=name, value=float(item["value"]), unit=unit, algorithm_id=algorithm_id
             )
         )
-    if finding.probability is not None:
+    # Only a present finding carries its probability: "Absent, probability 0.14" reads as a
+    # hedge. The series score of a negative series stays in the job's details.
+    if finding.probability is not None and finding.present:
         measurements.append(
             hd.sr.Measurement(
                 name=codes.PROBABILITY,

@@ -8,6 +8,7 @@ highdicom to the values that went in.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import re
@@ -265,7 +266,7 @@ def test_sr_presence_evaluation(built):
     probabilities = [
         m for m in _group(built).get_measurements() if m.name == node_codes.PROBABILITY
     ]
-    if built.finding.probability is None:
+    if built.finding.probability is None or not built.finding.present:
         assert probabilities == []
     else:
         assert probabilities[0].value == pytest.approx(built.finding.probability)
@@ -377,8 +378,7 @@ def test_invalid_uid_is_refused(ge_head):
 
 
 def test_images_of_two_series_are_refused(ge_head):
-    other = pydicom.Dataset()
-    other.update(ge_head[-1])
+    other = copy.deepcopy(ge_head[-1])  # update() would share, and change, its elements
     other.SeriesInstanceUID = pydicom.uid.generate_uid()
     with pytest.raises(ResultBuildError, match="SeriesInstanceUID"):
         build_segmentation(
@@ -504,6 +504,12 @@ def test_dciodvfy_parser_never_drops_a_failure():
     assert odd.iod == "Segmentation" and len(odd.errors) == 1
 
 
+def _fresh_ge_head() -> list[pydicom.Dataset]:
+    """The GE head's headers in slice order, read afresh (the module fixture is shared)."""
+    datasets = [pydicom.dcmread(path, stop_before_pixels=True) for path in GE_HEAD.glob("*.dcm")]
+    return sorted(datasets, key=_position_along_normal)
+
+
 def _patient_centroid(masks: np.ndarray, positions, orientation, spacing) -> np.ndarray:
     """Mean patient position (LPS mm) of the voxels of ``masks`` (planes, rows, columns)."""
     row_dir, col_dir = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
@@ -516,8 +522,8 @@ def _patient_centroid(masks: np.ndarray, positions, orientation, spacing) -> np.
     return np.concatenate(points).mean(axis=0)
 
 
-def test_a_regular_grid_seg_of_the_tilted_ge_head_is_evenly_spaced_and_in_place(ge_head, tmp_path,
-                                                                                 dciodvfy):
+def test_a_regular_grid_seg_of_the_tilted_ge_head_is_evenly_spaced_and_in_place(tmp_path, dciodvfy):
+    ge_head = _fresh_ge_head()
     """dcmqi (3D Slicer) refuses the GE head's SEG: its frames follow the 18.5 degree tilt and
     the 4 mm / 7 mm steps. The regular-grid SEG has planes perpendicular to the image normal,
     evenly spaced, and puts the ball where the source-grid SEG puts it."""
@@ -563,7 +569,8 @@ def test_a_regular_grid_seg_of_the_tilted_ge_head_is_evenly_spaced_and_in_place(
     assert referenced == {str(ds.SOPInstanceUID) for ds in ge_head}
 
 
-def test_a_regular_grid_profile_builds_a_seg_and_an_sr_that_validate(ge_head, tmp_path, dciodvfy):
+def test_a_regular_grid_profile_builds_a_seg_and_an_sr_that_validate(tmp_path, dciodvfy):
+    ge_head = _fresh_ge_head()
     from dicom_node.export.profiles import ResultProfile
     from dicom_node.results.builder import build_results_for_profiles
     from dicom_node.results.validate import validate_result_file
@@ -583,3 +590,23 @@ def test_a_regular_grid_profile_builds_a_seg_and_an_sr_that_validate(ge_head, tm
         assert not report.errors, (o.kind, o.destinations, [m.text for m in report.errors])
     with pytest.raises(ValueError, match="max_frames"):
         ResultProfile(seg_grid="regular", max_frames=10)
+
+
+def test_an_absent_finding_carries_no_probability():
+    """A negative series' any-ICH score is not written as the Absent finding's probability."""
+    ge_head = _fresh_ge_head()
+    mask = np.zeros((28, 512, 512), dtype=bool)
+    result = PipelineResult("ich", ALGORITHM, [
+        SegmentFinding("intracranial hemorrhage", False, 0.0, mask, 0.14)])
+    _, report = build_results(ge_head, result, equipment=EQUIPMENT)
+    names = [str(item.ConceptNameCodeSequence[0].CodeMeaning)
+             for item in _walk_content(report)]
+    assert "Probability" not in names, names
+    assert "Absent" in [str(item.ConceptCodeSequence[0].CodeMeaning) for item in _walk_content(
+        report) if "ConceptCodeSequence" in item]
+
+
+def _walk_content(dataset):
+    for item in dataset.get("ContentSequence", []):
+        yield item
+        yield from _walk_content(item)
