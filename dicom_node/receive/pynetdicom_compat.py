@@ -12,9 +12,10 @@ leading underscore notwithstanding). The node changes one of its switches:
   says why (:func:`dicom_node.receive.scp.StorageSCP.handle_store`), and the
   association goes on.
 
-Other uses of private pynetdicom names still live in
-:mod:`dicom_node.receive.reactor` and :mod:`dicom_node.receive.transport`
-(issue 14 moves them here).
+It also names the pynetdicom releases the node supports
+(:func:`check_pynetdicom_version`). Other uses of private pynetdicom names
+still live in :mod:`dicom_node.receive.reactor` and
+:mod:`dicom_node.receive.transport` (issue 14 moves them here).
 
 References
 ----------
@@ -27,7 +28,51 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pynetdicom
 from pynetdicom import _config
+
+from dicom_node.errors import ConfigurationError
+
+#: The pynetdicom releases whose private loops :mod:`dicom_node.receive.reactor` copies and
+#: whose internals :mod:`dicom_node.receive.transport` uses (pyproject.toml pins the same).
+SUPPORTED_PYNETDICOM = ((3, 0), (3, 1))  # from 3.0 inclusive to 3.1 exclusive
+
+
+def pynetdicom_is_supported(version: str | None = None) -> bool:
+    """Whether ``version`` (default: the installed one) is in :data:`SUPPORTED_PYNETDICOM`."""
+    version = version or pynetdicom.__version__
+    try:
+        major_minor = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return False
+    low, high = SUPPORTED_PYNETDICOM
+    return low <= major_minor < high
+
+
+def check_pynetdicom_version(version: str | None = None) -> None:
+    """Refuse to run on a pynetdicom outside :data:`SUPPORTED_PYNETDICOM`.
+
+    The reactor and the PDU guard replace pynetdicom's own association and
+    DUL loops by copies of 3.0's; on another release they would be wrong in
+    ways no test here sees, so the node stops instead of falling back.
+
+    Parameters
+    ----------
+    version : str or None
+        A version string such as ``"3.0.4"``; the installed one when None.
+
+    Raises
+    ------
+    dicom_node.errors.ConfigurationError
+        If the version is outside the supported range, naming both.
+    """
+    version = version or pynetdicom.__version__
+    low, high = SUPPORTED_PYNETDICOM
+    if not pynetdicom_is_supported(version):
+        raise ConfigurationError(
+            f"pynetdicom {version} is not supported: dicom-node needs pynetdicom >= "
+            f"{low[0]}.{low[1]}, < {high[0]}.{high[1]} (pip install 'pynetdicom>=3.0,<3.1')"
+        )
 
 #: UIDs longer than this are still refused by the decoder: nothing legitimate is
 #: that long, and a bound keeps what is carried into logs and responses small.

@@ -44,19 +44,21 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
-import pynetdicom
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+
+from dicom_node.receive.pynetdicom_compat import pynetdicom_is_supported
 
 logger = logging.getLogger(__name__)
 
 #: Longest wait of either thread before it checks its timers and stop flag, in s. Timers
 #: (ARTIM, network timeout) are in seconds, so 5 ms granularity changes nothing for them.
 MAX_WAIT_S = 0.005
-#: The pynetdicom versions whose loops these reactors copy.
-SUPPORTED = pynetdicom.__version__.startswith("3.0.")
+#: The pynetdicom versions whose loops these reactors copy (the SCP refuses to start on
+#: others: :func:`dicom_node.receive.pynetdicom_compat.check_pynetdicom_version`).
+SUPPORTED = pynetdicom_is_supported()
 
 
 class _RingingQueue(queue.Queue):

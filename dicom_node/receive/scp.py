@@ -51,7 +51,10 @@ from dicom_node.receive.associations import AssociationLog
 from dicom_node.receive.audit import AssociationAuditor
 from dicom_node.receive.header import file_meta_information, parse_header
 from dicom_node.receive.ingest import InstanceIngest
-from dicom_node.receive.pynetdicom_compat import accept_overlong_uids_for_refusal
+from dicom_node.receive.pynetdicom_compat import (
+    accept_overlong_uids_for_refusal,
+    check_pynetdicom_version,
+)
 from dicom_node.receive.resources import DiskWatermark
 from dicom_node.receive.transport import ConnectionGuard, GuardedAssociationServer, ReceiveLimits
 from dicom_node.security.tls import server_context
@@ -207,6 +210,7 @@ class StorageSCP:
         )
 
     def _make_ae(self) -> AE:
+        check_pynetdicom_version()  # the reactor and the PDU guard copy 3.0's internals
         accept_overlong_uids_for_refusal()  # answered with 0xC210 below, not an A-ABORT
         ae = AE(ae_title=self.settings.ae_title)
         ae.maximum_pdu_size = self.settings.max_pdu_bytes
