@@ -12,6 +12,10 @@ leading underscore notwithstanding). The node changes one of its switches:
   says why (:func:`dicom_node.receive.scp.StorageSCP.handle_store`), and the
   association goes on.
 
+``_config.LOG_HANDLER_LEVEL`` (:func:`log_standard_events`) keeps pynetdicom's
+per-PDU log lines off outside DEBUG, and :func:`forget_server` is the one
+place that touches an AE's private list of servers.
+
 It also names the pynetdicom releases the node supports
 (:func:`check_pynetdicom_version`). Other uses of private pynetdicom names
 still live in :mod:`dicom_node.receive.reactor` and
@@ -108,3 +112,28 @@ def accept_overlong_uids_for_refusal() -> None:
 
     _config.VALIDATORS["UI"] = validate_ui
     _installed = validate_ui
+
+
+def log_standard_events(enabled: bool) -> None:
+    """Turn pynetdicom's standard event logging (every PDU and DIMSE message) on or off.
+
+    Set before an AE's server or associations are made: pynetdicom binds its
+    standard handlers when each is created. The node turns them on only when
+    the ``pynetdicom`` logger is at DEBUG; at INFO they write a line per PDU.
+
+    References
+    ----------
+    pynetdicom ``_config.LOG_HANDLER_LEVEL`` ("standard" or "none").
+    """
+    _config.LOG_HANDLER_LEVEL = "standard" if enabled else "none"
+
+
+def forget_server(ae: Any, server: Any) -> None:
+    """Drop ``server`` from the AE's list of running servers (no error if absent).
+
+    A server made by ``AE.make_server`` is not in that list; one started with
+    ``AE.start_server`` is, and ``AE.shutdown`` would stop it again.
+    """
+    servers = getattr(ae, "_servers", None)
+    if isinstance(servers, list) and server in servers:
+        servers.remove(server)

@@ -54,6 +54,7 @@ from dicom_node.receive.ingest import InstanceIngest
 from dicom_node.receive.pynetdicom_compat import (
     accept_overlong_uids_for_refusal,
     check_pynetdicom_version,
+    log_standard_events,
 )
 from dicom_node.receive.resources import DiskWatermark
 from dicom_node.receive.transport import ConnectionGuard, GuardedAssociationServer, ReceiveLimits
@@ -212,6 +213,7 @@ class StorageSCP:
     def _make_ae(self) -> AE:
         check_pynetdicom_version()  # the reactor and the PDU guard copy 3.0's internals
         accept_overlong_uids_for_refusal()  # answered with 0xC210 below, not an A-ABORT
+        log_standard_events(logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG))
         ae = AE(ae_title=self.settings.ae_title)
         ae.maximum_pdu_size = self.settings.max_pdu_bytes
         ae.network_timeout = self.settings.network_timeout_s

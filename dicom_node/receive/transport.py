@@ -45,17 +45,12 @@ from datetime import datetime
 from typing import Any
 
 from pynetdicom import evt
-from pynetdicom._handlers import (
-    standard_dimse_recv_handler,
-    standard_dimse_sent_handler,
-    standard_pdu_recv_handler,
-    standard_pdu_sent_handler,
-)
 from pynetdicom.fsm import InvalidEventError
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from dicom_node.db.models import utcnow
 from dicom_node.receive.access import AddressAllowList
+from dicom_node.receive.pynetdicom_compat import forget_server
 from dicom_node.receive.reactor import make_event_driven
 
 logger = logging.getLogger(__name__)
@@ -370,14 +365,6 @@ C_STORE_RQ = 0x0001
 #: exception in a notification handler skips the handlers after it (pynetdicom's trigger),
 #: and these raise on malformed messages, so they are moved last (or dropped when
 #: pynetdicom's debug log is off, which also spares formatting every PDU for nothing).
-_STANDARD_LOG_HANDLERS = (
-    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
-    (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
-    (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
-    (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
-)
-
-
 def abort_on_invalid_command(event: Any) -> None:
     """EVT_DIMSE_RECV handler: abort at once on a C-STORE-RQ that lacks its SOP UIDs.
 
@@ -479,12 +466,6 @@ class GuardedRequestHandler(RequestHandler):
                 server.release_address(address)
 
         assoc.run = run_then_release  # type: ignore[method-assign]
-        debug = logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
-        for event, handler in _STANDARD_LOG_HANDLERS:
-            with suppress(Exception):
-                assoc.unbind(event, handler)
-                if debug:
-                    assoc.bind(event, handler)
         return assoc
 
 
@@ -677,5 +658,4 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         """
         socketserver.BaseServer.shutdown(self)
         self.server_close()
-        with suppress(ValueError, AttributeError):
-            self.ae._servers.remove(self)
+        forget_server(self.ae, self)

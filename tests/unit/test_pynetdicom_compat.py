@@ -32,3 +32,29 @@ def test_pyproject_pins_the_same_range():
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     pins = [d for d in pyproject["project"]["dependencies"] if d.startswith("pynetdicom")]
     assert pins == ["pynetdicom>=3.0,<3.1"], pins
+
+
+def test_standard_event_logging_follows_the_pynetdicom_logger(monkeypatch):
+    from pynetdicom import _config
+
+    from dicom_node.receive.pynetdicom_compat import log_standard_events
+
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "standard")
+    log_standard_events(False)
+    assert _config.LOG_HANDLER_LEVEL == "none"
+    log_standard_events(True)
+    assert _config.LOG_HANDLER_LEVEL == "standard"
+
+
+def test_forget_server_removes_only_a_listed_server():
+    from types import SimpleNamespace
+
+    from dicom_node.receive.pynetdicom_compat import forget_server
+
+    listed, other = object(), object()
+    ae = SimpleNamespace(_servers=[listed])
+    forget_server(ae, other)
+    assert ae._servers == [listed]
+    forget_server(ae, listed)
+    assert ae._servers == []
+    forget_server(SimpleNamespace(), listed)  # an AE without the list: nothing to do
