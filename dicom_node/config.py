@@ -332,6 +332,13 @@ class WebSettings(_Section):
     https_only_cookies: bool = False
     page_size: int = Field(50, ge=1, le=1000)
     max_upload_bytes: int = Field(2 * 1024**3, gt=0)
+    # Zip members are streamed to disk; these caps count the bytes actually produced
+    # (docs/operations.md "Uploads"; PKWARE APPNOTE.TXT, OWASP File Upload Cheat Sheet).
+    upload_max_member_bytes: int = Field(2 * 1024**3, gt=0)
+    upload_max_total_bytes: int = Field(8 * 1024**3, gt=0)
+    upload_max_compression_ratio: float = Field(200.0, gt=1)
+    upload_max_members: int = Field(10000, ge=1)
+    upload_max_concurrent: int = Field(2, ge=1, le=64)
     viewers_may_upload: bool = True
     metrics_require_login: bool = False
     public_url: str = ""

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -62,6 +62,7 @@ from dicom_node.queries import (
     pipelines_seen,
 )
 from dicom_node.receive.ingest import InstanceIngest
+from dicom_node.receive.resources import DiskWatermark
 from dicom_node.receive.spool import Spool
 from dicom_node.stats import STAGES, DestinationMonitor, health, overview
 from dicom_node.users import authenticate
@@ -74,7 +75,7 @@ from dicom_node.web.security import (
     SessionUser,
     session_secret,
 )
-from dicom_node.web.upload import UploadIngest
+from dicom_node.web.upload import RETRY_AFTER_S, UploadIngest, UploadLimits, UploadRefused
 from dicom_node.web.viewer import WINDOWS, SliceRenderer, ViewerUnavailable
 
 logger = logging.getLogger(__name__)
@@ -400,7 +401,16 @@ def create_app(
         renderer=SliceRenderer(
             session_factory, settings.storage.spool_path, settings.storage.outbox_path
         ),
-        uploader=UploadIngest(InstanceIngest(spool, session_factory), web.max_upload_bytes),
+        uploader=UploadIngest(
+            InstanceIngest(spool, session_factory),
+            UploadLimits.from_settings(web),
+            DiskWatermark(
+                settings.storage.spool_path,
+                settings.dicom.min_free_disk_bytes,
+                settings.dicom.min_free_disk_percent,
+            ),
+            settings.storage.base_dir / "upload-tmp",
+        ),
         registry=registry or make_registry(session_factory, settings, workers_alive),
         monitor=monitor
         or DestinationMonitor(
@@ -888,7 +898,38 @@ def create_app(
             stable_after_s=settings.series.stable_after_s,
         )
 
-    @app.post("/upload", response_class=HTMLResponse, dependencies=[Depends(csrf_protect)])
+    async def upload_slot(request: Request, user: UploadUser):
+        """Route dependency, before the body is read: a free upload slot and room on the disk.
+
+        Raises
+        ------
+        HTTPException
+            503 with ``Retry-After`` when ``web.upload_max_concurrent`` uploads
+            run; 507 below the free-disk watermark (``dicom.min_free_disk_*``).
+        """
+        uploader = ctx.uploader
+        if not uploader.try_acquire():
+            raise HTTPException(
+                503,
+                f"{uploader.limits.max_concurrent} uploads are running "
+                "(web.upload_max_concurrent); try again shortly",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        try:
+            length = request.headers.get("content-length", "")
+            try:
+                uploader.check_room(int(length) if length.isdigit() else 0)
+            except UploadRefused as err:
+                raise HTTPException(err.status, err.message) from err
+            yield
+        finally:
+            uploader.release()
+
+    @app.post(
+        "/upload",
+        response_class=HTMLResponse,
+        dependencies=[Depends(upload_slot), Depends(csrf_protect)],
+    )
     async def upload(request: Request, user: UploadUser):
         form = await request.form(max_files=MAX_UPLOAD_FILES, max_fields=1000)
         files = [
@@ -907,7 +948,11 @@ def create_app(
                 stable_after_s=settings.series.stable_after_s,
                 error="Choose at least one DICOM file or zip.",
             )
-        report = await run_in_threadpool(ctx.uploader.ingest_files, files)
+        status = None
+        try:
+            report = await run_in_threadpool(ctx.uploader.ingest_files, files)
+        except UploadRefused as err:  # 413 over a web.upload_* cap, 507 below the watermark
+            report, status = err.report, err.status
         logger.info(
             "user %s uploaded %d file(s): %d stored",
             user.username,
@@ -933,7 +978,8 @@ def create_app(
                 return out
 
         rows = await run_in_threadpool(series_rows)
-        status = 200 if report.count("stored") or report.count("duplicate") else 400
+        if status is None:
+            status = 200 if report.count("stored") or report.count("duplicate") else 400
         return render(
             request,
             "upload_result.html",

@@ -11,14 +11,38 @@ exactly like a received one.
 Every file gets its own outcome: a file that is not DICOM, has an invalid UID
 or an SOP class the node does not accept is reported and skipped; the others
 are stored. Nothing is lost silently.
+
+Zip members are never unpacked into memory. Each one is read with
+:meth:`zipfile.ZipFile.open` in chunks of :data:`READ_CHUNK_BYTES` into an
+anonymous temporary file on the spool's disk, and the bytes actually produced
+are counted while streaming (a zip's headers can lie): past
+``web.upload_max_member_bytes`` for one member, ``web.upload_max_total_bytes``
+for the whole upload, ``web.upload_max_compression_ratio`` unpacked bytes per
+compressed byte of a member, or ``web.upload_max_members`` members, the upload
+is refused (HTTP 413) and the partial file is removed. The free-disk watermark
+of the Storage SCP (``dicom.min_free_disk_bytes``, ``dicom.min_free_disk_percent``)
+is asked before and while writing (HTTP 507). A zip inside a zip is not
+unpacked. At most ``web.upload_max_concurrent`` uploads run at once
+(:meth:`UploadIngest.try_acquire`; the route answers 503 with ``Retry-After``).
+
+References
+----------
+PKWARE, APPNOTE.TXT - .ZIP File Format Specification, 4.3.7 (local file
+header), 4.3.12 (central directory), 4.3.16 (end of central directory).
+OWASP File Upload Cheat Sheet (archive bombs: limit the unpacked size, the
+number of files and the compression ratio).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import tempfile
+import threading
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -26,6 +50,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dicom_node.errors import InvalidInstanceError, SpoolWriteError
 from dicom_node.receive.header import parse_header
 from dicom_node.receive.ingest import InstanceIngest
+from dicom_node.receive.resources import DiskWatermark
 from dicom_node.receive.scp import STORAGE_SOP_CLASSES
 
 logger = logging.getLogger(__name__)
@@ -33,11 +58,106 @@ logger = logging.getLogger(__name__)
 #: Calling AE title recorded for uploaded instances.
 UPLOAD_CALLING_AE_TITLE = "WEB-UPLOAD"
 _ACCEPTED = {str(uid): uid.name for uid in STORAGE_SOP_CLASSES}
-_READ_CHUNK_BYTES = 1 << 20
+#: Bytes read from a zip member (or an uploaded file) at a time.
+READ_CHUNK_BYTES = 1 << 20
+#: A member's compression ratio is judged once it has unpacked more than this
+#: many bytes, so a small blank slice (deflate reaches ~1000:1 on a constant
+#: image) is not refused; a bomb is refused a few MiB into its first member.
+RATIO_GRACE_BYTES = 1 << 20
+#: Seconds a client is asked to wait (``Retry-After``) when every upload slot is taken.
+RETRY_AFTER_S = 30
+_ZIP_LOCAL_MAGIC = b"PK\x03\x04"
 
 
-class UploadTooLarge(Exception):  # noqa: N818 - reported to the user as HTTP 413
-    """The upload (or the unpacked content of a zip) exceeds ``web.max_upload_bytes``."""
+@dataclass(frozen=True)
+class UploadLimits:
+    """Caps of one upload, counted on the bytes actually unpacked.
+
+    Parameters
+    ----------
+    max_member_bytes : int
+        Most bytes one file or zip member may unpack to (``web.upload_max_member_bytes``).
+    max_total_bytes : int
+        Most bytes all files and members of one upload may unpack to
+        (``web.upload_max_total_bytes``).
+    max_compression_ratio : float
+        Most unpacked bytes per compressed byte of one member
+        (``web.upload_max_compression_ratio``), judged past :data:`RATIO_GRACE_BYTES`.
+    max_members : int
+        Most members in the zips of one upload (``web.upload_max_members``).
+    max_concurrent : int
+        Uploads handled at once (``web.upload_max_concurrent``).
+
+    References
+    ----------
+    OWASP File Upload Cheat Sheet; PKWARE APPNOTE.TXT 4.4.8-4.4.9 (sizes in the headers).
+    """
+
+    max_member_bytes: int = 2 * 1024**3
+    max_total_bytes: int = 8 * 1024**3
+    max_compression_ratio: float = 200.0
+    max_members: int = 10000
+    max_concurrent: int = 2
+
+    @classmethod
+    def from_settings(cls, web) -> UploadLimits:
+        """Limits from the ``[web]`` settings.
+
+        Parameters
+        ----------
+        web : dicom_node.config.WebSettings
+            The ``[web]`` section (``upload_max_*`` settings).
+
+        Returns
+        -------
+        UploadLimits
+        """
+        return cls(
+            max_member_bytes=web.upload_max_member_bytes,
+            max_total_bytes=web.upload_max_total_bytes,
+            max_compression_ratio=web.upload_max_compression_ratio,
+            max_members=web.upload_max_members,
+            max_concurrent=web.upload_max_concurrent,
+        )
+
+
+class UploadRefused(Exception):  # noqa: N818 - a refusal reported to the user
+    """The upload was stopped; what was stored before the refusal stays stored.
+
+    Parameters
+    ----------
+    message : str
+        Names the file or member and the rule (the setting) that refused it.
+    name : str
+        The file or member refused (``archive.zip:member``).
+
+    Attributes
+    ----------
+    status : int
+        HTTP status of the answer.
+    report : UploadReport or None
+        Outcomes up to the refusal (set by :meth:`UploadIngest.ingest_files`).
+    """
+
+    status = 413
+
+    def __init__(self, message: str, name: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.name = name
+        self.report: UploadReport | None = None
+
+
+class UploadTooLarge(UploadRefused):
+    """A member, the upload, a ratio or the member count is over a ``web.upload_*`` cap (413)."""
+
+    status = 413
+
+
+class UploadNoRoom(UploadRefused):
+    """The spool's disk is below the free-disk watermark (507 Insufficient Storage)."""
+
+    status = 507
 
 
 @dataclass
@@ -68,9 +188,12 @@ class UploadReport:
     Parameters
     ----------
     outcomes : list of FileOutcome
+    refused : str
+        Why the upload was stopped (empty when it was not).
     """
 
     outcomes: list[FileOutcome] = field(default_factory=list)
+    refused: str = ""
 
     def count(self, status: str) -> int:
         """Number of files with ``status``."""
@@ -86,23 +209,92 @@ class UploadReport:
         return list(seen)
 
 
+@dataclass
+class _Budget:
+    total: int = 0  # bytes unpacked so far in this upload
+    members: int = 0  # zip members seen so far in this upload
+
+
+def _declared_entries(handle: BinaryIO) -> int | None:
+    """Entries the end of central directory record declares, before the directory is read."""
+    try:
+        endrec = zipfile._EndRecData(handle)  # noqa: SLF001 - the EOCD (APPNOTE 4.3.16), no public API
+        return None if not endrec else int(endrec[zipfile._ECD_ENTRIES_TOTAL])  # noqa: SLF001
+    except (AttributeError, OSError, IndexError, TypeError, ValueError):
+        return None
+    finally:
+        handle.seek(0)
+
+
 class UploadIngest:
-    """Stores uploaded files through an :class:`InstanceIngest`.
+    """Stores uploaded files through an :class:`InstanceIngest`, within :class:`UploadLimits`.
 
     Parameters
     ----------
     ingest : InstanceIngest
         The same ingest the Storage SCP uses.
-    max_bytes : int
-        Limit of the unpacked bytes of one upload.
+    limits : UploadLimits
+        Caps of one upload, in bytes (ratio: unpacked per compressed byte).
+    disk : DiskWatermark or None
+        Free-disk watermark asked before and while writing; None: not checked.
+    tmp_dir : pathlib.Path or None
+        Where members are unpacked (anonymous files, gone when closed; put it on
+        the spool's disk so the watermark sees them); None: the system's.
+
+    References
+    ----------
+    PKWARE APPNOTE.TXT; OWASP File Upload Cheat Sheet.
     """
 
-    def __init__(self, ingest: InstanceIngest, max_bytes: int) -> None:
+    def __init__(
+        self,
+        ingest: InstanceIngest,
+        limits: UploadLimits | None = None,
+        disk: DiskWatermark | None = None,
+        tmp_dir: Path | None = None,
+    ) -> None:
         self.ingest = ingest
-        self.max_bytes = max_bytes
+        self.limits = limits or UploadLimits()
+        self.disk = disk
+        self.tmp_dir = Path(tmp_dir) if tmp_dir is not None else None
+        if self.tmp_dir is not None:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        #: One slot per upload handled at once (``web.upload_max_concurrent``).
+        self.slots = threading.BoundedSemaphore(self.limits.max_concurrent)
+
+    def try_acquire(self) -> bool:
+        """Take an upload slot without waiting; False when all are taken (answer 503)."""
+        return self.slots.acquire(blocking=False)
+
+    def release(self) -> None:
+        """Give back a slot taken by :meth:`try_acquire`."""
+        self.slots.release()
+
+    def check_room(self, size_bytes: int, what: str = "the upload") -> None:
+        """Refuse when writing ``size_bytes`` would cross the free-disk watermark.
+
+        Parameters
+        ----------
+        size_bytes : int
+            Bytes about to be written.
+        what : str
+            Named in the message.
+
+        Raises
+        ------
+        UploadNoRoom
+            Below ``dicom.min_free_disk_bytes`` / ``dicom.min_free_disk_percent``.
+        """
+        if self.disk is None:
+            return
+        ok, why = self.disk.has_room(max(0, int(size_bytes)))
+        if not ok:
+            raise UploadNoRoom(
+                f"{what}: not enough free disk space, {why}; try again later", what
+            )
 
     def ingest_files(self, files: Iterable[tuple[str, BinaryIO]]) -> UploadReport:
-        """Store every DICOM file given, unpacking zips.
+        """Store every DICOM file given, unpacking zips (not zips inside zips).
 
         Parameters
         ----------
@@ -113,63 +305,80 @@ class UploadIngest:
         -------
         UploadReport
 
-        When the unpacked bytes exceed ``max_bytes``, the file that crosses the
-        limit and every later one are reported as errors and not stored; what
-        was stored before stays stored.
+        Raises
+        ------
+        UploadTooLarge
+            A member or file unpacks past ``max_member_bytes``, the upload past
+            ``max_total_bytes``, a member past ``max_compression_ratio``, or the
+            zips hold more than ``max_members`` members (HTTP 413).
+        UploadNoRoom
+            The spool's disk is below the watermark (HTTP 507).
+
+        The exception's ``report`` holds the outcomes up to the refusal, the
+        refused file included; what was stored before stays stored.
         """
         report = UploadReport()
-        budget = [self.max_bytes]
-        for name, handle in files:
-            try:
+        budget = _Budget()
+        try:
+            for name, handle in files:
                 handle.seek(0)
                 if zipfile.is_zipfile(handle):
                     handle.seek(0)
                     self._ingest_zip(name, handle, report, budget)
                 else:
                     handle.seek(0)
-                    data = self._read_limited(handle, budget)
-                    report.outcomes.append(self._ingest_one(name, data))
-            except UploadTooLarge as err:
-                report.outcomes.append(
-                    FileOutcome(
-                        name,
-                        "error",
-                        f"{err}: this file and the ones after it were "
-                        "not stored; upload them separately",
-                    )
+                    with self._stream(name, handle, None, budget) as (tmp, size):
+                        report.outcomes.append(self._ingest_file(name, tmp, size))
+        except UploadRefused as err:
+            report.refused = err.message
+            report.outcomes.append(
+                FileOutcome(
+                    err.name or "upload",
+                    "error",
+                    f"{err.message}; this file and the ones after it were not stored",
                 )
-                break
-        logger.info(
-            "upload: %d stored, %d duplicate, %d skipped, %d refused",
-            report.count("stored"),
-            report.count("duplicate"),
-            report.count("skipped"),
-            report.count("error"),
-        )
+            )
+            err.report = report
+            logger.warning("upload refused: %s", err.message)
+            raise
+        finally:
+            logger.info(
+                "upload: %d stored, %d duplicate, %d skipped, %d refused",
+                report.count("stored"),
+                report.count("duplicate"),
+                report.count("skipped"),
+                report.count("error"),
+            )
         return report
 
-    def _read_limited(self, handle: BinaryIO, budget: list[int]) -> bytes:
-        chunks = []
-        while True:
-            chunk = handle.read(_READ_CHUNK_BYTES)
-            if not chunk:
-                break
-            budget[0] -= len(chunk)
-            if budget[0] < 0:
-                raise UploadTooLarge(f"the upload exceeds {self.max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+    def _stream(self, label: str, source: BinaryIO, compressed: int | None, budget: _Budget):
+        return _Streamed(self, label, source, compressed, budget)
 
     def _ingest_zip(
-        self, name: str, handle: BinaryIO, report: UploadReport, budget: list[int]
+        self, name: str, handle: BinaryIO, report: UploadReport, budget: _Budget
     ) -> None:
+        limit = self.limits.max_members
+        declared = _declared_entries(handle)
+        if declared is not None and budget.members + declared > limit:
+            raise UploadTooLarge(
+                f"{name}: more than web.upload_max_members members ({limit})", name
+            )
+        handle.seek(0, 2)
+        archive_bytes = max(1, handle.tell())
+        handle.seek(0)
         try:
             archive = zipfile.ZipFile(handle)
         except zipfile.BadZipFile as err:
             report.outcomes.append(FileOutcome(name, "error", f"not a readable zip: {err}"))
             return
         with archive:
-            for member in archive.infolist():
+            members = archive.infolist()
+            if budget.members + len(members) > limit:
+                raise UploadTooLarge(
+                    f"{name}: more than web.upload_max_members members ({limit})", name
+                )
+            budget.members += len(members)
+            for member in members:
                 label = f"{name}:{member.filename}"
                 if member.is_dir():
                     continue
@@ -182,17 +391,66 @@ class UploadIngest:
                         FileOutcome(label, "skipped", "DICOMDIR (media directory, not an image)")
                     )
                     continue
-                if member.file_size > budget[0]:
-                    raise UploadTooLarge(f"the unpacked upload exceeds {self.max_bytes} bytes")
+                # The header's size is only a first filter; the bytes are counted below.
+                self._check_size(label, member.file_size, budget)
+                # Let the member unpack past what is allowed, whatever its header says, so
+                # that a lying header is caught by the count (zipfile would stop at the
+                # header's size and only report a bad CRC). Two chunks more: the read that
+                # crosses the cap returns normally and is refused here.
+                allowed = min(
+                    self.limits.max_member_bytes, self.limits.max_total_bytes - budget.total
+                )
+                info = copy.copy(member)
+                info.file_size = max(allowed, 0) + 2 * READ_CHUNK_BYTES
+                compressed = max(1, min(member.compress_size, archive_bytes))
                 try:
-                    with archive.open(member) as source:
-                        data = self._read_limited(source, budget)
-                except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as err:
+                    with archive.open(info) as source, self._stream(
+                        label, source, compressed, budget
+                    ) as (tmp, size):
+                        if size != member.file_size:
+                            report.outcomes.append(FileOutcome(
+                                label, "error",
+                                f"not stored: its zip header declares {member.file_size} bytes "
+                                f"but it unpacks to {size} (damaged or crafted zip)",
+                            ))  # fmt: skip
+                            continue
+                        report.outcomes.append(self._ingest_file(label, tmp, size))
+                except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError) as err:
                     report.outcomes.append(
                         FileOutcome(label, "error", f"cannot unpack this member: {err}")
                     )
                     continue
-                report.outcomes.append(self._ingest_one(label, data))
+
+    def _check_size(self, label: str, size: int, budget: _Budget) -> None:
+        if size > self.limits.max_member_bytes:
+            raise UploadTooLarge(
+                f"member {label} expands past web.upload_max_member_bytes "
+                f"({self.limits.max_member_bytes} bytes)",
+                label,
+            )
+        if budget.total + size > self.limits.max_total_bytes:
+            raise UploadTooLarge(
+                f"{label}: archive expands past web.upload_max_total_bytes "
+                f"({self.limits.max_total_bytes} bytes)",
+                label,
+            )
+
+    def _ingest_file(self, name: str, tmp: BinaryIO, size: int) -> FileOutcome:
+        tmp.seek(0)
+        head = tmp.read(132)
+        if head.startswith(_ZIP_LOCAL_MAGIC):
+            return FileOutcome(
+                name, "error", "not accepted: a zip inside a zip is not unpacked; upload it alone"
+            )
+        if len(head) < 132 or head[128:132] != b"DICM":
+            try:  # not Part 10: let the parser word the refusal, without reading the rest
+                parse_header(head)
+            except InvalidInstanceError as err:
+                return FileOutcome(name, "error", f"not accepted: {err}")
+        tmp.seek(0)
+        data = tmp.read()
+        self.check_room(len(data), name)
+        return self._ingest_one(name, data)
 
     def _ingest_one(self, name: str, data: bytes) -> FileOutcome:
         try:
@@ -223,3 +481,69 @@ class UploadIngest:
                 header.series_instance_uid,
             )
         return FileOutcome(name, "stored", "", header.series_instance_uid)
+
+
+class _Streamed:
+    """Context manager: ``source`` copied into an anonymous temporary file within the caps.
+
+    Yields ``(file, size)``; the file is closed (and so removed) on leaving, also
+    on a refusal.
+    """
+
+    def __init__(
+        self,
+        owner: UploadIngest,
+        label: str,
+        source: BinaryIO,
+        compressed: int | None,
+        budget: _Budget,
+    ) -> None:
+        self.owner, self.label, self.source = owner, label, source
+        self.compressed, self.budget = compressed, budget
+        self.tmp: BinaryIO | None = None
+
+    def __enter__(self) -> tuple[BinaryIO, int]:
+        limits, label = self.owner.limits, self.label
+        self.tmp = tempfile.TemporaryFile(dir=self.owner.tmp_dir, prefix="upload-")
+        try:
+            size = 0
+            while True:
+                chunk = self.source.read(READ_CHUNK_BYTES)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limits.max_member_bytes:
+                    raise UploadTooLarge(
+                        f"member {label} expands past web.upload_max_member_bytes "
+                        f"({limits.max_member_bytes} bytes)",
+                        label,
+                    )
+                if self.budget.total + size > limits.max_total_bytes:
+                    raise UploadTooLarge(
+                        f"{label}: archive expands past web.upload_max_total_bytes "
+                        f"({limits.max_total_bytes} bytes)",
+                        label,
+                    )
+                if (
+                    self.compressed is not None
+                    and size > RATIO_GRACE_BYTES
+                    and size > limits.max_compression_ratio * self.compressed
+                ):
+                    raise UploadTooLarge(
+                        f"{label}: compression ratio {size / self.compressed:.0f}:1 over "
+                        f"web.upload_max_compression_ratio ({limits.max_compression_ratio:g}:1)",
+                        label,
+                    )
+                self.owner.check_room(len(chunk), label)
+                self.tmp.write(chunk)
+            self.budget.total += size
+            return self.tmp, size
+        except BaseException:
+            self.tmp.close()
+            self.tmp = None
+            raise
+
+    def __exit__(self, *exc) -> None:
+        if self.tmp is not None:
+            self.tmp.close()
+            self.tmp = None
