@@ -231,3 +231,27 @@ def test_upload_is_refused_below_the_disk_watermark(tmp_path, head_ct_dir):
 def _slot_free(c: WebClient) -> bool:
     response = post_zip(c, b"not a zip", "x.dcm")
     return response.status_code != 503
+
+
+def test_the_watermark_also_stops_an_upload_while_it_is_written(tmp_path):
+    from dicom_node.web.upload import UploadIngest, UploadLimits, UploadNoRoom
+
+    class FillingDisk:  # room for 3 MiB, then below the watermark
+        admitted = 0
+
+        def has_room(self, size):
+            self.admitted += size
+            if self.admitted > 3 * MIB:
+                return False, "1 bytes free, 2 must remain (dicom.min_free_disk_bytes)"
+            return True, ""
+
+    tmp = tmp_path / "upload-tmp"
+    uploader = UploadIngest(None, UploadLimits(), FillingDisk(), tmp)
+    archive = zip_of({"big.bin": low_entropy(8 * MIB, 4)})
+    with pytest.raises(UploadNoRoom) as refused:
+        uploader.ingest_files([("full.zip", BytesIO(archive))])
+    assert refused.value.status == 507
+    assert "full.zip:big.bin" in refused.value.message
+    assert "dicom.min_free_disk_bytes" in refused.value.message
+    assert refused.value.report.refused == refused.value.message
+    assert not any(tmp.iterdir())
