@@ -395,8 +395,8 @@ def jobs_cancel(
 
 def _change_job(job_id: int, action: str, config: Path | None, as_json: bool) -> None:
     from dicom_node.db.engine import make_engine, make_session_factory
-    from dicom_node.db.models import Job, Purge
-    from dicom_node.errors import IllegalTransitionError
+    from dicom_node.db.models import Job
+    from dicom_node.errors import IllegalTransitionError, SeriesPurgedError
     from dicom_node.jobs import queue
 
     settings = _settings(config)
@@ -407,13 +407,11 @@ def _change_job(job_id: int, action: str, config: Path | None, as_json: bool) ->
             typer.echo(f"error: no job {job_id}", err=True)
             raise typer.Exit(1)
         before = str(job.state)
-        if action == "requeue" and session.scalar(
-            select(Purge.id).where(Purge.series_id == job.series_id)
-        ):
-            typer.echo(f"error: the files of job {job_id}'s series were purged", err=True)
-            raise typer.Exit(1)
         try:
             (queue.requeue if action == "requeue" else queue.cancel)(session, job)
+        except SeriesPurgedError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from err
         except IllegalTransitionError as err:
             word = "requeued" if action == "requeue" else "canceled"
             typer.echo(f"error: a {before} job cannot be {word}", err=True)

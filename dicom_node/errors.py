@@ -93,3 +93,7 @@ class IllegalTransitionError(DicomNodeError):
 
 class InvalidQueryError(DicomNodeError, ValueError):
     """A filter of a list query (a state, a page) has a value the node does not know."""
+
+
+class SeriesPurgedError(IllegalTransitionError):
+    """A job of a series whose files retention purged cannot run again (nothing to read)."""

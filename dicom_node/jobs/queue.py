@@ -18,8 +18,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from dicom_node.db.models import Job, JobState, StateChange, utcnow
+from dicom_node.db.models import Job, JobState, Purge, StateChange, utcnow
 from dicom_node.db.transitions import log_initial_state, set_state
+from dicom_node.errors import SeriesPurgedError
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +295,21 @@ def recover_stale_jobs(
 
 
 def requeue(session: Session, job: Job, now: datetime | None = None) -> None:
-    """Put a finished or canceled job back in the queue with fresh attempts."""
+    """Put a finished or canceled job back in the queue with fresh attempts.
+
+    Raises
+    ------
+    dicom_node.errors.SeriesPurgedError
+        If retention purged the series' files (a Purge row): there is nothing
+        left to analyse.
+    dicom_node.errors.IllegalTransitionError
+        If the job's state cannot go to QUEUED (for example a RUNNING job).
+    """
+    if session.scalar(select(Purge.id).where(Purge.series_id == job.series_id)) is not None:
+        raise SeriesPurgedError(
+            f"the files of job {job.id}'s series were purged by retention; it cannot be "
+            "analysed again"
+        )
     now = now or utcnow()
     set_state(session, job, JobState.QUEUED, reason="requeued by an operator", now=now)
     job.attempts = 0

@@ -44,7 +44,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from dicom_node import __version__
 from dicom_node.config import Settings
 from dicom_node.db.models import Delivery, Job, JobState, Purge, Series, User, utcnow
-from dicom_node.errors import IllegalTransitionError, InvalidQueryError
+from dicom_node.errors import IllegalTransitionError, InvalidQueryError, SeriesPurgedError
 from dicom_node.export.exporter import requeue_delivery
 from dicom_node.jobs import queue
 from dicom_node.metrics import make_registry
@@ -684,20 +684,18 @@ def create_app(
             job = session.get(Job, job_id)
             if job is None:
                 return not_found(request, user, f"There is no job {job_id}.")
-            if action == "requeue":
-                purged = session.scalar(select(Purge.id).where(Purge.series_id == job.series_id))
-                if purged is not None:
-                    request.session["flash"] = (
-                        "error",
-                        "The files of this series were purged by retention; it cannot be "
-                        "analysed again.",
-                    )
-                    return RedirectResponse(f"/jobs/{job_id}", status_code=303)
             try:
                 if action == "requeue":
                     queue.requeue(session, job)
                 else:
                     queue.cancel(session, job)
+            except SeriesPurgedError:
+                request.session["flash"] = (
+                    "error",
+                    "The files of this series were purged by retention; it cannot be "
+                    "analysed again.",
+                )
+                return RedirectResponse(f"/jobs/{job_id}", status_code=303)
             except IllegalTransitionError:
                 word = "requeued" if action == "requeue" else "canceled"
                 request.session["flash"] = ("error", f"A {job.state} job cannot be {word}.")

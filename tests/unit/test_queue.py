@@ -132,3 +132,19 @@ def test_transitions_are_checked_and_logged(factory, series_id):
         states = [c.to_state for c in session.scalars(
             select(StateChange).where(StateChange.entity == "job").order_by(StateChange.id))]
         assert states == ["QUEUED", "CANCELED", "QUEUED"]
+
+
+def test_a_job_of_a_purged_series_cannot_be_requeued(factory, series_id):
+    """The rule lives in the queue, so CLI, web and any other caller keep it."""
+    from dicom_node.db.models import Purge
+    from dicom_node.errors import SeriesPurgedError
+
+    with factory.begin() as session:
+        job, _ = enqueue(session, series_id=series_id, pipeline="ich", digest="p", max_attempts=3)
+        cancel(session, job)
+        session.add(Purge(series_id=series_id, reason="retention"))
+    with factory.begin() as session:
+        job = session.scalars(select(Job)).one()
+        with pytest.raises(SeriesPurgedError, match="purged"):
+            requeue(session, job)
+        assert job.state == JobState.CANCELED
