@@ -329,6 +329,9 @@ class WebSettings(_Section):
     port: int = Field(8080, ge=0, le=65535)
     session_secret: SecretStr = SecretStr("")
     session_max_age_s: int = Field(43200, gt=0)
+    # Server-side sessions end after this much inactivity (session_max_age_s is the
+    # absolute lifetime); OWASP Session Management Cheat Sheet.
+    session_idle_s: int = Field(1800, gt=0)
     https_only_cookies: bool = False
     page_size: int = Field(50, ge=1, le=1000)
     max_upload_bytes: int = Field(2 * 1024**3, gt=0)

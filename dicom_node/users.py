@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime
+import secrets
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from dicom_node.db.models import User, UserRole, utcnow
+from dicom_node.db.models import User, UserRole, WebSession, utcnow
 from dicom_node.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,8 @@ def set_password(session: Session, username: str, password: str) -> User:
     user = get_user(session, username)
     _check_password(password)
     user.password_hash = password_hasher().hash(password)
-    logger.info("password of user %s changed", username)
+    ended = revoke_sessions(session, user.id)
+    logger.info("password of user %s changed (%d session(s) ended)", username, ended)
     return user
 
 
@@ -120,14 +122,16 @@ def get_user(session: Session, username: str) -> User:
 
 
 def delete_user(session: Session, username: str) -> None:
-    """Delete a user (their open sessions stop working at the next request).
+    """Delete a user and all of their dashboard sessions.
 
     Raises
     ------
     UserError
         If there is no such user.
     """
-    session.delete(get_user(session, username))
+    user = get_user(session, username)
+    revoke_sessions(session, user.id)
+    session.delete(user)
     logger.info("user %s deleted", username)
 
 
@@ -169,6 +173,133 @@ def authenticate(
         user.password_hash = hasher.hash(password)
     user.last_login_at = now or utcnow()
     return user
+
+
+#: Random bytes of a session id (256 bits; OWASP asks for at least 64 bits of entropy).
+SESSION_ID_BYTES = 32
+
+
+def create_web_session(session: Session, user_id: int, now: datetime | None = None) -> str:
+    """Open a server-side dashboard session for a user and return its id.
+
+    The id is what the signed session cookie carries; the row is the session.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Open session; the caller commits.
+    user_id : int
+        ``web_user.id`` of the user who just logged in.
+    now : datetime or None
+        Login time (UTC); default now.
+
+    Returns
+    -------
+    str
+        A URL-safe random id of :data:`SESSION_ID_BYTES` bytes from :mod:`secrets`.
+
+    References
+    ----------
+    OWASP Session Management Cheat Sheet: "Session ID Entropy", "Renew the Session ID
+    After Any Privilege Level Change".
+    """
+    now = now or utcnow()
+    sid = secrets.token_urlsafe(SESSION_ID_BYTES)
+    session.add(WebSession(id=sid, user_id=user_id, created_at=now, last_seen_at=now))
+    session.flush()
+    return sid
+
+
+def session_user(
+    session: Session,
+    sid: str,
+    idle_s: float,
+    max_age_s: float,
+    now: datetime | None = None,
+    touch_after_s: float = 60.0,
+) -> User | None:
+    """Return the user of a live dashboard session, or None (and end it) if it expired.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Open session; the caller commits (``last_seen_at``, deletion of an expired row).
+    sid : str
+        The id the cookie carried.
+    idle_s : float
+        Seconds without a request after which the session ends (``web.session_idle_s``).
+    max_age_s : float
+        Seconds after login after which the session ends whatever its use
+        (``web.session_max_age_s``).
+    now : datetime or None
+        Request time (UTC); default now.
+    touch_after_s : float
+        ``last_seen_at`` is written only when older than this many seconds, so
+        polling pages do not write the database on every request.
+
+    Returns
+    -------
+    User or None
+        None when there is no such row (logged out, revoked, never existed) or it
+        is past its idle or absolute lifetime.
+
+    References
+    ----------
+    OWASP Session Management Cheat Sheet: "Session Expiration" (idle and absolute
+    timeouts, enforced on the server side).
+    """
+    now = now or utcnow()
+    row = session.get(WebSession, sid) if sid else None
+    if row is None:
+        return None
+    if (now - row.last_seen_at > timedelta(seconds=idle_s)
+            or now - row.created_at > timedelta(seconds=max_age_s)):  # fmt: skip
+        session.delete(row)
+        return None
+    user = session.get(User, row.user_id)
+    if user is None:
+        session.delete(row)
+        return None
+    if now - row.last_seen_at > timedelta(seconds=touch_after_s):
+        row.last_seen_at = now
+    return user
+
+
+def end_web_session(session: Session, sid: str | None) -> None:
+    """Delete one dashboard session (logout); nothing happens if it does not exist.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Open session; the caller commits.
+    sid : str or None
+        The id the cookie carried.
+    """
+    if sid:
+        session.execute(delete(WebSession).where(WebSession.id == sid))
+
+
+def revoke_sessions(session: Session, user_id: int) -> int:
+    """Delete all dashboard sessions of a user (password change, removal, role change).
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Open session; the caller commits.
+    user_id : int
+        ``web_user.id``.
+
+    Returns
+    -------
+    int
+        Sessions ended.
+
+    References
+    ----------
+    OWASP Session Management Cheat Sheet: invalidate sessions on password change.
+    """
+    result = session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+    return result.rowcount or 0
 
 
 _DUMMY_HASHES: dict[tuple, str] = {}

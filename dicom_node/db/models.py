@@ -331,6 +331,25 @@ class User(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class WebSession(Base):
+    """A server-side dashboard session; the signed cookie carries only its random ``id``.
+
+    Deleting the row ends the session at once, wherever the cookie was copied to:
+    logout deletes it; a password change or the user's removal deletes all of the
+    user's rows. Source: OWASP Session Management Cheat Sheet (server-side
+    invalidation, idle and absolute timeouts).
+    """
+
+    __tablename__ = "web_session"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("web_user.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class NotificationState(enum.StrEnum):
     """Webhook message lifecycle: PENDING -> SENT | FAILED (after its attempts)."""
 

@@ -65,7 +65,7 @@ from dicom_node.receive.ingest import InstanceIngest
 from dicom_node.receive.resources import DiskWatermark
 from dicom_node.receive.spool import Spool
 from dicom_node.stats import STAGES, DestinationMonitor, health, overview
-from dicom_node.users import authenticate
+from dicom_node.users import authenticate, create_web_session, end_web_session, session_user
 from dicom_node.web.security import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -176,22 +176,37 @@ def _ctx(request: Request) -> WebContext:
 
 
 def current_user(request: Request) -> SessionUser:
-    """Route dependency: the logged-in user (re-read from the DB on every request).
+    """Route dependency: the user of the request's server-side session (``web_session``).
+
+    The signed cookie carries only the session's random id; the row it names is
+    looked up on every request, so logout, ``users set-password`` and
+    ``users remove`` (which delete rows) end a session even where its cookie was
+    copied. Sessions past ``web.session_idle_s`` of inactivity or
+    ``web.session_max_age_s`` since login are refused and deleted.
 
     Raises
     ------
     LoginRequired
-        If no one is logged in, or the user was deleted since.
+        If no one is logged in, or the session was ended, expired or its user deleted.
+
+    References
+    ----------
+    OWASP Session Management Cheat Sheet (server-side session invalidation and expiry).
     """
-    user_id = request.session.get("uid")
-    if user_id is None:
+    sid = request.session.get("sid")
+    if not isinstance(sid, str) or not sid:
+        if request.session.get("uid") is not None:
+            request.session.clear()  # a cookie from before server-side sessions
         raise LoginRequired()
-    with _ctx(request).session_factory() as session:
-        user = session.get(User, user_id)
-        if user is None:
-            request.session.clear()
-            raise LoginRequired()
-        return SessionUser(user.id, user.username, user.role)
+    ctx = _ctx(request)
+    web = ctx.settings.web
+    with ctx.session_factory.begin() as session:
+        user = session_user(session, sid, web.session_idle_s, web.session_max_age_s)
+        found = SessionUser(user.id, user.username, user.role) if user is not None else None
+    if found is None:
+        request.session.clear()
+        raise LoginRequired()
+    return found
 
 
 def admin_user(user: Annotated[SessionUser, Depends(current_user)]) -> SessionUser:
@@ -517,24 +532,38 @@ def create_app(
         password = str(form.get("password", ""))
         target = _safe_next(str(form.get("next", "/")))
 
-        def check() -> SessionUser | None:
+        def check() -> tuple[SessionUser, str] | None:
             with session_factory.begin() as session:
                 user = authenticate(session, username, password)
-                return SessionUser(user.id, user.username, user.role) if user else None
+                if user is None:
+                    return None
+                sid = create_web_session(session, user.id)
+                return SessionUser(user.id, user.username, user.role), sid
 
-        user = await run_in_threadpool(check)
-        if user is None:
+        checked = await run_in_threadpool(check)
+        if checked is None:
             logger.warning("failed login for user name %r from %s", username[:64], _client(request))
             return render(
                 request, "login.html", None, 401, next=target, error="Wrong user name or password."
             )
+        user, sid = checked
+        old_sid = request.session.get("sid")
+        if isinstance(old_sid, str):
+            await run_in_threadpool(_end_session, old_sid)
         request.session.clear()  # a fresh session (and CSRF value) after login
         request.session["uid"] = user.id
+        request.session["sid"] = sid
         logger.info("user %s logged in from %s", user.username, _client(request))
         return RedirectResponse(target, status_code=303)
 
+    def _end_session(sid: str | None) -> None:
+        with session_factory.begin() as session:
+            end_web_session(session, sid)
+
     @app.post("/logout", dependencies=[Depends(csrf_protect)])
     def logout(request: Request):
+        sid = request.session.get("sid")
+        _end_session(sid if isinstance(sid, str) else None)
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
 

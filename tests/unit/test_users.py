@@ -41,3 +41,26 @@ def test_unknown_user_costs_one_hash_verification_like_a_wrong_password(tmp_path
     engine.dispose()
     assert known == ["verify"]
     assert unknown == known, (unknown, known)
+
+
+def test_set_password_and_delete_user_end_every_session_of_the_user(tmp_path):
+    """Issue 13 item 11: server-side sessions are revoked by a password change or removal."""
+    from dicom_node.users import create_web_session, delete_user, session_user, set_password
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    factory = make_session_factory(engine)
+    with factory.begin() as session:
+        ada = create_user(session, "ada", "correct horse battery", "admin").id
+        bob = create_user(session, "bob", "correct horse battery", "viewer").id
+        ada_sids = [create_web_session(session, ada) for _ in range(2)]
+        bob_sid = create_web_session(session, bob)
+    with factory.begin() as session:
+        assert all(session_user(session, sid, 1800, 43200) for sid in ada_sids)
+        set_password(session, "ada", "another good password")
+    with factory.begin() as session:
+        assert [session_user(session, sid, 1800, 43200) for sid in ada_sids] == [None, None]
+        assert session_user(session, bob_sid, 1800, 43200).username == "bob"
+        delete_user(session, "bob")
+    with factory.begin() as session:
+        assert session_user(session, bob_sid, 1800, 43200) is None
+    engine.dispose()
