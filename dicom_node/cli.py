@@ -689,6 +689,37 @@ def users_remove(
     typer.echo(f"user {username} removed")
 
 
+@users_app.command("unlock")
+def users_unlock(
+    username: Annotated[
+        str, typer.Argument(help="The user name whose login lockout to lift (known or not).")
+    ],
+    address: Annotated[
+        str | None, typer.Option(help="Also lift the lockout of this client address.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Lift a login lockout (too many failed logins) now, and forget the failures; logged."""
+    import getpass
+
+    from dicom_node import login_throttle
+    from dicom_node.db.engine import make_engine, make_session_factory
+
+    settings = _settings(config)
+    try:
+        by = f"{getpass.getuser()} (dicom-node users unlock)"
+    except (KeyError, OSError):
+        by = "dicom-node users unlock"
+    session_factory = make_session_factory(make_engine(settings.storage.url))
+    with session_factory.begin() as session:
+        lifted = login_throttle.unlock(session, login_throttle.USER, username, by=by)
+        typer.echo(f"login lockout of {username} {'lifted' if lifted else 'was not in place'}")
+        if address:
+            lifted = login_throttle.unlock(session, login_throttle.ADDRESS, address, by=by)
+            typer.echo(f"login lockout of address {address} "
+                       f"{'lifted' if lifted else 'was not in place'}")  # fmt: skip
+
+
 @users_app.command("list")
 def users_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """List dashboard users with their role and last login."""

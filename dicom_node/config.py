@@ -332,6 +332,13 @@ class WebSettings(_Section):
     # Server-side sessions end after this much inactivity (session_max_age_s is the
     # absolute lifetime); OWASP Session Management Cheat Sheet.
     session_idle_s: int = Field(1800, gt=0)
+    # Login throttling (OWASP Authentication Cheat Sheet): this many failures within
+    # login_window_s for one user name, or per_address for one client address, lock
+    # that name or address out for login_lockout_s (lifted by `dicom-node users unlock`).
+    login_max_failures: int = Field(5, ge=1)
+    login_max_failures_per_address: int = Field(20, ge=1)
+    login_window_s: int = Field(900, gt=0)
+    login_lockout_s: int = Field(900, gt=0)
     https_only_cookies: bool = False
     page_size: int = Field(50, ge=1, le=1000)
     max_upload_bytes: int = Field(2 * 1024**3, gt=0)

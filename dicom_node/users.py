@@ -2,7 +2,7 @@
 
 Passwords are hashed with argon2-cffi's :class:`argon2.PasswordHasher` (its
 RFC 9106 low-memory profile); nothing here implements cryptography itself.
-Users are managed with ``dicom-node users add|list|remove|set-password``.
+Users are managed with ``dicom-node users add|list|remove|set-password|unlock``.
 
 References
 ----------

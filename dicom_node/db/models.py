@@ -350,6 +350,42 @@ class WebSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class LoginFailure(Base):
+    """One failed dashboard login, counted against a user name and a client address.
+
+    ``kind`` is ``"user"`` (``key`` = the user name as typed, known or not) or
+    ``"address"`` (``key`` = the client address). Kept in the database so that
+    every process serving the dashboard counts the same failures. Source: OWASP
+    Authentication Cheat Sheet ("Protect Against Automated Attacks", account lockout).
+    """
+
+    __tablename__ = "web_login_failure"
+    __table_args__ = (Index("ix_web_login_failure_key", "kind", "key", "failed_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(255))
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LoginLockout(Base):
+    """A user name or client address refused at login until ``locked_until`` (UTC).
+
+    Made when the failures of :class:`LoginFailure` reach the configured limit;
+    lifted when it expires or by ``dicom-node users unlock``.
+    """
+
+    __tablename__ = "web_login_lockout"
+    __table_args__ = (UniqueConstraint("kind", "key", name="uq_web_login_lockout_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(255))
+    locked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    locked_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class NotificationState(enum.StrEnum):
     """Webhook message lifecycle: PENDING -> SENT | FAILED (after its attempts)."""
 

@@ -47,6 +47,7 @@ from dicom_node.db.models import Delivery, Job, JobState, Purge, Series, User, u
 from dicom_node.errors import IllegalTransitionError, InvalidQueryError, SeriesPurgedError
 from dicom_node.export.exporter import requeue_delivery
 from dicom_node.jobs import queue
+from dicom_node.login_throttle import ThrottlePolicy, clear_failures, locked_until, record_failure
 from dicom_node.metrics import make_registry
 from dicom_node.queries import (
     FINDING_FILTERS,
@@ -525,6 +526,8 @@ def create_app(
             return RedirectResponse(_safe_next(next), status_code=303)
         return render(request, "login.html", None, next=_safe_next(next), error=None)
 
+    throttle = ThrottlePolicy.from_settings(web)
+
     @app.post("/login", response_class=HTMLResponse, dependencies=[Depends(csrf_protect)])
     async def login(request: Request):
         form = await request.form()
@@ -532,17 +535,38 @@ def create_app(
         password = str(form.get("password", ""))
         target = _safe_next(str(form.get("next", "/")))
 
-        def check() -> tuple[SessionUser, str] | None:
+        address = _client(request)
+
+        def check() -> tuple[SessionUser, str] | datetime | None:
+            # Throttled per user name and per address (issue 13 item 10; OWASP
+            # Authentication Cheat Sheet): a locked name or address is refused before
+            # any password check, so guessing goes no faster than the limits allow.
             with session_factory.begin() as session:
+                until = locked_until(session, username, address)
+                if until is not None:
+                    return until
                 user = authenticate(session, username, password)
                 if user is None:
-                    return None
+                    return record_failure(session, username, address, throttle)
+                clear_failures(session, user.username)
                 sid = create_web_session(session, user.id)
                 return SessionUser(user.id, user.username, user.role), sid
 
         checked = await run_in_threadpool(check)
+        if isinstance(checked, datetime):
+            logger.warning("refused login for user name %r from %s: locked out until %s",
+                           username[:64], address, checked.isoformat(timespec="seconds"))
+            wait_s = max(1, int((checked - utcnow()).total_seconds()) + 1)
+            response = render(
+                request, "login.html", None, 429, next=target,
+                error=f"Too many failed logins for this user name or from this address. Logins "
+                f"are refused for {max(1, round(wait_s / 60))} more minute(s); an administrator "
+                "can lift this with: dicom-node users unlock NAME.",
+            )  # fmt: skip
+            response.headers["Retry-After"] = str(wait_s)
+            return response
         if checked is None:
-            logger.warning("failed login for user name %r from %s", username[:64], _client(request))
+            logger.warning("failed login for user name %r from %s", username[:64], address)
             return render(
                 request, "login.html", None, 401, next=target, error="Wrong user name or password."
             )

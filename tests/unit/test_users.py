@@ -64,3 +64,38 @@ def test_set_password_and_delete_user_end_every_session_of_the_user(tmp_path):
     with factory.begin() as session:
         assert session_user(session, bob_sid, 1800, 43200) is None
     engine.dispose()
+
+
+def test_login_throttle_locks_a_name_after_the_limit_and_unlock_lifts_it(tmp_path):
+    """Issue 13 item 10: failures within the window lock the name; unlock clears it."""
+    from datetime import timedelta
+
+    from dicom_node import login_throttle as lt
+    from dicom_node.db.models import utcnow
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    factory = make_session_factory(engine)
+    policy = lt.ThrottlePolicy(max_failures=3, max_failures_per_address=100, window_s=60,
+                               lockout_s=300)  # fmt: skip
+    t0 = utcnow()
+    with factory.begin() as session:
+        # two old failures fall out of the window and do not count
+        for k in range(2):
+            assert lt.record_failure(session, "ada", "10.0.0.1", policy, t0 - timedelta(
+                seconds=120 + k)) is None  # fmt: skip
+        assert lt.record_failure(session, "ada", "10.0.0.1", policy, t0) is None
+        assert lt.record_failure(session, "ada", "10.0.0.1", policy, t0) is None
+        until = lt.record_failure(session, "ada", "10.0.0.1", policy, t0)
+        assert until == t0 + timedelta(seconds=300)
+    with factory.begin() as session:
+        assert lt.locked_until(session, "ada", "10.0.0.2", t0) == until
+        assert lt.locked_until(session, "bob", "10.0.0.1", t0) is None
+        assert lt.locked_until(session, "ada", "10.0.0.2", until + timedelta(seconds=1)) is None
+    with factory.begin() as session:
+        for _ in range(3):
+            lt.record_failure(session, "ada", "10.0.0.1", policy, t0)
+        assert lt.locked_until(session, "ada", "10.0.0.2", t0) is not None
+        assert lt.unlock(session, lt.USER, "ada", by="test") is True
+        assert lt.locked_until(session, "ada", "10.0.0.2", t0) is None
+        assert lt.unlock(session, lt.USER, "ada", by="test") is False
+    engine.dispose()

@@ -7,6 +7,8 @@ after it. These tests drive the real app in-process with Starlette's TestClient.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -114,4 +116,100 @@ def test_idle_and_absolute_lifetimes_end_a_session(tmp_path):
             for row in session.query(WebSession):
                 setattr(row, column, getattr(row, column) - timedelta(seconds=age_s))
         assert client.get("/api/overview").status_code == 401, column
+    engine.dispose()
+
+
+def test_thirty_wrong_passwords_lock_the_user_name_and_not_another_user(node, caplog):
+    """Issue 13 item 10: 30 wrong passwords then the right one must not log in."""
+    settings, app = node
+    client = TestClient(app)
+    caplog.set_level(logging.WARNING)
+    codes = [login(client, "ada", "not the password").status_code for _ in range(30)]
+    assert codes[:4] == [401] * 4, codes
+    assert set(codes[4:]) == {429}, codes  # the 5th failure locks the name
+    right = login(client, "ada")
+    assert right.status_code == 429
+    assert "Too many failed logins" in right.text and "dicom-node users unlock" in right.text
+    assert 0 < int(right.headers["Retry-After"]) <= settings.web.login_lockout_s + 1
+    assert client.get("/api/overview").status_code == 401
+    assert any("login lockout of user name 'ada'" in r.getMessage() for r in caplog.records)
+    # Refused attempts are not counted, so the address (limit 20) is not locked:
+    assert login(TestClient(app), "vic").status_code == 303
+
+
+def test_locked_attempts_do_not_check_the_password(node, monkeypatch):
+    from argon2 import PasswordHasher
+
+    _, app = node
+    client = TestClient(app)
+    for _ in range(5):
+        login(client, "ada", "not the password")
+    calls: list[int] = []
+    real = PasswordHasher.verify
+    monkeypatch.setattr(PasswordHasher, "verify",
+                        lambda self, *a, **k: calls.append(1) or real(self, *a, **k))  # fmt: skip
+    assert login(client, "ada").status_code == 429
+    assert calls == []
+
+
+def test_unlock_via_the_cli_lifts_the_lockout_and_is_logged(node, caplog):
+    settings, app = node
+    client = TestClient(app)
+    for _ in range(5):
+        login(client, "ada", "not the password")
+    assert login(client, "ada").status_code == 429
+    caplog.set_level(logging.WARNING)
+    result = cli(settings, "users", "unlock", "ada")
+    assert result.exit_code == 0, result.output
+    assert "lockout of ada lifted" in result.output
+    assert any("login lockout of user name 'ada' lifted by" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+    assert login(client, "ada").status_code == 303
+
+
+def test_a_successful_login_clears_the_user_names_failures(node):
+    _, app = node
+    client = TestClient(app)
+    for _ in range(4):
+        assert login(client, "ada", "not the password").status_code == 401
+    assert login(client, "ada").status_code == 303
+    other = TestClient(app)
+    for _ in range(4):
+        assert login(other, "ada", "not the password").status_code == 401
+
+
+def test_many_user_names_from_one_address_lock_the_address(tmp_path):
+    settings = node_settings(tmp_path, web={"login_max_failures_per_address": 6})
+    engine = make_engine(settings.storage.url)
+    add_user(settings, "vic", "viewer")
+    app = create_app(settings, make_session_factory(engine))
+    attacker = TestClient(app, client=("203.0.113.9", 40000))
+    codes = [login(attacker, f"guess{i}", "not the password").status_code for i in range(7)]
+    assert codes == [401] * 5 + [429, 429], codes
+    assert login(attacker, "vic").status_code == 429  # right password, locked address
+    assert login(TestClient(app, client=("198.51.100.4", 40000)), "vic").status_code == 303
+    result = cli(settings, "users", "unlock", "vic", "--address", "203.0.113.9")
+    assert result.exit_code == 0, result.output
+    assert login(attacker, "vic").status_code == 303
+    engine.dispose()
+
+
+def test_a_lockout_ends_after_login_lockout_s(tmp_path):
+    from datetime import timedelta
+
+    from dicom_node.db.models import LoginLockout
+
+    settings = node_settings(tmp_path)
+    engine = make_engine(settings.storage.url)
+    factory = make_session_factory(engine)
+    add_user(settings, "ada", "admin")
+    app = create_app(settings, factory)
+    client = TestClient(app)
+    for _ in range(5):
+        login(client, "ada", "not the password")
+    assert login(client, "ada").status_code == 429
+    with factory.begin() as session:
+        for row in session.query(LoginLockout):
+            row.locked_until -= timedelta(seconds=settings.web.login_lockout_s)
+    assert login(client, "ada").status_code == 303
     engine.dispose()
