@@ -10,10 +10,16 @@ file or syslog in a logging configuration) and as one row of the
 subjects, counts and UIDs, never patient names, IDs or birth dates. Writing a
 record never raises: a failure is logged and the DICOM exchange goes on.
 
+Dashboard login lockouts and their lifting are audited too (direction ``"web"``,
+outcomes ``LOCKED`` and ``UNLOCKED``) with :func:`record_in_session`, so the row
+commits together with the lockout it describes (:mod:`dicom_node.login_throttle`).
+
 References
 ----------
 DICOM PS3.15 Annex A.5 (audit trail message format profile: who, when, what,
-outcome); IHE ITI ATNA (audit of DICOM instances transferred).
+outcome); IHE ITI ATNA (audit of DICOM instances transferred); the "User
+Authentication" audit message of PS3.15 A.5.3 and the OWASP Logging Cheat Sheet
+(authentication events) for the dashboard's login lockouts.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ class AuditOutcome:
     REFUSED = "REFUSED"  # connection refused before an association (address, TLS)
     SENT = "SENT"  # outgoing: every object stored by the destination
     FAILED = "FAILED"  # outgoing: association or C-STORE failed
+    LOCKED = "LOCKED"  # web: a user name or address locked out after failed logins
+    UNLOCKED = "UNLOCKED"  # web: such a lockout lifted by an administrator
 
 
 @dataclass
@@ -53,9 +61,10 @@ class AuditRecord:
 
     Parameters
     ----------
-    direction : {"in", "out"}
+    direction : {"in", "out", "web"}
         ``"in"``: a peer connected to the Storage SCP; ``"out"``: the
-        exporter connected to a destination.
+        exporter connected to a destination; ``"web"``: a dashboard login
+        lockout or unlock.
     outcome : str
         One of :class:`AuditOutcome`.
     peer_address : str
@@ -159,33 +168,73 @@ class AuditLog:
         if not self.enabled:
             return
         try:
-            level = logging.INFO if record.outcome in ("RELEASED", "SENT") else logging.WARNING
-            self._logger.log(level, "%s", record.line())
+            self._logger.log(_level(record), "%s", record.line())
         except Exception:  # noqa: BLE001 - auditing must never break an association
             logger.exception("audit line could not be written")
         if self.session_factory is None:
             return
         try:
             with self.session_factory.begin() as session:
-                session.add(
-                    AuditEvent(
-                        direction=record.direction[:8],
-                        started_at=record.started_at,
-                        ended_at=record.ended_at,
-                        peer_address=record.peer_address[:64],
-                        calling_ae_title=record.calling_ae_title[:16],
-                        called_ae_title=record.called_ae_title[:16],
-                        destination=record.destination[:64] if record.destination else None,
-                        tls_version=record.tls_version[:16],
-                        peer_certificate=record.peer_certificate[:256],
-                        outcome=record.outcome[:16],
-                        reason=record.reason[:2000] if record.reason else None,
-                        instances=record.instances,
-                        instances_refused=record.instances_refused,
-                        bytes=record.bytes,
-                        series_instance_uids=record.series_instance_uids[:MAX_SERIES_UIDS] or None,
-                        association_id=record.association_id,
-                    )
-                )
+                session.add(audit_row(record))
         except Exception as err:  # noqa: BLE001
             logger.error("audit record could not be stored: %s", err.__class__.__name__)
+
+
+def _level(record: AuditRecord) -> int:
+    return logging.INFO if record.outcome in ("RELEASED", "SENT") else logging.WARNING
+
+
+def audit_row(record: AuditRecord) -> AuditEvent:
+    """Return the ``audit_event`` row of a record, every text cut to its column's length.
+
+    Parameters
+    ----------
+    record : AuditRecord
+        What happened.
+
+    Returns
+    -------
+    AuditEvent
+        Not yet added to any session.
+    """
+    return AuditEvent(
+        direction=record.direction[:8],
+        started_at=record.started_at,
+        ended_at=record.ended_at,
+        peer_address=record.peer_address[:64],
+        calling_ae_title=record.calling_ae_title[:16],
+        called_ae_title=record.called_ae_title[:16],
+        destination=record.destination[:64] if record.destination else None,
+        tls_version=record.tls_version[:16],
+        peer_certificate=record.peer_certificate[:256],
+        outcome=record.outcome[:16],
+        reason=record.reason[:2000] if record.reason else None,
+        instances=record.instances,
+        instances_refused=record.instances_refused,
+        bytes=record.bytes,
+        series_instance_uids=record.series_instance_uids[:MAX_SERIES_UIDS] or None,
+        association_id=record.association_id,
+    )
+
+
+def record_in_session(session: Session, record: AuditRecord) -> None:
+    """Write a record to the ``dicom_node.audit`` logger and add its row to ``session``.
+
+    Unlike :meth:`AuditLog.record` the row joins the caller's transaction, so it
+    is stored exactly when the change it describes is (a login lockout, an
+    unlock), and a second write transaction is not opened while the caller's
+    holds the SQLite write lock.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Open session; the caller commits.
+    record : AuditRecord
+        What happened.
+
+    References
+    ----------
+    DICOM PS3.15 A.5 (who, when, what, outcome); OWASP Logging Cheat Sheet.
+    """
+    logging.getLogger(AUDIT_LOGGER_NAME).log(_level(record), "%s", record.line())
+    session.add(audit_row(record))

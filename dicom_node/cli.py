@@ -699,7 +699,7 @@ def users_unlock(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Lift a login lockout (too many failed logins) now, and forget the failures; logged."""
+    """Lift a login lockout (too many failed logins) now and forget the failures; audited."""
     import getpass
 
     from dicom_node import login_throttle

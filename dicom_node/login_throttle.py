@@ -5,9 +5,12 @@ user name (known or not), or ``web.login_max_failures_per_address`` for one
 client address, logins of that name or from that address are refused (HTTP 429)
 without checking the password until ``web.login_lockout_s`` has passed. A
 successful login clears the user name's failures; ``dicom-node users unlock``
-lifts a lockout early. Failures and lockouts are rows of ``web_login_failure``
-and ``web_login_lockout``, so every process serving the dashboard agrees.
-Lockouts and unlocks are logged at WARNING, as failed logins are.
+or the Unlock button of the dashboard's configuration page lifts a lockout
+early. Failures and lockouts are rows of ``web_login_failure`` and
+``web_login_lockout``, so every process serving the dashboard agrees.
+Every lockout and every unlock is audited: one line to the ``dicom_node.audit``
+logger (WARNING) and one ``audit_event`` row (direction ``"web"``, outcome
+``LOCKED`` or ``UNLOCKED``), committed with the change itself.
 
 References
 ----------
@@ -17,7 +20,6 @@ lockout: threshold, observation window, lockout duration, administrator unlock).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,9 +27,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from dicom_node.audit import AuditOutcome, AuditRecord, record_in_session
 from dicom_node.db.models import LoginFailure, LoginLockout, utcnow
-
-logger = logging.getLogger(__name__)
 
 #: ``kind`` of failures and lockouts counted per user name.
 USER = "user"
@@ -63,8 +64,26 @@ class ThrottlePolicy:
                    web.login_window_s, web.login_lockout_s)  # fmt: skip
 
 
+#: Longest key stored per kind (user names are capped as in the failed-login log line).
+_KEY_LENGTH = {USER: 64, ADDRESS: 255}
+
+
 def _keys(username: str, address: str) -> list[tuple[str, str]]:
-    return [(USER, username[:64]), (ADDRESS, address[:255])]
+    return [(USER, username[: _KEY_LENGTH[USER]]), (ADDRESS, address[: _KEY_LENGTH[ADDRESS]])]
+
+
+def _what(kind: str, key: str) -> str:
+    return f"{'user name' if kind == USER else 'address'} {key!r}"
+
+
+def _audit(
+    session: Session, outcome: str, address: str, reason: str, now: datetime
+) -> None:
+    record_in_session(
+        session,
+        AuditRecord(direction="web", outcome=outcome, peer_address=address,
+                    started_at=now, ended_at=now, reason=reason),
+    )  # fmt: skip
 
 
 def locked_until(
@@ -117,8 +136,9 @@ def record_failure(
 ) -> datetime | None:
     """Count one failed login against the user name and the address; lock them past the limit.
 
-    Failures older than ``policy.window_s`` are deleted. A new lockout is logged
-    at WARNING (user name or address, failures, end).
+    Failures older than ``policy.window_s`` are deleted. A new lockout is
+    audited (:func:`dicom_node.audit.record_in_session`: user name or address,
+    failures, end; the address of the last attempt).
 
     Parameters
     ----------
@@ -165,11 +185,12 @@ def record_failure(
         except IntegrityError:
             pass
         else:
-            logger.warning(
-                "login lockout of %s %r after %d failed logins within %d s (last from %s), "
-                "until %s; lift it with: dicom-node users unlock",
-                "user name" if kind == USER else "address", key, count, policy.window_s,
-                address, end.isoformat(timespec="seconds"),
+            _audit(
+                session, AuditOutcome.LOCKED, address,
+                f"login lockout of {_what(kind, key)} after {count} failed logins within "
+                f"{policy.window_s:g} s, until {end.isoformat(timespec='seconds')}; "
+                "lift it with: dicom-node users unlock",
+                now,
             )  # fmt: skip
         until = end if until is None else max(until, end)
     return until
@@ -190,19 +211,31 @@ def clear_failures(session: Session, username: str) -> None:
     )
 
 
-def unlock(session: Session, kind: str, key: str, by: str = "?") -> bool:
-    """Lift the lockout of a user name or address and forget its failures; log it at WARNING.
+def unlock(
+    session: Session,
+    kind: str,
+    key: str,
+    by: str = "?",
+    address: str = "",
+    now: datetime | None = None,
+) -> bool:
+    """Lift the lockout of a user name or address and forget its failures; audit it.
 
     Parameters
     ----------
     session : sqlalchemy.orm.Session
-        Open session; the caller commits.
+        Open session; the caller commits (the audit row commits with the unlock).
     kind : str
         :data:`USER` or :data:`ADDRESS`.
     key : str
-        The user name or the client address.
+        The user name or the client address (cut to the length stored).
     by : str
-        Who lifted it (for the log line), e.g. the operating-system user.
+        Who lifted it, for the audit record: the operating-system user of
+        ``dicom-node users unlock`` or the dashboard administrator.
+    address : str
+        Where the administrator was (dashboard), for the audit record.
+    now : datetime or None
+        Time of the unlock (UTC); default now.
 
     Returns
     -------
@@ -213,16 +246,66 @@ def unlock(session: Session, kind: str, key: str, by: str = "?") -> bool:
     ------
     ValueError
         If ``kind`` is neither :data:`USER` nor :data:`ADDRESS`.
+
+    References
+    ----------
+    OWASP Authentication Cheat Sheet, account lockout ("an administrator can
+    unlock the account"); OWASP Logging Cheat Sheet.
     """
     if kind not in (USER, ADDRESS):
         raise ValueError(f"unknown lockout kind {kind!r}")
+    key = key[: _KEY_LENGTH[kind]]
     removed = session.execute(
         delete(LoginLockout).where(LoginLockout.kind == kind, LoginLockout.key == key)
     ).rowcount
     session.execute(delete(LoginFailure).where(LoginFailure.kind == kind, LoginFailure.key == key))
-    logger.warning(
-        "login lockout of %s %r %s by %s",
-        "user name" if kind == USER else "address", key,
-        "lifted" if removed else "not in place; failures cleared", by,
-    )  # fmt: skip
+    state = "lifted" if removed else "not in place; failures cleared"
+    _audit(session, AuditOutcome.UNLOCKED, address,
+           f"login lockout of {_what(kind, key)} {state} by {by}", now or utcnow())  # fmt: skip
     return bool(removed)
+
+
+@dataclass(frozen=True)
+class Lockout:
+    """A lockout in force, as the users admin page lists it.
+
+    Parameters
+    ----------
+    kind : str
+        :data:`USER` or :data:`ADDRESS`.
+    key : str
+        The user name (as typed) or the client address.
+    locked_at, locked_until : datetime
+        UTC.
+    failures : int
+        Failed logins that led to it.
+    """
+
+    kind: str
+    key: str
+    locked_at: datetime
+    locked_until: datetime
+    failures: int
+
+
+def active_lockouts(session: Session, now: datetime | None = None) -> list[Lockout]:
+    """Return the lockouts still in force, user names first, then addresses.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Open session (read only).
+    now : datetime or None
+        UTC; default now.
+
+    Returns
+    -------
+    list of Lockout
+    """
+    now = now or utcnow()
+    rows = session.scalars(
+        select(LoginLockout)
+        .where(LoginLockout.locked_until > now)
+        .order_by(LoginLockout.kind.desc(), LoginLockout.key)
+    )
+    return [Lockout(r.kind, r.key, r.locked_at, r.locked_until, r.failures) for r in rows]

@@ -47,7 +47,16 @@ from dicom_node.db.models import Delivery, Job, JobState, Purge, Series, User, u
 from dicom_node.errors import IllegalTransitionError, InvalidQueryError, SeriesPurgedError
 from dicom_node.export.exporter import requeue_delivery
 from dicom_node.jobs import queue
-from dicom_node.login_throttle import ThrottlePolicy, clear_failures, locked_until, record_failure
+from dicom_node.login_throttle import (
+    ADDRESS,
+    USER,
+    ThrottlePolicy,
+    active_lockouts,
+    clear_failures,
+    locked_until,
+    record_failure,
+    unlock,
+)
 from dicom_node.metrics import make_registry
 from dicom_node.queries import (
     FINDING_FILTERS,
@@ -1053,6 +1062,7 @@ def create_app(
                  "last_login_at": u.last_login_at}
                 for u in users
             ]  # fmt: skip
+            lockouts = active_lockouts(session)
         return render(
             request,
             "config.html",
@@ -1060,7 +1070,37 @@ def create_app(
             active="config",
             config_json=json.dumps(_config_view(settings), indent=2),
             users=user_rows,
+            lockouts=lockouts,
         )
+
+    @app.post("/users/unlock", dependencies=[Depends(csrf_protect)])
+    async def unlock_login(request: Request, user: AdminUser):
+        """Admins: lift a login lockout (issue 13 item 10), as ``dicom-node users unlock`` does.
+
+        The form sends ``kind`` (``user`` or ``address``) and ``key`` (the user name
+        or address). The unlock is audited with the administrator's name and address.
+        """
+        form = await request.form()
+        kind = str(form.get("kind", ""))
+        key = str(form.get("key", ""))
+        address = _client(request)
+        if kind not in (USER, ADDRESS) or not key:
+            request.session["flash"] = ("error", "Nothing to unlock.")
+            return RedirectResponse("/config", status_code=303)
+
+        def lift() -> bool:
+            with session_factory.begin() as session:
+                return unlock(
+                    session, kind, key, by=f"dashboard user {user.username}", address=address
+                )
+
+        lifted = await run_in_threadpool(lift)
+        what = "user name" if kind == USER else "address"
+        request.session["flash"] = (
+            ("ok", f"Login lockout of {what} {key[:64]} lifted.") if lifted
+            else ("error", f"The {what} {key[:64]} was not locked out.")
+        )  # fmt: skip
+        return RedirectResponse("/config", status_code=303)
 
     # --- machine endpoints -----------------------------------------------------------------
 

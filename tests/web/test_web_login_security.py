@@ -152,19 +152,100 @@ def test_locked_attempts_do_not_check_the_password(node, monkeypatch):
     assert calls == []
 
 
-def test_unlock_via_the_cli_lifts_the_lockout_and_is_logged(node, caplog):
+def web_audit(settings) -> list[tuple[str, str, str]]:
+    """``(outcome, peer_address, reason)`` of the ``audit_event`` rows of the dashboard."""
+    from sqlalchemy import select
+
+    from dicom_node.db.models import AuditEvent
+
+    engine = make_engine(settings.storage.url)
+    try:
+        with make_session_factory(engine)() as session:
+            rows = session.scalars(
+                select(AuditEvent).where(AuditEvent.direction == "web").order_by(AuditEvent.id)
+            )
+            return [(r.outcome, r.peer_address, r.reason or "") for r in rows]
+    finally:
+        engine.dispose()
+
+
+def lock_out(client: TestClient, username: str = "ada") -> None:
+    for _ in range(5):
+        login(client, username, "not the password")
+    assert login(client, username).status_code == 429
+
+
+def test_unlock_via_the_cli_lifts_the_lockout_and_is_audited(node, caplog):
     settings, app = node
     client = TestClient(app)
-    for _ in range(5):
-        login(client, "ada", "not the password")
-    assert login(client, "ada").status_code == 429
     caplog.set_level(logging.WARNING)
+    lock_out(client)
+    locked = web_audit(settings)
+    assert [(o, a) for o, a, _ in locked] == [("LOCKED", "testclient")], locked
+    assert "login lockout of user name 'ada' after 5 failed logins" in locked[0][2]
+    assert any(r.name == "dicom_node.audit" and "outcome=LOCKED" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
     result = cli(settings, "users", "unlock", "ada")
     assert result.exit_code == 0, result.output
     assert "lockout of ada lifted" in result.output
-    assert any("login lockout of user name 'ada' lifted by" in r.getMessage()
+    assert any(r.name == "dicom_node.audit"
+               and "login lockout of user name 'ada' lifted by" in r.getMessage()
                for r in caplog.records)  # fmt: skip
+    outcome, _, reason = web_audit(settings)[-1]
+    assert outcome == "UNLOCKED" and "'ada' lifted by" in reason
+    assert "(dicom-node users unlock)" in reason, reason
     assert login(client, "ada").status_code == 303
+
+
+def test_no_password_and_no_long_name_reaches_the_audit_record(node, caplog):
+    settings, app = node
+    caplog.set_level(logging.DEBUG)
+    long_name = "x" * 300
+    for _ in range(5):
+        login(TestClient(app), long_name, "Secret-Guess-1234")
+    (outcome, _, reason), = web_audit(settings)
+    assert outcome == "LOCKED"
+    assert "x" * 64 in reason and "x" * 65 not in reason
+    assert "Secret-Guess-1234" not in reason
+    assert not any("Secret-Guess-1234" in r.getMessage() for r in caplog.records)
+
+
+def test_an_admin_lifts_a_lockout_on_the_configuration_page_and_it_is_audited(node):
+    settings, app = node
+    lock_out(TestClient(app), "vic")
+    admin = TestClient(app)
+    assert login(admin, "ada").status_code == 303
+    page = admin.get("/config")
+    assert page.status_code == 200
+    assert 'id="lockouts"' in page.text and "<code>vic</code>" in page.text
+    token = csrf_token(page.text)
+    # without the CSRF token: refused, still locked
+    assert admin.post("/users/unlock", data={"kind": "user", "key": "vic"},
+                      follow_redirects=False).status_code == 403  # fmt: skip
+    assert login(TestClient(app), "vic").status_code == 429
+    response = admin.post("/users/unlock", data={"kind": "user", "key": "vic",
+                                                 "csrf_token": token}, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/config"
+    after = admin.get("/config")
+    assert "Login lockout of user name vic lifted." in after.text
+    assert 'id="no-lockouts"' in after.text
+    outcome, address, reason = web_audit(settings)[-1]
+    assert (outcome, address) == ("UNLOCKED", "testclient")
+    assert "'vic' lifted by dashboard user ada" in reason, reason
+    assert login(TestClient(app), "vic").status_code == 303
+
+
+def test_a_viewer_cannot_lift_a_lockout(node):
+    settings, app = node
+    lock_out(TestClient(app), "ada")
+    viewer = TestClient(app)
+    assert login(viewer, "vic").status_code == 303
+    token = csrf_token(viewer.get("/").text)
+    response = viewer.post("/users/unlock", data={"kind": "user", "key": "ada",
+                                                  "csrf_token": token}, follow_redirects=False)
+    assert response.status_code == 403
+    assert login(TestClient(app), "ada").status_code == 429
+    assert [o for o, _, _ in web_audit(settings)] == ["LOCKED"]
 
 
 def test_a_successful_login_clears_the_user_names_failures(node):
