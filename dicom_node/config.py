@@ -344,7 +344,7 @@ class WebSettings(_Section):
     max_upload_bytes: int = Field(2 * 1024**3, gt=0)
     # Zip members are streamed to disk; these caps count the bytes actually produced
     # (docs/operations.md "Uploads"; PKWARE APPNOTE.TXT, OWASP File Upload Cheat Sheet).
-    upload_max_member_bytes: int = Field(2 * 1024**3, gt=0)
+    upload_max_member_bytes: int = Field(1024**3, gt=0)
     upload_max_total_bytes: int = Field(8 * 1024**3, gt=0)
     upload_max_compression_ratio: float = Field(200.0, gt=1)
     upload_max_members: int = Field(10000, ge=1)

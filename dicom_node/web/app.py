@@ -961,12 +961,33 @@ def create_app(
     async def upload_slot(request: Request, user: UploadUser):
         """Route dependency, before the body is read: a free upload slot and room on the disk.
 
+        The body is also counted as it is read, so that a request without
+        ``Content-Length`` (``Transfer-Encoding: chunked``, which
+        :func:`csrf_protect` cannot judge from the headers) is cut off past
+        ``web.max_upload_bytes`` plus 1 MiB of form overhead (OWASP File Upload
+        Cheat Sheet: limit the request size).
+
         Raises
         ------
         HTTPException
             503 with ``Retry-After`` when ``web.upload_max_concurrent`` uploads
             run; 507 below the free-disk watermark (``dicom.min_free_disk_*``).
+        RequestTooLarge
+            While the body is read, once it passes the cap (answered 413).
         """
+        limit = web.max_upload_bytes
+        receive, received = request._receive, 0  # noqa: SLF001 - Starlette has no public hook
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message.get("type") == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit + (1 << 20):
+                    raise RequestTooLarge(limit)
+            return message
+
+        request._receive = counted_receive  # noqa: SLF001
         uploader = ctx.uploader
         if not uploader.try_acquire():
             raise HTTPException(

@@ -93,7 +93,7 @@ class UploadLimits:
     OWASP File Upload Cheat Sheet; PKWARE APPNOTE.TXT 4.4.8-4.4.9 (sizes in the headers).
     """
 
-    max_member_bytes: int = 2 * 1024**3
+    max_member_bytes: int = 1024**3
     max_total_bytes: int = 8 * 1024**3
     max_compression_ratio: float = 200.0
     max_members: int = 10000

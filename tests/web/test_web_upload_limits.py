@@ -15,6 +15,7 @@ from io import BytesIO
 
 import numpy as np
 import pytest
+import requests
 from sqlalchemy import select
 
 from dicom_node.db.engine import make_engine, make_session_factory
@@ -255,3 +256,47 @@ def test_the_watermark_also_stops_an_upload_while_it_is_written(tmp_path):
     assert "dicom.min_free_disk_bytes" in refused.value.message
     assert refused.value.report.refused == refused.value.message
     assert not any(tmp.iterdir())
+
+
+def test_a_chunked_upload_body_is_cut_off_at_the_request_cap(tmp_path):
+    # Without Content-Length (Transfer-Encoding: chunked) only the bytes read can be counted.
+    limit = 2 * MIB
+    settings, session_factory, _, server = _serve(tmp_path, web={"max_upload_bytes": limit})
+    try:
+        c = WebClient(server.url)
+        assert c.login("ada").status_code == 303
+        token = c.token("/upload")
+        boundary = "dicom-node-test-boundary"
+        sent = [0]
+
+        def body():
+            head = (
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n"
+                f"{token}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+                'filename="big.dcm"\r\nContent-Type: application/dicom\r\n\r\n'
+            ).encode()
+            yield head
+            for _ in range(limit // (256 * 1024) * 4):  # 4x the cap, 256 KiB at a time
+                sent[0] += 256 * 1024
+                yield bytes(256 * 1024)
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        try:
+            response = c.post(
+                "/upload",
+                data=body(),
+                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            )
+        except requests.ConnectionError:  # the server may close before the client is done
+            response = None
+        status = None if response is None else response.status_code
+        print(f"chunked body: {sent[0] / MIB:.1f} MiB sent, answer {status}")
+        assert response is None or response.status_code == 413, response.text
+        if response is not None:
+            assert f"exceeds {limit} bytes" in response.text
+        with session_factory() as session:
+            assert session.scalars(select(Instance)).all() == []
+        # The slot was given back: a normal upload is answered (400: not DICOM), not 503.
+        assert post_zip(c, b"not DICOM", "x.dcm").status_code == 400
+    finally:
+        server.stop()
