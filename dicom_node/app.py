@@ -44,7 +44,7 @@ from dicom_node.db.models import (
 from dicom_node.db.schema import check_schema
 from dicom_node.db.transitions import log_initial_state, set_state
 from dicom_node.errors import ResultBuildError
-from dicom_node.export.exporter import deliver_due, peer_for
+from dicom_node.export.exporter import DeadDeliveryResumer, deliver_due, peer_for
 from dicom_node.jobs.limits import limit_worker_memory
 from dicom_node.jobs.queue import (
     cancel_superseded,
@@ -719,6 +719,14 @@ class Node:
         self.peers = {
             d.name: peer_for(d, settings.dicom.ae_title) for d in settings.export.destinations
         }
+        self.resumer = DeadDeliveryResumer(
+            self.session_factory,
+            settings.export.destinations,
+            calling_ae_title=settings.dicom.ae_title,
+            interval_s=settings.export.echo_interval_s,
+            peers=self.peers,
+            audit=self.audit,
+        )
         self.scp = StorageSCP(
             settings.dicom,
             InstanceIngest(self.spool, make_session_factory(self.receive_engine)),
@@ -811,6 +819,17 @@ class Node:
         except Exception:  # noqa: BLE001
             logger.exception("export sweep failed")
 
+    def resume_dead_deliveries(self) -> None:
+        """C-ECHO the destinations with DEAD deliveries; requeue those of each that answers.
+
+        See :class:`DeadDeliveryResumer`; each destination is contacted at most
+        every ``export.echo_interval_s`` (PS3.7 9.1.5 C-ECHO).
+        """
+        try:
+            self.resumer.run()
+        except Exception:  # noqa: BLE001 - the scheduler must keep running
+            logger.exception("resuming DEAD deliveries failed")
+
     def notify(self) -> None:
         """Send pending webhook notifications now (see :func:`send_due_notifications`)."""
         try:
@@ -843,6 +862,14 @@ class Node:
         if self.settings.export.destinations:
             interval_jobs.append(
                 (self.check_destinations, "echo-check", self.settings.monitoring.echo_interval_s)
+            )
+            # Looks often (one query), C-ECHOs a destination at most every echo_interval_s.
+            interval_jobs.append(
+                (
+                    self.resume_dead_deliveries,
+                    "dead-delivery-resume",
+                    min(self.settings.export.echo_interval_s / 2, 5.0),
+                )
             )
         for function, job_id, seconds in interval_jobs:
             self.scheduler.add_job(

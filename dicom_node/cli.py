@@ -178,6 +178,7 @@ def jobs_list(
     from dicom_node.queries import (
         FINDING_FILTERS,
         JobFilter,
+        delivery_marks,
         format_study_date,
         list_jobs,
         parse_since,
@@ -197,7 +198,7 @@ def jobs_list(
         rows, _ = list_jobs(
             session, JobFilter(state, pipeline, since_at, finding), offset=0, limit=limit
         )
-        jobs = [_job_row(job, series) for job, series in rows]
+        jobs = delivery_marks(session, [_job_row(job, series) for job, series in rows])
         not_eligible = (
             []
             if state or pipeline or finding
@@ -225,6 +226,8 @@ def jobs_list(
                f"{'ACCESSION':<16} {'SERIES':<40} RESULT")
     for row in jobs:
         result = _result_text(row)
+        if row["undelivered"]:
+            result += f" [{row['undelivered']}]"
         typer.echo(
             f"{row['job_id']:>5}  {row['state']:<10} {row['pipeline']:<8} "
             f"{format_study_date(row['study_date']):<10} {row['accession_number'] or '-':<16} "
@@ -460,35 +463,64 @@ def deliveries_list(
 
 @deliveries_app.command("requeue")
 def deliveries_requeue(
-    delivery_id: Annotated[int, typer.Argument(help="Delivery id from 'deliveries list'.")],
+    delivery_id: Annotated[
+        int | None, typer.Argument(help="Delivery id from 'deliveries list'.")
+    ] = None,
+    all_dead: Annotated[
+        bool,
+        typer.Option("--all-dead", help="Every DEAD delivery (of --destination, or all)."),
+    ] = False,
+    destination: Annotated[
+        str | None, typer.Option(help="With --all-dead: only this destination's.")
+    ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Put a DEAD delivery back to PENDING with fresh attempts (the exporter sends it again)."""
+    """Put a DEAD delivery (or, with --all-dead, every one) back to PENDING with fresh attempts.
+
+    The exporter sends them again at its next sweep. After an outage the node
+    also does this by itself once the destination answers C-ECHO
+    (``export.echo_interval_s``); refused deliveries are left to this command.
+    """
     from dicom_node.db.engine import make_engine, make_session_factory
     from dicom_node.db.models import Delivery
     from dicom_node.errors import IllegalTransitionError
-    from dicom_node.export.exporter import requeue_delivery
+    from dicom_node.export.exporter import requeue_dead, requeue_delivery
 
+    if (delivery_id is None) == (not all_dead) or (destination and not all_dead):
+        typer.echo("error: give a DELIVERY_ID, or --all-dead [--destination NAME]", err=True)
+        raise typer.Exit(2)
     settings = _settings(config)
     engine = make_engine(settings.storage.url)
     try:
         with make_session_factory(engine).begin() as session:
-            delivery = session.get(Delivery, delivery_id)
-            if delivery is None:
-                typer.echo(f"error: no delivery {delivery_id}", err=True)
-                raise typer.Exit(1)
-            before = str(delivery.state)
-            try:
-                requeue_delivery(session, delivery)
-            except IllegalTransitionError as err:
-                typer.echo(
-                    f"error: a {before} delivery cannot be requeued (only DEAD ones)", err=True
-                )
-                raise typer.Exit(1) from err
-            after = str(delivery.state)
+            if all_dead:
+                ids = requeue_dead(session, destination=destination)
+            else:
+                delivery = session.get(Delivery, delivery_id)
+                if delivery is None:
+                    typer.echo(f"error: no delivery {delivery_id}", err=True)
+                    raise typer.Exit(1)
+                before = str(delivery.state)
+                try:
+                    requeue_delivery(session, delivery)
+                except IllegalTransitionError as err:
+                    typer.echo(
+                        f"error: a {before} delivery cannot be requeued (only DEAD ones)", err=True
+                    )
+                    raise typer.Exit(1) from err
+                after = str(delivery.state)
     finally:
         engine.dispose()
+    if all_dead:
+        where = f" to {destination}" if destination else ""
+        logger.info("%d DEAD deliveries%s requeued from the command line", len(ids), where)
+        if as_json:
+            typer.echo(json.dumps({"requeued": ids, "destination": destination}))
+        else:
+            typer.echo(f"{len(ids)} DEAD deliveries{where} -> PENDING" +
+                       (f": {', '.join(map(str, ids))}" if ids else ""))  # fmt: skip
+        return
     logger.info("delivery %d: %s -> %s from the command line", delivery_id, before, after)
     if as_json:
         typer.echo(json.dumps({"delivery_id": delivery_id, "from": before, "to": after}))

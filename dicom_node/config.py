@@ -255,9 +255,15 @@ class Destination(_Section):
 
 
 class ExportSettings(_Section):
-    """Result export: the destinations and how often pending deliveries are tried."""
+    """Result export: the destinations and how often pending deliveries are tried.
+
+    ``echo_interval_s`` is the least time between two C-ECHOs to a destination
+    with DEAD deliveries; when it answers, they are requeued
+    (:class:`~dicom_node.export.exporter.DeadDeliveryResumer`, PS3.7 9.1.5).
+    """
 
     sweep_interval_s: float = Field(0.5, gt=0)
+    echo_interval_s: float = Field(60.0, gt=0)
     destinations: list[Destination] = Field(default_factory=list)
 
     @field_validator("destinations")

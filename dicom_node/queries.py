@@ -267,6 +267,55 @@ def job_summary(job: Job, series: Series) -> dict[str, Any]:
     }
 
 
+#: Order of the delivery states in :func:`delivery_marks` texts (worst first).
+_UNDELIVERED_ORDER = (DeliveryState.DEAD, DeliveryState.RETRYING, DeliveryState.PENDING)
+
+
+def delivery_marks(session: Session, jobs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add to each :func:`job_summary` row whether its result objects were all delivered.
+
+    One query for the whole page. Each row gets ``deliveries`` (counts of its
+    deliveries by state, e.g. ``{"SENT": 1, "DEAD": 2}``; empty when the job
+    has none, i.e. no destination) and ``undelivered``: for a SUCCEEDED job
+    with a delivery that is not SENT, ``"undelivered: 2 DEAD"`` (a DEAD one;
+    the exporter has given up) or ``"delivery pending: 1 RETRYING"`` (still
+    being tried), otherwise None. The jobs list of the CLI (``jobs list``,
+    ``--json``) and of the dashboard both show it.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Open session on the job database.
+    jobs : sequence of dict
+        :func:`job_summary` rows (``job_id`` and ``state`` are read); changed in place.
+
+    Returns
+    -------
+    list of dict
+        The same rows.
+    """
+    ids = [row["job_id"] for row in jobs]
+    counts: dict[int, dict[str, int]] = {i: {} for i in ids}
+    for start in range(0, len(ids), 500):
+        rows = session.execute(
+            select(ResultObject.job_id, Delivery.state, func.count())
+            .join(Delivery, Delivery.result_object_id == ResultObject.id)
+            .where(ResultObject.job_id.in_(ids[start : start + 500]))
+            .group_by(ResultObject.job_id, Delivery.state)
+        ).all()
+        for job_id, state, n in rows:
+            counts[job_id][str(state)] = int(n)
+    for row in jobs:
+        by_state = counts.get(row["job_id"], {})
+        row["deliveries"] = by_state
+        row["undelivered"] = None
+        missing = [(s, by_state.get(str(s), 0)) for s in _UNDELIVERED_ORDER]
+        if row["state"] == str(JobState.SUCCEEDED) and any(n for _, n in missing):
+            word = "undelivered" if by_state.get(str(DeliveryState.DEAD)) else "delivery pending"
+            row["undelivered"] = f"{word}: " + ", ".join(f"{n} {s}" for s, n in missing if n)
+    return list(jobs)
+
+
 @dataclass
 class TimelineEvent:
     """One line of a job's timeline.

@@ -8,7 +8,9 @@ DICOM PS3.4 Annex A (Verification) and Annex B (Storage); PS3.7 9.1.1 and 9.1.5.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +63,56 @@ class Peer:
     server_hostname: str = ""
 
 
+class _PynetdicomErrors(logging.Handler):
+    """Collects pynetdicom's error lines while one association is tried.
+
+    pynetdicom catches the socket's ``OSError`` (``[Errno 111] Connection
+    refused``, ``timed out``, a TLS failure) and the A-ASSOCIATE-RJ reasons and
+    only logs them; the returned association says no more than "aborted" or
+    "rejected". The lines are kept per thread, so that only those of the
+    association being tried (its own and its DUL thread) are quoted.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[tuple[int | None, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:  # noqa: D102
+        try:
+            self.lines.append((record.thread, record.getMessage()))
+        except Exception:  # noqa: BLE001 - never break the association over a log line
+            pass
+
+    def text_for(self, *threads: object) -> str:
+        idents = {getattr(t, "ident", None) for t in threads} | {threading.get_ident()}
+        idents.discard(None)
+        seen: list[str] = []
+        for thread, line in self.lines:
+            line = line.removeprefix("TCP Initialisation Error: ")
+            if thread in idents and line not in seen and line not in _UNINFORMATIVE:
+                seen.append(line)
+        return "; ".join(seen)
+
+
+# pynetdicom lines that add nothing to the ones next to them.
+_UNINFORMATIVE = frozenset(
+    {
+        "Association request failed: unable to connect to remote",
+        "Association Rejected",
+        "Aborting Association",
+    }
+)
+
+
+def _probe(peer: Peer) -> str:
+    """The error of a plain TCP connection to the peer, or "" when it connects."""
+    try:
+        with socket.create_connection((peer.host, peer.port), timeout=peer.timeout_s):
+            return ""
+    except OSError as err:
+        return str(err) or err.__class__.__name__
+
+
 @retry(
     retry=retry_if_exception_type(DeliveryError),
     stop=stop_after_attempt(3),
@@ -73,7 +125,13 @@ def _associate(ae: AE, peer: Peer):
         if peer.tls_context is not None
         else None
     )
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
+    errors = _PynetdicomErrors()
+    pynetdicom_logger = logging.getLogger("pynetdicom")
+    pynetdicom_logger.addHandler(errors)
+    try:
+        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
+    finally:
+        pynetdicom_logger.removeHandler(errors)
     if not assoc.accepted_contexts and assoc.rejected_contexts:
         refused = ", ".join(sorted({cx.abstract_syntax.name for cx in assoc.rejected_contexts}))
         if assoc.is_established:
@@ -82,8 +140,15 @@ def _associate(ae: AE, peer: Peer):
             f"{peer.ae_title}@{peer.host}:{peer.port} does not accept SOP class {refused}"
         )
     if not assoc.is_established:
-        what = "rejected" if assoc.is_rejected else "aborted or unreachable"
-        raise DeliveryError(f"association to {peer.ae_title}@{peer.host}:{peer.port} {what}")
+        what = "rejected" if assoc.is_rejected else "failed"
+        detail = errors.text_for(assoc, getattr(assoc, "dul", None))
+        if not detail and not assoc.is_rejected:
+            # pynetdicom's log level may be above ERROR: ask the socket directly.
+            detail = _probe(peer) or "the peer closed the connection"
+        raise DeliveryError(
+            f"association to {peer.ae_title}@{peer.host}:{peer.port} {what}"
+            + (f": {detail}" if detail else "")
+        )
     return assoc
 
 

@@ -45,7 +45,7 @@ from dicom_node import __version__
 from dicom_node.config import Settings
 from dicom_node.db.models import Delivery, Job, JobState, Purge, Series, User, utcnow
 from dicom_node.errors import IllegalTransitionError, InvalidQueryError, SeriesPurgedError
-from dicom_node.export.exporter import requeue_delivery
+from dicom_node.export.exporter import dead_counts, requeue_dead, requeue_delivery
 from dicom_node.jobs import queue
 from dicom_node.login_throttle import (
     ADDRESS,
@@ -61,6 +61,7 @@ from dicom_node.metrics import make_registry
 from dicom_node.queries import (
     FINDING_FILTERS,
     JobFilter,
+    delivery_marks,
     format_study_date,
     job_detail,
     job_detail_json,
@@ -657,7 +658,7 @@ def create_app(
             rows, total = list_jobs(
                 session, filters, offset=(page - 1) * web.page_size, limit=web.page_size
             )
-            jobs = [job_summary(job, series) for job, series in rows]
+            jobs = delivery_marks(session, [job_summary(job, series) for job, series in rows])
             pipelines = pipelines_seen(session)
         query = {
             k: v
@@ -796,6 +797,31 @@ def create_app(
         request.session["flash"] = await run_in_threadpool(change)
         return RedirectResponse(back, status_code=303)
 
+    @app.post("/deliveries/requeue-dead", dependencies=[Depends(csrf_protect)])
+    async def requeue_dead_action(request: Request, user: AdminUser):
+        """Admins: every DEAD delivery (of the form's ``destination``, or all) back to PENDING.
+
+        The bulk form of :func:`requeue_delivery_action`, for after a PACS outage
+        (``export.exporter.requeue_dead``); the node also resumes them by itself
+        once the destination answers C-ECHO.
+        """
+        form = await request.form()
+        destination = str(form.get("destination") or "") or None
+
+        def change() -> tuple[str, str]:
+            with session_factory.begin() as session:
+                ids = requeue_dead(session, destination=destination)
+            where = f" to {destination}" if destination else ""
+            logger.info("user %s: requeue %d DEAD deliveries%s", user.username, len(ids), where)
+            if not ids:
+                return "error", f"No DEAD delivery{where} to requeue."
+            return "ok", f"{len(ids)} DEAD deliveries{where} requeued."
+
+        request.session["flash"] = await run_in_threadpool(change)
+        query = f"?{urlencode({'destination': destination})}" if destination else ""
+        back = "/deliveries" + query
+        return RedirectResponse(back, status_code=303)
+
     # --- viewer ----------------------------------------------------------------------------
 
     @app.get("/jobs/{job_id}/viewer", response_class=HTMLResponse)
@@ -928,6 +954,7 @@ def create_app(
                 offset=(page - 1) * web.page_size,
                 limit=web.page_size,
             )
+            dead = dead_counts(session)
         query = {k: v for k, v in {"state": state, "destination": destination}.items() if v}
         return render(
             request,
@@ -942,6 +969,7 @@ def create_app(
             destination=destination or "",
             destinations=[d.name for d in settings.export.destinations],
             states=["PENDING", "RETRYING", "SENT", "DEAD"],
+            dead=dead,
             page_url=lambda n: "/deliveries?" + urlencode({**query, "page": n}),
         )
 
