@@ -67,6 +67,7 @@ from dicom_node.imaging.ich_input import (
     to_source_grid,
     window_channels,
 )
+from dicom_node.imaging.region_features import RegionClassifier, region_features
 from dicom_node.pipelines.base import AlgorithmIdentity, PipelineResult, SegmentFinding
 from dicom_node.pipelines.keras_runtime import import_keras
 from dicom_node.series.volume import CTVolume
@@ -196,6 +197,11 @@ class IchModelPackage:
     blood_rules : BloodRuleSettings or None
         The blood plausibility rules (:mod:`dicom_node.imaging.blood_rules`);
         None (no ``detection.blood_rules``) runs none.
+    region_classifier : RegionClassifier or None
+        ``detection.region_classifier``: with it, a region's evidence is the
+        classifier's P(blood) from its figures
+        (:mod:`dicom_node.imaging.region_features`) instead of
+        ``mean probability * (1 - exp(-volume / scale))``; None keeps that.
 
     References
     ----------
@@ -214,6 +220,7 @@ class IchModelPackage:
     min_region_extent_mm: float = 0.0
     blood_rules: BloodRuleSettings | None = None
     min_region_ml: dict = dataclasses_field(default_factory=dict)
+    region_classifier: RegionClassifier | None = None
 
     @property
     def name(self) -> str:
@@ -272,6 +279,8 @@ class IchModelPackage:
                 blood_rules=BloodRuleSettings.from_manifest(detection.get("blood_rules")),
                 min_region_ml={str(k): float(v) for k, v in
                                detection.get("min_region_ml", {}).items()},
+                region_classifier=RegionClassifier.from_manifest(
+                    detection.get("region_classifier")),
             )
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ModelPackageError(
@@ -604,6 +613,8 @@ def findings_from_prediction(
     *,
     head: HeadCtMeasures | None = None,
     blood_rules: BloodRuleSettings | None = None,
+    region_classifier: RegionClassifier | None | bool = True,
+    regions_out: dict | None = None,
 ) -> tuple[list[SegmentFinding], dict]:
     """Turn model probabilities into findings on the source grid.
 
@@ -633,6 +644,15 @@ def findings_from_prediction(
     blood_rules : BloodRuleSettings or None
         Override of the package's rules (the ablation study runs each rule
         alone); None uses the package's.
+    region_classifier : RegionClassifier, None or True
+        True (default) uses the package's ``detection.region_classifier``;
+        None uses none (the evidence formula), a classifier overrides it.
+    regions_out : dict or None
+        When given, receives ``features`` (:func:`region_features`, one row
+        per region, row 0 background) and ``regions`` (the 3-D region labels
+        on the source grid), ``eligible`` (bool per region: extent and size
+        floors met) and ``evidence`` (the formula's score per region): what
+        fitting a classifier needs.
 
     Returns
     -------
@@ -710,10 +730,32 @@ def findings_from_prediction(
     extent = np.zeros(n)
     extent[valid] = (positions[last[valid]] - positions[first[valid]]
                      + 0.5 * (spacing[first[valid]] + spacing[last[valid]]))
-    score = mean_p * (1.0 - np.exp(-region_ml / package.region_volume_scale_ml))
+    evidence = mean_p * (1.0 - np.exp(-region_ml / package.region_volume_scale_ml))
+    score = evidence
+    classifier = package.region_classifier if region_classifier is True else region_classifier
+    if classifier is not None or regions_out is not None:
+        if rules is None or not rules.enabled:
+            cavity = head.cavity if head is not None else cranial_cavity(
+                prediction.slabs.hu if prediction.slabs is not None else volume.hu,
+                volume.pixel_spacing_mm)
+        midline = fit_midsagittal_line(cavity.cavity, volume.pixel_spacing_mm)
+        figures = region_features(
+            volume.hu, blood, regions, count, blood_p, winner, extent_mm=extent,
+            region_ml=region_ml, depth_mm=cavity.depth_mm[slab_of_slice], midline=midline,
+            pixel_spacing_mm=volume.pixel_spacing_mm,
+        )
+        if regions_out is not None:
+            regions_out["features"] = figures
+            regions_out["regions"] = regions
+        if classifier is not None:
+            score = classifier.probability(figures)
+            score[0] = 0.0
     floor = np.array([0.0] + [package.min_region_ml.get(t, 0.0) for t in ICH_SUBTYPES])
     eligible = valid & (extent >= package.min_region_extent_mm) & (region_ml >= floor[winner])
     eligible[0] = False
+    if regions_out is not None:
+        regions_out["eligible"] = eligible
+        regions_out["evidence"] = evidence
     reported_region = eligible & (score >= package.threshold)
     series_score = float(score[eligible].max()) if eligible.any() else 0.0
     label = np.zeros(volume.shape, dtype=np.int8)
@@ -850,6 +892,7 @@ def _findings_max_rule(
 def analyse_volume(
     model, volume: CTVolume, package: IchModelPackage, *,
     blood_rules: BloodRuleSettings | None = None, prediction: IchPrediction | None = None,
+    region_classifier: RegionClassifier | None | bool = True, regions_out: dict | None = None,
 ) -> tuple[list[SegmentFinding], dict, IchPrediction]:
     """Check the input, predict and turn the prediction into findings: the whole ``ich`` run.
 
@@ -866,6 +909,8 @@ def analyse_volume(
     prediction : IchPrediction or None
         A prediction already made on this volume (ablation: one forward pass,
         several rule sets).
+    region_classifier, regions_out
+        As :func:`findings_from_prediction`.
 
     Returns
     -------
@@ -893,7 +938,9 @@ def analyse_volume(
     if prediction is None:
         prediction = predict_volume(model, volume, spec, slabs=slabs)
     findings, details = findings_from_prediction(volume, prediction, package, head=head,
-                                                 blood_rules=blood_rules)
+                                                 blood_rules=blood_rules,
+                                                 region_classifier=region_classifier,
+                                                 regions_out=regions_out)
     details["input_checks"] = head.figures
     return findings, details, prediction
 
