@@ -693,19 +693,22 @@ def findings_from_prediction(
             f"{MAX_CANDIDATE_BLOOD_ML:.0f} mL): an input it cannot read, not a result",
         )
     rules = blood_rules if blood_rules is not None else package.blood_rules
+    classifier = package.region_classifier if region_classifier is True else region_classifier
     report = BloodRuleReport()
-    if rules is not None and rules.enabled:
+    cavity = midline = None
+    if (rules is not None and rules.enabled) or classifier is not None or regions_out is not None:
         if head is None:
             slab_hu = prediction.slabs.hu if prediction.slabs is not None else volume.hu
             cavity = cranial_cavity(slab_hu, volume.pixel_spacing_mm)
         else:
             cavity = head.cavity
+        midline = fit_midsagittal_line(cavity.cavity, volume.pixel_spacing_mm)
+    if rules is not None and rules.enabled:
         blood, report = apply_blood_rules(
             blood, volume.hu, slab_of_slice=slab_of_slice, cavity=cavity,
             pixel_spacing_mm=volume.pixel_spacing_mm,
             voxel_volume_ml=volume.voxel_volume_ml, settings=rules,
-            midline=fit_midsagittal_line(cavity.cavity, volume.pixel_spacing_mm),
-            thin_ok=_subarachnoid_leading(source)[slab_of_slice],
+            midline=midline, thin_ok=_subarachnoid_leading(source)[slab_of_slice],
         )
     regions, count = ndimage.label(blood)
     kk, rr, cc = np.nonzero(blood)
@@ -732,13 +735,7 @@ def findings_from_prediction(
                      + 0.5 * (spacing[first[valid]] + spacing[last[valid]]))
     evidence = mean_p * (1.0 - np.exp(-region_ml / package.region_volume_scale_ml))
     score = evidence
-    classifier = package.region_classifier if region_classifier is True else region_classifier
-    if classifier is not None or regions_out is not None:
-        if rules is None or not rules.enabled:
-            cavity = head.cavity if head is not None else cranial_cavity(
-                prediction.slabs.hu if prediction.slabs is not None else volume.hu,
-                volume.pixel_spacing_mm)
-        midline = fit_midsagittal_line(cavity.cavity, volume.pixel_spacing_mm)
+    if cavity is not None and (classifier is not None or regions_out is not None):
         figures = region_features(
             volume.hu, blood, regions, count, blood_p, winner, extent_mm=extent,
             region_ml=region_ml, depth_mm=cavity.depth_mm[slab_of_slice], midline=midline,
