@@ -49,6 +49,7 @@ from dicom_node.errors import InvalidInstanceError, InvalidUIDError, SpoolWriteE
 from dicom_node.receive.access import AddressAllowList
 from dicom_node.receive.associations import AssociationLog
 from dicom_node.receive.audit import AssociationAuditor
+from dicom_node.receive.framing import ReceiveLimits
 from dicom_node.receive.header import file_meta_information, parse_header
 from dicom_node.receive.ingest import InstanceIngest
 from dicom_node.receive.pynetdicom_compat import (
@@ -57,7 +58,7 @@ from dicom_node.receive.pynetdicom_compat import (
     log_standard_events,
 )
 from dicom_node.receive.resources import DiskWatermark
-from dicom_node.receive.transport import ConnectionGuard, GuardedAssociationServer, ReceiveLimits
+from dicom_node.receive.transport import ConnectionGuard, GuardedAssociationServer
 from dicom_node.security.tls import server_context
 
 logger = logging.getLogger(__name__)

@@ -31,11 +31,9 @@ Annex E.2 (message control header); PS3.15 Annex B (TLS); Python socketserver.
 from __future__ import annotations
 
 import logging
-import queue
 import socket
 import socketserver
 import ssl
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -45,176 +43,23 @@ from datetime import datetime
 from typing import Any
 
 from pynetdicom import evt
-from pynetdicom.fsm import InvalidEventError
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
 from dicom_node.db.models import utcnow
 from dicom_node.receive.access import AddressAllowList
-from dicom_node.receive.pynetdicom_compat import forget_server
-from dicom_node.receive.reactor import make_event_driven
+from dicom_node.receive.framing import A_ABORT_INVALID_PARAMETER, PduStreamGuard, ReceiveLimits
+from dicom_node.receive.pynetdicom_compat import (
+    AcceptorRequestHandler,
+    call_when_thread_ends,
+    check_pynetdicom_version,
+    forget_server,
+    make_event_driven,
+    tolerate_late_primitives,
+    use_socket_class,
+    wake_acceptor_awaiting_request,
+)
 
 logger = logging.getLogger(__name__)
-
-#: PDU header: type (1), reserved (1), length (4) (PS3.8 9.3.1).
-PDU_HEADER_BYTES = 6
-#: PDV item header: item length (4), presentation context ID (1), message control header (1).
-PDV_HEADER_BYTES = 6
-P_DATA_TF = 0x04
-#: A-ABORT PDU: source 2 (DICOM UL service-provider), reason 6 (invalid PDU parameter value).
-A_ABORT_INVALID_PARAMETER = bytes((0x07, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x02, 0x06))
-#: Largest command set accepted (a C-STORE-RQ command is about 200 bytes).
-MAX_COMMAND_BYTES = 65536
-#: Upper-layer events caused by the local association thread (PS3.8 Table 9-10: A-ASSOCIATE,
-#: P-DATA, A-RELEASE and A-ABORT request/response primitives).
-LOCAL_PRIMITIVE_EVENTS = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
-
-
-@dataclass(frozen=True)
-class ReceiveLimits:
-    """Limits on what one association may make the node buffer.
-
-    Parameters
-    ----------
-    max_pdu_bytes : int
-        Largest PDU length field accepted (any PDU type), in bytes.
-    max_dataset_bytes : int
-        Largest dataset of one DIMSE message (all its P-DATA fragments), in bytes.
-    max_command_bytes : int
-        Largest command set of one DIMSE message, in bytes.
-    stall_timeout_s : float or None
-        Longest wait (s) for the rest of a PDU whose first bytes arrived; a
-        peer that stops inside a PDU (a header, part of a body, part of a
-        P-DATA) is aborted after it. None waits forever.
-    """
-
-    max_pdu_bytes: int = 4 * 1024**2
-    max_dataset_bytes: int = 1024**3
-    max_command_bytes: int = MAX_COMMAND_BYTES
-    stall_timeout_s: float | None = 60.0
-
-
-class PduStreamGuard:
-    """Follows the PDU framing of one association's received bytes and enforces limits.
-
-    Feed it every byte in order (:meth:`feed`), in chunks of any size; it
-    keeps a few header bytes and counters, never the data.
-
-    Parameters
-    ----------
-    limits : ReceiveLimits
-        The limits enforced.
-
-    References
-    ----------
-    DICOM PS3.8 9.3.1 (PDU header), 9.3.5 (P-DATA-TF and PDV items), E.2
-    (message control header: bit 0 command/dataset, bit 1 last fragment).
-    """
-
-    def __init__(self, limits: ReceiveLimits) -> None:
-        self.limits = limits
-        self.violation: str | None = None
-        self.bytes_received = 0
-        self._header = bytearray()
-        self._pdu_type = 0
-        self._pdu_left = 0
-        self._pdv_header = bytearray()
-        self._pdv_left = 0
-        self._pdv_is_command = False
-        self._pdv_is_last = False
-        self._command_bytes = 0
-        self._dataset_bytes = 0
-
-    def feed(self, data: bytes | bytearray | memoryview) -> str | None:
-        """Account for received bytes; return the violation, or None while within limits.
-
-        Parameters
-        ----------
-        data : bytes-like
-            The next bytes received on the association.
-
-        Returns
-        -------
-        str or None
-            Why the association must be aborted (also kept in
-            :attr:`violation`); None when the bytes are within the limits.
-        """
-        if self.violation is not None:
-            return self.violation
-        view = memoryview(data)
-        self.bytes_received += len(view)
-        position, end = 0, len(view)
-        while position < end:
-            if self._pdu_left == 0:
-                take = min(PDU_HEADER_BYTES - len(self._header), end - position)
-                self._header += view[position : position + take]
-                position += take
-                if len(self._header) < PDU_HEADER_BYTES:
-                    break
-                self._pdu_type, _, length = struct.unpack(">BBL", self._header)
-                self._header.clear()
-                if length > self.limits.max_pdu_bytes:
-                    self.violation = (
-                        f"PDU type 0x{self._pdu_type:02X} announces {length} bytes, over "
-                        f"the limit of {self.limits.max_pdu_bytes} (dicom.max_accepted_pdu_bytes)"
-                    )
-                    return self.violation
-                self._pdu_left = length
-                self._pdv_header.clear()
-                self._pdv_left = 0
-                continue
-            if self._pdu_type != P_DATA_TF:
-                skip = min(self._pdu_left, end - position)
-                position += skip
-                self._pdu_left -= skip
-                continue
-            if self._pdv_left == 0:
-                take = min(PDV_HEADER_BYTES - len(self._pdv_header), end - position, self._pdu_left)
-                self._pdv_header += view[position : position + take]
-                position += take
-                self._pdu_left -= take
-                if len(self._pdv_header) == PDV_HEADER_BYTES:
-                    item_length = struct.unpack(">L", self._pdv_header[:4])[0]
-                    control = self._pdv_header[5]
-                    self._pdv_header.clear()
-                    self._pdv_is_command = bool(control & 0x01)
-                    self._pdv_is_last = bool(control & 0x02)
-                    self._pdv_left = max(0, item_length - 2)
-                    if self._pdv_left == 0:
-                        self._fragment_done()
-                elif self._pdu_left == 0:
-                    self._pdv_header.clear()  # malformed item: pynetdicom refuses the PDU
-                continue
-            take = min(self._pdv_left, end - position, self._pdu_left)
-            position += take
-            self._pdv_left -= take
-            self._pdu_left -= take
-            if self._pdv_is_command:
-                self._command_bytes += take
-                if self._command_bytes > self.limits.max_command_bytes:
-                    self.violation = (
-                        f"command set over {self.limits.max_command_bytes} bytes"
-                    )
-                    return self.violation
-            else:
-                self._dataset_bytes += take
-                if self._dataset_bytes > self.limits.max_dataset_bytes:
-                    self.violation = (
-                        f"dataset over {self.limits.max_dataset_bytes} bytes "
-                        "(dicom.max_dataset_bytes)"
-                    )
-                    return self.violation
-            if self._pdv_left == 0:
-                self._fragment_done()
-            elif self._pdu_left == 0:
-                self._pdv_left = 0  # item longer than its PDU: malformed, pynetdicom refuses
-        return None
-
-    def _fragment_done(self) -> None:
-        if self._pdv_is_last:
-            if self._pdv_is_command:
-                self._command_bytes = 0
-            else:
-                self._dataset_bytes = 0
 
 
 class GuardedAssociationSocket(AssociationSocket):
@@ -339,16 +184,9 @@ class GuardedAssociationSocket(AssociationSocket):
     def _transport_closed(self) -> None:
         """Wake an acceptor still waiting for the A-ASSOCIATE-RQ: none will come now.
 
-        pynetdicom's association thread waits up to the ACSE timeout for the
-        request; until then it counts against ``maximum_associations``, so a
-        peer that connects and sends garbage would hold a slot for a minute.
-        ``None`` is what a timed-out wait returns: the thread closes the
-        connection and ends at once.
+        See :func:`~dicom_node.receive.pynetdicom_compat.wake_acceptor_awaiting_request`.
         """
-        assoc = self.assoc
-        if getattr(assoc.requestor, "primitive", None) is None:
-            with suppress(Exception):
-                assoc.dul.to_user_queue.put(None)
+        wake_acceptor_awaiting_request(self.assoc)
 
 
 class _StalledError(OSError):
@@ -361,10 +199,8 @@ class _StalledError(OSError):
 
 #: C-STORE-RQ command field (PS3.7 E.1-1).
 C_STORE_RQ = 0x0001
-#: pynetdicom's debug-logging handlers, bound to every association by default. The first
-#: exception in a notification handler skips the handlers after it (pynetdicom's trigger),
-#: and these raise on malformed messages, so they are moved last (or dropped when
-#: pynetdicom's debug log is off, which also spares formatting every PDU for nothing).
+
+
 def abort_on_invalid_command(event: Any) -> None:
     """EVT_DIMSE_RECV handler: abort at once on a C-STORE-RQ that lacks its SOP UIDs.
 
@@ -401,72 +237,32 @@ def abort_on_invalid_command(event: Any) -> None:
         sock.abort_transport(f"C-STORE-RQ without {', '.join(missing)}")
 
 
-def tolerate_late_primitives(state_machine: Any) -> None:
-    """Make a state machine drop local primitives that arrive after the association ended.
+class GuardedRequestHandler(AcceptorRequestHandler):
+    """pynetdicom's request handler, with a :class:`GuardedAssociationSocket`.
 
-    A peer can abort, or the node can abort it (:class:`PduStreamGuard`), while
-    the association thread is still preparing its answer (an A-ASSOCIATE-AC,
-    a C-STORE response). The upper layer is then in Sta13 (awaiting transport
-    close) or Sta1, where PS3.8 Table 9-10 defines no action for a local
-    primitive; pynetdicom raises :class:`InvalidEventError` in its reactor
-    thread, which then dies. The association no longer exists, so the
-    primitive is dropped instead (and logged); invalid events from the peer
-    still raise.
-
-    Parameters
-    ----------
-    state_machine : pynetdicom.fsm.StateMachine
-        The association's upper-layer state machine (``assoc.dul.state_machine``).
-
-    References
-    ----------
-    DICOM PS3.8 9.2 (DICOM UL protocol state machine), Table 9-10.
+    Each new association gets the PDU guard on its socket, a state machine
+    that drops primitives arriving after the end, event-driven reactors, and
+    frees its source address's slot when its thread ends (all installed
+    through :mod:`dicom_node.receive.pynetdicom_compat`).
     """
-    original = state_machine.do_action
-
-    def do_action(event: str) -> None:
-        try:
-            original(event)
-        except InvalidEventError:
-            if event not in LOCAL_PRIMITIVE_EVENTS:
-                raise
-            # The action would have taken the primitive off the queue; left there, the
-            # reactor would offer it again and again.
-            with suppress(queue.Empty, AttributeError):
-                state_machine.dul.to_provider_queue.get(False)
-            logger.info(
-                "local primitive %s dropped: the association has ended (state %s)",
-                event,
-                state_machine.current_state,
-            )
-
-    state_machine.do_action = do_action
-
-
-class GuardedRequestHandler(RequestHandler):
-    """pynetdicom's request handler, with a :class:`GuardedAssociationSocket`."""
 
     server: GuardedAssociationServer
 
-    def _create_association(self):  # noqa: ANN202 - pynetdicom's signature
-        assoc = super()._create_association()
-        sock = assoc.dul.socket
-        # Same object, same state; only recv() changes (AssociationSocket has no slots).
-        sock.__class__ = GuardedAssociationSocket
+    def prepare_association(self, assoc: Any) -> None:
+        """Install the guard, the late-primitive tolerance and the reactors on ``assoc``.
+
+        Raises
+        ------
+        dicom_node.errors.ConfigurationError
+            On an unsupported pynetdicom.
+        """
+        sock = use_socket_class(assoc, GuardedAssociationSocket)
         sock.pdu_guard = PduStreamGuard(self.server.guard.limits)
         tolerate_late_primitives(assoc.dul.state_machine)
         make_event_driven(assoc)
         # The association thread outlives this handler: its end frees the address's slot.
-        server, address, run = self.server, self.client_address, assoc.run
-
-        def run_then_release() -> None:
-            try:
-                run()
-            finally:
-                server.release_address(address)
-
-        assoc.run = run_then_release  # type: ignore[method-assign]
-        return assoc
+        server, address = self.server, self.client_address
+        call_when_thread_ends(assoc, lambda: server.release_address(address))
 
 
 #: ``on_refused(peer_address, reason, started_at)``.
@@ -539,6 +335,14 @@ class GuardedAssociationServer(ThreadedAssociationServer):
     guard : ConnectionGuard
         Address allow-list, limits, TLS context and the refusal callback.
 
+    Raises
+    ------
+    dicom_node.errors.ConfigurationError
+        On a pynetdicom outside
+        :data:`~dicom_node.receive.pynetdicom_compat.SUPPORTED_PYNETDICOM`.
+    OSError
+        If the address cannot be bound.
+
     References
     ----------
     DICOM PS3.8 9.3; PS3.15 Annex B; Python ``socketserver.BaseServer.verify_request``.
@@ -555,6 +359,7 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         *,
         guard: ConnectionGuard,
     ) -> None:
+        check_pynetdicom_version()  # its request handler patches pynetdicom 3.0 internals
         self.guard = guard
         if ssl_context is not None:
             self.guard.tls_context = ssl_context

@@ -15,8 +15,8 @@ from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1
 from dicom_node.config import load_settings
 from dicom_node.errors import ConfigurationError, SeriesLoadError
 from dicom_node.receive.access import AddressAllowList
+from dicom_node.receive.framing import PduStreamGuard, ReceiveLimits
 from dicom_node.receive.resources import DiskWatermark
-from dicom_node.receive.transport import PduStreamGuard, ReceiveLimits
 from dicom_node.results.versioning import versioned_description
 from dicom_node.security.tls import client_context, server_context
 from dicom_node.series.pixel_limits import (
