@@ -2,20 +2,24 @@
 
 pynetdicom's ``send_c_store`` refuses to send what it cannot encode, which is
 exactly what the node must survive. This helper builds the C-STORE primitive
-itself and sends it as ``Association.send_c_store`` does (pynetdicom 2/3
-internals: the reactor checkpoint and ``dimse.send_msg``/``get_msg``).
+itself and sends it as ``Association.send_c_store`` does, with the
+association's own thread paused; the pynetdicom internals that takes live in
+:mod:`dicom_node.receive.pynetdicom_compat`.
 """
 
 from __future__ import annotations
 
-import time
 from io import BytesIO
 
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
-from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_STORE
+
+from dicom_node.receive.pynetdicom_compat import (
+    paused_reactor,
+    set_affected_sop_instance_uid_unchecked,
+)
 
 
 def encode_explicit_le(ds: Dataset) -> bytes:
@@ -39,17 +43,12 @@ def send_raw_c_store_response(assoc, sop_class_uid: str, sop_instance_uid: str, 
     req = C_STORE()
     req.MessageID = 1
     req.AffectedSOPClassUID = sop_class_uid
-    # Set behind the property, so that a UID pynetdicom would refuse (over 64
-    # characters) still goes on the wire.
-    req._affected_sop_instance_uid = UID(sop_instance_uid)
+    # Unchecked, so that a UID pynetdicom would refuse (over 64 characters) still goes on
+    # the wire.
+    set_affected_sop_instance_uid_unchecked(req, sop_instance_uid)
     req.Priority = 2
     req.DataSet = BytesIO(raw)
-    assoc._reactor_checkpoint.clear()
-    while not assoc._is_paused:
-        time.sleep(0.0001)
-    try:
+    with paused_reactor(assoc):
         assoc.dimse.send_msg(req, context.context_id)
         _, rsp = assoc.dimse.get_msg(block=True)
-    finally:
-        assoc._reactor_checkpoint.set()
     return rsp

@@ -42,6 +42,7 @@ from dicom_node.db.engine import make_engine, make_session_factory
 from dicom_node.db.models import AuditEvent, Instance
 from dicom_node.receive.header import parse_header
 from dicom_node.receive.ingest import InstanceIngest
+from dicom_node.receive.pynetdicom_compat import paused_reactor
 from dicom_node.receive.scp import TRANSFER_SYNTAXES, StorageSCP, status_code
 from dicom_node.receive.spool import Spool
 from dicom_node.training.synthetic import with_new_uids
@@ -244,11 +245,8 @@ def send_c_store(assoc, mutant: Mutant) -> int | str:
     request.AffectedSOPInstanceUID = mutant.sop_instance_uid
     request.Priority = 2
     request.DataSet = BytesIO(mutant.dataset)
-    assoc._reactor_checkpoint.clear()
-    while not assoc._is_paused:
-        time.sleep(0.0001)
     response = None
-    try:
+    with paused_reactor(assoc):
         assoc.dimse.send_msg(request, contexts[0].context_id)
         deadline = time.monotonic() + 10
         while response is None and time.monotonic() < deadline:
@@ -258,8 +256,6 @@ def send_c_store(assoc, mutant: Mutant) -> int | str:
                 if assoc.dul.state_machine.current_state in ("Sta1", "Sta13"):
                     break
                 time.sleep(0.002)
-    finally:
-        assoc._reactor_checkpoint.set()
     if response is None:
         return "aborted"
     return int(response.Status)
