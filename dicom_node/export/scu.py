@@ -18,6 +18,7 @@ from pathlib import Path
 import pydicom
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
+from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from dicom_node.errors import DeliveryError, DeliveryRefusedError
@@ -27,6 +28,29 @@ logger = logging.getLogger(__name__)
 _TRANSFER_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
 # Failure statuses after which a retry cannot help (PS3.4 B.2.3, PS3.7 C.4.2).
 _PERMANENT_STATUS_PREFIXES = (0xA9, 0x01)
+
+
+def stored_by_peer(status: int) -> bool:
+    """Whether a C-STORE response status means the peer stored the instance.
+
+    Parameters
+    ----------
+    status : int
+        The response's Status (0000,0900).
+
+    Returns
+    -------
+    bool
+        True for Success and for the Warning statuses (the instance is stored,
+        possibly coerced or with elements discarded: 0xB000, 0xB006, 0xB007 and
+        the general warnings 0x0001, 0x0107, 0x0116), as pynetdicom's
+        ``code_to_category`` classifies them.
+
+    References
+    ----------
+    DICOM PS3.4 B.2.3 (C-STORE statuses); PS3.7 Annex C (status classes).
+    """
+    return code_to_category(status) in (STATUS_SUCCESS, STATUS_WARNING)
 
 
 @dataclass(frozen=True)
@@ -243,7 +267,7 @@ def send_files(peer: Peer, paths: Sequence[Path]) -> list[int]:
             if not response or "Status" not in response:
                 raise DeliveryError(f"no C-STORE response from {peer.ae_title} for {path.name}")
             status = int(response.Status)
-            if status != 0x0000 and (status >> 12) != 0xB:
+            if not stored_by_peer(status):
                 message = f"{peer.ae_title} answered C-STORE of {path.name} with 0x{status:04X}"
                 if (status >> 8) in _PERMANENT_STATUS_PREFIXES:
                     raise DeliveryRefusedError(message)

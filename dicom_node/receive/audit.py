@@ -25,6 +25,7 @@ from typing import Any
 
 from pynetdicom import evt
 from pynetdicom.events import Event
+from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -166,7 +167,7 @@ class AssociationAuditor:
             return
         tracked = self._get(event)
         tracked.statuses[status] = tracked.statuses.get(status, 0) + 1
-        if status == 0x0000 or (status >> 12) == 0xB:
+        if code_to_category(status) in (STATUS_SUCCESS, STATUS_WARNING):
             tracked.stored += 1
         else:
             tracked.refused += 1

@@ -40,6 +40,7 @@ from pynetdicom.sop_class import (
     SecondaryCaptureImageStorage,
     Verification,
 )
+from pynetdicom.status import Status
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicom_node.audit import AuditLog
@@ -78,8 +79,8 @@ TRANSFER_SYNTAXES = (
     "1.2.840.10008.1.2.5",  # RLE Lossless
 )
 
-# C-STORE statuses (PS3.4 B.2.3).
-STATUS_SUCCESS = 0x0000
+# C-STORE statuses (PS3.4 B.2.3); pynetdicom's Status names only the generic ones.
+STATUS_SUCCESS = int(Status.SUCCESS)
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC210
