@@ -21,7 +21,7 @@ from dicom_node.receive.ingest import InstanceIngest
 from dicom_node.receive.scp import StorageSCP
 from dicom_node.receive.spool import Spool
 from tests.conftest import run_storescu
-from tests.dimse import encode_explicit_le, send_raw_c_store
+from tests.dimse import encode_explicit_le, send_raw_c_store, send_raw_c_store_response
 
 pytestmark = pytest.mark.integration
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -140,6 +140,54 @@ def test_disk_full_answers_out_of_resources(receiver, head_ct_dir, storescu, mon
                                 encode_explicit_le(good)) == 0xA700
     finally:
         assoc.release()
+    assert receiver.count() == 0
+
+
+def _make_spool_writes_fail(monkeypatch) -> None:
+    """The spool's temporary file cannot be created, as on a full disk (a mock: ENOSPC
+    cannot be produced safely here)."""
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("dicom_node.receive.spool.tempfile.NamedTemporaryFile", full)
+
+
+def test_a_sender_reads_why_its_instance_was_refused(receiver, head_ct_dir, monkeypatch):
+    """pynetdicom's public send_c_store gets the handler's status Dataset: Status and
+    Error Comment (PS3.7 9.1.1.1.4, C.4.2.1.4), for a refusal of each kind."""
+    _make_spool_writes_fail(monkeypatch)
+    good = pydicom.dcmread(head_ct_dir / "03.dcm")
+    ae = AE(ae_title="SENDER")
+    ae.add_requested_context(CT_IMAGE_STORAGE, "1.2.840.10008.1.2.1")
+    assoc = ae.associate("127.0.0.1", receiver.scp.port, ae_title="DICOM_NODE")
+    assert assoc.is_established
+    try:
+        full = assoc.send_c_store(good)
+        not_dicom = send_raw_c_store_response(assoc, CT_IMAGE_STORAGE, "1.2.3.4",
+                                              b"not DICOM" * 50)
+        other = copy.deepcopy(good)
+        other.SOPInstanceUID = "1.2.3.4.5"
+        mismatch = send_raw_c_store_response(assoc, CT_IMAGE_STORAGE, "1.2.3.4.6",
+                                             encode_explicit_le(other))
+    finally:
+        assoc.release()
+    assert int(full.Status) == 0xA700
+    assert str(full.ErrorComment) == "cannot write to the spool now", full
+    assert int(not_dicom.Status) == 0xC210 and str(not_dicom.ErrorComment), not_dicom
+    assert int(mismatch.Status) == 0xC210
+    assert str(mismatch.ErrorComment) == (
+        "SOP Instance UID differs from Affected SOP Instance UID"), mismatch
+    assert receiver.count() == 0
+
+
+def test_storescu_shows_the_error_comment(receiver, head_ct_dir, storescu, monkeypatch):
+    """dcmtk's storescu, a sender that is not pynetdicom, receives the Error Comment too."""
+    _make_spool_writes_fail(monkeypatch)
+    result = run_storescu(storescu, receiver.scp.port, [head_ct_dir / "04.dcm"], extra=("-d",))
+    output = result.stdout + result.stderr
+    assert "cannot write to the spool now" in output, output[-3000:]
+    assert "0xa700" in output.lower(), output[-3000:]
     assert receiver.count() == 0
 
 
