@@ -179,6 +179,11 @@ def log_standard_events(enabled: bool) -> None:
     standard handlers when each is created. The node turns them on only when
     the ``pynetdicom`` logger is at DEBUG; at INFO they write a line per PDU.
 
+    Parameters
+    ----------
+    enabled : bool
+        True for pynetdicom's "standard" handlers, False for none.
+
     References
     ----------
     pynetdicom ``_config.LOG_HANDLER_LEVEL`` ("standard" or "none").
