@@ -45,18 +45,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from pydicom.uid import CTImageStorage, EnhancedCTImageStorage, SecondaryCaptureImageStorage
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicom_node.errors import InvalidInstanceError, SpoolWriteError
 from dicom_node.receive.header import parse_header
 from dicom_node.receive.ingest import InstanceIngest
 from dicom_node.receive.resources import DiskWatermark
-from dicom_node.receive.scp import STORAGE_SOP_CLASSES
 
 logger = logging.getLogger(__name__)
 
 #: Calling AE title recorded for uploaded instances.
 UPLOAD_CALLING_AE_TITLE = "WEB-UPLOAD"
+#: Storage SOP classes an upload may carry: those of the Storage SCP
+#: (``dicom_node.receive.scp.STORAGE_SOP_CLASSES``), named here through pydicom
+#: so that the dashboard does not import pynetdicom; a test keeps the two equal.
+STORAGE_SOP_CLASSES = (CTImageStorage, EnhancedCTImageStorage, SecondaryCaptureImageStorage)
 _ACCEPTED = {str(uid): uid.name for uid in STORAGE_SOP_CLASSES}
 #: Bytes read from a zip member (or an uploaded file) at a time.
 READ_CHUNK_BYTES = 1 << 20
