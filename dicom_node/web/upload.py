@@ -45,18 +45,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from pydicom.uid import CTImageStorage, EnhancedCTImageStorage, SecondaryCaptureImageStorage
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicom_node.errors import InvalidInstanceError, SpoolWriteError
 from dicom_node.receive.header import parse_header
 from dicom_node.receive.ingest import InstanceIngest
 from dicom_node.receive.resources import DiskWatermark
-from dicom_node.receive.scp import STORAGE_SOP_CLASSES
+from dicom_node.web.upload_limits import UploadLimits, UploadNoRoom, UploadRefused, UploadTooLarge
+
+__all__ = [
+    "FileOutcome",
+    "UploadIngest",
+    "UploadLimits",
+    "UploadNoRoom",
+    "UploadRefused",
+    "UploadReport",
+    "UploadTooLarge",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Calling AE title recorded for uploaded instances.
 UPLOAD_CALLING_AE_TITLE = "WEB-UPLOAD"
+#: Storage SOP classes an upload may carry: those of the Storage SCP
+#: (``dicom_node.receive.scp.STORAGE_SOP_CLASSES``), named here through pydicom
+#: so that the dashboard does not import pynetdicom; a test keeps the two equal.
+STORAGE_SOP_CLASSES = (CTImageStorage, EnhancedCTImageStorage, SecondaryCaptureImageStorage)
 _ACCEPTED = {str(uid): uid.name for uid in STORAGE_SOP_CLASSES}
 #: Bytes read from a zip member (or an uploaded file) at a time.
 READ_CHUNK_BYTES = 1 << 20
@@ -67,97 +82,6 @@ RATIO_GRACE_BYTES = 1 << 20
 #: Seconds a client is asked to wait (``Retry-After``) when every upload slot is taken.
 RETRY_AFTER_S = 30
 _ZIP_LOCAL_MAGIC = b"PK\x03\x04"
-
-
-@dataclass(frozen=True)
-class UploadLimits:
-    """Caps of one upload, counted on the bytes actually unpacked.
-
-    Parameters
-    ----------
-    max_member_bytes : int
-        Most bytes one file or zip member may unpack to (``web.upload_max_member_bytes``).
-    max_total_bytes : int
-        Most bytes all files and members of one upload may unpack to
-        (``web.upload_max_total_bytes``).
-    max_compression_ratio : float
-        Most unpacked bytes per compressed byte of one member
-        (``web.upload_max_compression_ratio``), judged past :data:`RATIO_GRACE_BYTES`.
-    max_members : int
-        Most members in the zips of one upload (``web.upload_max_members``).
-    max_concurrent : int
-        Uploads handled at once (``web.upload_max_concurrent``).
-
-    References
-    ----------
-    OWASP File Upload Cheat Sheet; PKWARE APPNOTE.TXT 4.4.8-4.4.9 (sizes in the headers).
-    """
-
-    max_member_bytes: int = 1024**3
-    max_total_bytes: int = 8 * 1024**3
-    max_compression_ratio: float = 200.0
-    max_members: int = 10000
-    max_concurrent: int = 2
-
-    @classmethod
-    def from_settings(cls, web) -> UploadLimits:
-        """Limits from the ``[web]`` settings.
-
-        Parameters
-        ----------
-        web : dicom_node.config.WebSettings
-            The ``[web]`` section (``upload_max_*`` settings).
-
-        Returns
-        -------
-        UploadLimits
-        """
-        return cls(
-            max_member_bytes=web.upload_max_member_bytes,
-            max_total_bytes=web.upload_max_total_bytes,
-            max_compression_ratio=web.upload_max_compression_ratio,
-            max_members=web.upload_max_members,
-            max_concurrent=web.upload_max_concurrent,
-        )
-
-
-class UploadRefused(Exception):  # noqa: N818 - a refusal reported to the user
-    """The upload was stopped; what was stored before the refusal stays stored.
-
-    Parameters
-    ----------
-    message : str
-        Names the file or member and the rule (the setting) that refused it.
-    name : str
-        The file or member refused (``archive.zip:member``).
-
-    Attributes
-    ----------
-    status : int
-        HTTP status of the answer.
-    report : UploadReport or None
-        Outcomes up to the refusal (set by :meth:`UploadIngest.ingest_files`).
-    """
-
-    status = 413
-
-    def __init__(self, message: str, name: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.name = name
-        self.report: UploadReport | None = None
-
-
-class UploadTooLarge(UploadRefused):
-    """A member, the upload, a ratio or the member count is over a ``web.upload_*`` cap (413)."""
-
-    status = 413
-
-
-class UploadNoRoom(UploadRefused):
-    """The spool's disk is below the free-disk watermark (507 Insufficient Storage)."""
-
-    status = 507
 
 
 @dataclass
