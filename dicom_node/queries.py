@@ -32,6 +32,7 @@ from dicom_node.db.models import (
     utcnow,
 )
 from dicom_node.errors import InvalidQueryError
+from dicom_node.jobs.queue import can_requeue
 from dicom_node.stats import Milestones, milestones_for_jobs
 
 #: Values of the finding filter.
@@ -516,8 +517,7 @@ def job_detail(session: Session, job_id: int, outbox: Path) -> dict[str, Any] | 
                 if purge
                 else None
             ),
-            "can_requeue": job.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED)
-            and purge is None,
+            "can_requeue": can_requeue(session, job),
             "can_cancel": job.state in (JobState.QUEUED, JobState.RUNNING),
         }
     )
