@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from sqlalchemy import select, true
-from sqlalchemy.orm import selectinload
 
 from dicom_node.cli.common import (
     ConfigOption,
@@ -18,6 +17,9 @@ from dicom_node.cli.common import (
     settings_or_exit,
     uid_column,
 )
+
+if TYPE_CHECKING:
+    from dicom_node.queries import TimelineEvent
 
 jobs_app = typer.Typer(help="Inspect and manage jobs in the job database.", no_args_is_help=True)
 
@@ -125,101 +127,77 @@ def jobs_show(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show one job: series, timeline of state changes, findings, result objects, deliveries."""
-    from dicom_node.db.models import Job, ResultObject, Series, StateChange
-    from dicom_node.queries import finding_text, job_summary
+    """Show one job: series, timeline of state changes, findings, result objects, deliveries.
+
+    The timeline is the dashboard's: series, job and delivery state changes,
+    webhook notifications and retention. ``--json`` prints the document that
+    ``/api/jobs/ID`` serves (:func:`dicom_node.queries.job_detail_json`).
+    """
+    from dicom_node.queries import job_detail, job_detail_json
 
     settings = settings_or_exit(config)
     with open_session(settings) as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            typer.echo(f"error: no job {job_id}", err=True)
-            raise typer.Exit(1)
-        series = session.get(Series, job.series_id)
-        events = session.scalars(
-            select(StateChange)
-            .where(
-                ((StateChange.entity == "job") & (StateChange.entity_id == job.id))
-                | ((StateChange.entity == "series") & (StateChange.entity_id == series.id))
-            )
-            .order_by(StateChange.at, StateChange.id)
-        ).all()
-        objects = session.scalars(
-            select(ResultObject)
-            .options(selectinload(ResultObject.deliveries))
-            .where(ResultObject.job_id == job.id)
-        ).all()
-        data = job_summary(job, series)
-        data["series"] = {
-            "series_instance_uid": series.series_instance_uid,
-            "modality": series.modality,
-            "instance_count": series.instance_count,
-            "first_instance_at": series.first_instance_at.isoformat(),
-            "last_instance_at": series.last_instance_at.isoformat(),
-            "completion_basis": series.completion_basis,
-        }
-        data["timeline"] = [
-            {
-                "at": e.at.isoformat(),
-                "entity": e.entity,
-                "from": e.from_state,
-                "to": e.to_state,
-                "reason": e.reason,
-            }
-            for e in events
-        ]
-        from dicom_node.queries import rounded
-
-        data["details"] = rounded((job.result_summary or {}).get("details"))
-        data["result_objects"] = [
-            {
-                "kind": o.kind,
-                "sop_instance_uid": o.sop_instance_uid,
-                "path": str(settings.storage.outbox_path / o.path),
-                "size_bytes": o.size_bytes,
-                "deliveries": [
-                    {
-                        "destination": d.destination,
-                        "state": str(d.state),
-                        "attempts": d.attempts,
-                        "last_error": d.last_error,
-                        "sent_at": d.sent_at.isoformat() if d.sent_at else None,
-                    }
-                    for d in o.deliveries
-                ],
-            }
-            for o in objects
-        ]
+        detail = job_detail(session, job_id, settings.storage.outbox_path)
+    if detail is None:
+        typer.echo(f"error: no job {job_id}", err=True)
+        raise typer.Exit(1)
     if as_json:
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(json.dumps(job_detail_json(detail), indent=2))
         return
-    typer.echo(
-        f"job {data['job_id']}  {data['state']}  pipeline {data['pipeline']} "
-        f"({data['algorithm'] or '-'})  attempts {data['attempts']}"
-    )
-    typer.echo(
-        f"series {data['series']['series_instance_uid']}  "
-        f"{data['series']['instance_count']} instances"
-    )
-    if data["findings"]:
-        typer.echo(f"findings: {finding_text(data['findings'])}")
-    if data["not_analysable"]:
-        typer.echo(f"not analysable: {data['not_analysable'].get('reason', '')}")
-    if data["error"]:
-        typer.echo(f"error: {data['error']}")
-    typer.echo("timeline:")
-    for event in data["timeline"]:
-        typer.echo(
-            f"  {event['at']}  {event['entity']:<8} {event['from'] or '':<12} -> "
-            f"{event['to']:<12} {event['reason'] or ''}"
-        )
-    for obj in data["result_objects"]:
-        typer.echo(f"{obj['kind']:<4} {obj['path']}")
+    for line in job_detail_lines(detail):
+        typer.echo(line)
+
+
+def job_detail_lines(detail: dict[str, Any]) -> list[str]:
+    """The text of ``jobs show``: lines rendered from a :func:`~dicom_node.queries.job_detail`.
+
+    Parameters
+    ----------
+    detail : dict
+        What :func:`dicom_node.queries.job_detail` returns (timeline of
+        :class:`~dicom_node.queries.TimelineEvent`).
+
+    Returns
+    -------
+    list of str
+        Header, series, findings or the reason for none, the timeline (one
+        event a line, oldest first) and each result object with its deliveries.
+    """
+    from dicom_node.queries import finding_text
+
+    lines = [
+        f"job {detail['job_id']}  {detail['state']}  pipeline {detail['pipeline']} "
+        f"({detail['algorithm'] or '-'})  attempts {detail['attempts']}",
+        f"series {detail['series']['series_instance_uid']}  "
+        f"{detail['series']['instance_count']} instances",
+    ]
+    if detail["findings"]:
+        lines.append(f"findings: {finding_text(detail['findings'])}")
+    if detail["not_analysable"]:
+        lines.append(f"not analysable: {detail['not_analysable'].get('reason', '')}")
+    if detail["error"]:
+        lines.append(f"error: {detail['error']}")
+    lines.append("timeline:")
+    lines.extend(_timeline_line(event) for event in detail["timeline"])
+    for obj in detail["result_objects"]:
+        lines.append(f"{obj['kind']:<4} {obj['path']}")
         for d in obj["deliveries"]:
-            typer.echo(
+            lines.append(
                 f"       -> {d['destination']}: {d['state']} after {d['attempts']} "
                 f"attempt(s){'; ' + d['last_error'] if d['last_error'] else ''}"
             )
+    return lines
+
+
+def _timeline_line(event: TimelineEvent) -> str:
+    """One timeline event: a state change as ``FROM -> TO  reason``, a milestone by its name."""
+    head = f"  {event.at.isoformat()}  {event.entity:<8} "
+    if event.to_state is None:
+        return head + event.what
+    note = event.reason or ""
+    if event.entity == "delivery":
+        note = f"{event.what}: {note}" if note else event.what
+    return head + f"{event.from_state or '':<12} -> {event.to_state:<12} {note}"
 
 
 @jobs_app.command("requeue")
