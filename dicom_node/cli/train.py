@@ -139,30 +139,13 @@ def train_ich_regions_command(
     regression P(blood | region figures), and chooses the threshold on the
     validation cases with hard mimics. The weights are copied unchanged.
     """
-    from dicom_node.imaging.region_features import fit_region_classifier
-    from dicom_node.training.region_classifier_ich import (
-        REGION_SEED_START,
-        load_or_collect,
-        region_labels,
-        write_classifier_package,
-    )
+    from dicom_node.training.region_classifier_ich import train_region_classifier
 
-    base_dir = base if base is not None else sample_head_ct_dir()
-    common = {"model_dir": source, "base_dir": base_dir}
     try:
-        train = load_or_collect(work_dir / f"train-{REGION_SEED_START}-{cases}.npz", **common,
-                                cases=cases, seed_start=REGION_SEED_START, mimic_share=0.75,
-                                negative_fraction=0.4)
-        validation = load_or_collect(
-            work_dir / f"validation-200000-{validation_cases}.npz", **common,
-            cases=validation_cases, seed_start=200_000, mimic_share=1.0, negative_fraction=0.25)
-        classifier = fit_region_classifier(
-            train["features"], region_labels(train), l2=l2,
-            fitted_on=(f"{len(train['features'])} candidate regions of {cases} synthetic cases "
-                       f"(seeds {REGION_SEED_START}-{REGION_SEED_START + cases - 1}, 75 % with "
-                       "hard mimics, 40 % without blood) on the real base head"))
-        detection = write_classifier_package(source, out or Path("models/ich") / version,
-                                             version, classifier, validation, l2=l2)
+        detection = train_region_classifier(
+            source, out or Path("models/ich") / version, version,
+            base_dir=base if base is not None else sample_head_ct_dir(), work_dir=work_dir,
+            cases=cases, validation_cases=validation_cases, l2=l2)
     except (ValueError, DicomNodeError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
