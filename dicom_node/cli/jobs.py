@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy import select, true
 
 from dicom_node.cli.common import (
     ConfigOption,
@@ -54,7 +53,7 @@ def jobs_list(
     ] = None,
 ) -> None:
     """List jobs, newest first, and the series that were not eligible (with the reason)."""
-    from dicom_node.db.models import JobState, Series, SeriesState
+    from dicom_node.db.models import JobState
     from dicom_node.queries import (
         FINDING_FILTERS,
         JobFilter,
@@ -62,6 +61,7 @@ def jobs_list(
         format_study_date,
         job_summary,
         list_jobs,
+        not_eligible_series,
         parse_since,
     )
 
@@ -83,22 +83,7 @@ def jobs_list(
         not_eligible = (
             []
             if state or pipeline or finding
-            else [
-                {
-                    "series_instance_uid": s.series_instance_uid,
-                    "state": str(s.state),
-                    "modality": s.modality,
-                    "series_description": s.series_description,
-                    "reason": s.state_reason,
-                }
-                for s in session.scalars(
-                    select(Series)
-                    .where(Series.state == SeriesState.NOT_ELIGIBLE)
-                    .where(Series.last_instance_at >= since_at if since_at else true())
-                    .order_by(Series.id.desc())
-                    .limit(limit)
-                )
-            ]
+            else not_eligible_series(session, since=since_at, limit=limit)
         )
     if as_json:
         typer.echo(json.dumps({"jobs": jobs, "not_eligible_series": not_eligible}, indent=2))
@@ -130,8 +115,8 @@ def jobs_show(
     """Show one job: series, timeline of state changes, findings, result objects, deliveries.
 
     The timeline is the dashboard's: series, job and delivery state changes,
-    webhook notifications and retention. ``--json`` prints the document that
-    ``/api/jobs/ID`` serves (:func:`dicom_node.queries.job_detail_json`).
+    webhook notifications and retention. With --json, the document that the
+    dashboard serves at /api/jobs/ID.
     """
     from dicom_node.queries import job_detail, job_detail_json
 

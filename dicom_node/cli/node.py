@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from sqlalchemy import select
 
 from dicom_node import __version__
 from dicom_node.cli.common import (
@@ -85,77 +83,42 @@ def demo(
     The node runs on its embedded defaults with a free port and a short quiet
     time; destinations from --config, if any, receive the results.
     """
+    from dicom_node import demo as cases
     from dicom_node.app import Node
-    from dicom_node.db.models import Job, JobState, ResultObject, Series
+    from dicom_node.db.models import Job, JobState
     from dicom_node.export.scu import Peer, send_files
-    from dicom_node.queries import finding_text
-    from dicom_node.series.volume import read_datasets
-    from dicom_node.training.synthetic import insert_ellipsoid_hemorrhage, with_new_uids
+    from dicom_node.queries import finding_text, result_objects_of_job
 
-    marker = workdir / ".dicom-node-demo"
-    if workdir.exists() and any(workdir.iterdir()) and not marker.exists():
-        typer.echo(f"error: {workdir} exists and is not a demo folder; choose --workdir", err=True)
-        raise typer.Exit(2)
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    marker.touch()
-    settings = settings_or_exit(
-        config,
-        {
-            "log_level": "WARNING",
-            "storage": {"base_dir": str(workdir.resolve())},
-            "dicom": {"port": 0},
-            "series": {"stable_after_s": 2.0, "sweep_interval_s": 0.5},
-            "workers": {"poll_interval_s": 0.5},
-            "export": {"sweep_interval_s": 1.0},
-            "web": {"enabled": False},
-        },
-    )
+    try:
+        cases.prepare_workdir(workdir)
+    except ConfigurationError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    settings = settings_or_exit(config, cases.settings_overrides(workdir))
     typer.echo("preparing the sample head CT and a copy with a synthetic 10 mL acute bleed ...")
     source = sorted(p for p in sample_head_ct_dir().glob("*.dcm"))
-    original = read_datasets(source)
-    bleed = insert_ellipsoid_hemorrhage(
-        with_new_uids(original, seed=2),
-        center_mm=None,
-        semi_axes_mm=(16.0, 12.0, 12.5),
-        hu=65.0,
-        seed=2,
-    )
     bleed_dir = workdir / "input" / "synthetic-bleed"
-    bleed_dir.mkdir(parents=True)
-    for ds in bleed.datasets:
-        ds.save_as(bleed_dir / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+    original, bleed = cases.write_synthetic_bleed(source, bleed_dir)
     node = Node(settings)
     node.start()
     try:
         peer = Peer("127.0.0.1", node.port, settings.dicom.ae_title, "DEMO_SCU")
-        cases = {
+        sent = {
             "sample head CT": (str(original[0].SeriesInstanceUID), source),
             "synthetic bleed": (
                 str(bleed.datasets[0].SeriesInstanceUID),
                 sorted(bleed_dir.glob("*.dcm")),
             ),
         }
-        for name, (_, files) in cases.items():
+        for name, (_, files) in sent.items():
             send_files(peer, files)
             typer.echo(
                 f"sent {name}: {len(files)} instances to {peer.ae_title}@127.0.0.1:{node.port}"
             )
-        deadline = time.monotonic() + timeout_s
-        done: dict[str, Any] = {}
-        while len(done) < len(cases) and time.monotonic() < deadline:
-            time.sleep(0.5)
-            with node.session_factory() as session:
-                for name, (uid, _) in cases.items():
-                    job = session.scalar(
-                        select(Job)
-                        .join(Series)
-                        .where(Series.series_instance_uid == uid)
-                        .order_by(Job.id.desc())
-                    )
-                    if job is not None and job.state in (JobState.SUCCEEDED, JobState.FAILED):
-                        done[name] = job.id
-        if len(done) < len(cases):
+        done = cases.wait_for_finished_jobs(
+            node.session_factory, {name: uid for name, (uid, _) in sent.items()}, timeout_s
+        )
+        if len(done) < len(sent):
             typer.echo(f"error: results not ready after {timeout_s:.0f} s", err=True)
             raise typer.Exit(1)
         if settings.export.destinations:
@@ -173,7 +136,7 @@ def demo(
                 failed = True
                 continue
             typer.echo(f"finding: {finding_text(job.result_summary['findings'])}")
-            for obj in session.scalars(select(ResultObject).where(ResultObject.job_id == job_id)):
+            for obj in result_objects_of_job(session, job_id):
                 typer.echo(f"{obj.kind:<4} {settings.storage.outbox_path / obj.path}")
     typer.echo(f"\ninspect with: DICOM_NODE_STORAGE__BASE_DIR={workdir} dicom-node jobs list")
     if failed:

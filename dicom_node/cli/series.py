@@ -6,7 +6,6 @@ import json
 from typing import Annotated
 
 import typer
-from sqlalchemy import select
 
 from dicom_node.cli.common import (
     ConfigOption,
@@ -26,22 +25,12 @@ def series_list(
     limit: Annotated[int, typer.Option(help="Most recent N series.")] = 50,
 ) -> None:
     """List received series with their state and the reason for it."""
-    from dicom_node.db.models import Series
+    from dicom_node.queries import list_series, series_summary
 
     settings = settings_or_exit(config)
     with open_session(settings) as session:
-        rows = [
-            {
-                "series_instance_uid": s.series_instance_uid,
-                "state": str(s.state),
-                "modality": s.modality,
-                "instances": s.instance_count,
-                "series_description": s.series_description,
-                "reason": s.state_reason,
-                "last_instance_at": s.last_instance_at.isoformat(),
-            }
-            for s in session.scalars(select(Series).order_by(Series.id.desc()).limit(limit))
-        ]
+        page, _ = list_series(session, limit=limit)
+        rows = [series_summary(s) for s, _ in page]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -6,7 +6,6 @@ import json
 from typing import Annotated
 
 import typer
-from sqlalchemy import select
 
 from dicom_node.cli.common import ConfigOption, JsonOption, open_session, settings_or_exit
 
@@ -126,19 +125,11 @@ def users_unlock(
 @users_app.command("list")
 def users_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """List dashboard users with their role and last login."""
-    from dicom_node.db.models import User
+    from dicom_node.users import list_users, user_summary
 
     settings = settings_or_exit(config)
     with open_session(settings) as session:
-        rows = [
-            {
-                "username": u.username,
-                "role": u.role.value,
-                "created_at": u.created_at.isoformat(),
-                "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None,
-            }
-            for u in session.scalars(select(User).order_by(User.username))
-        ]
+        rows = [user_summary(u) for u in list_users(session)]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
