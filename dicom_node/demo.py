@@ -12,13 +12,16 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydicom
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.db.models import JobState
 from dicom_node.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from dicom_node.training.synthetic import SyntheticBleed
 
 #: The file that marks a folder as the demo's, so that a rerun may empty it.
 MARKER_NAME = ".dicom-node-demo"
@@ -69,7 +72,7 @@ def settings_overrides(workdir: Path) -> dict[str, Any]:
 
 def write_synthetic_bleed(
     source: Sequence[Path], out_dir: Path
-) -> tuple[list[pydicom.Dataset], Any]:
+) -> tuple[list[pydicom.Dataset], SyntheticBleed]:
     """Read ``source`` and write a copy with new UIDs and a synthetic acute bleed to ``out_dir``.
 
     The bleed is an ellipsoid of :data:`BLEED_SEMI_AXES_MM` at :data:`BLEED_HU`
