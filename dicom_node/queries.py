@@ -32,6 +32,7 @@ from dicom_node.db.models import (
     utcnow,
 )
 from dicom_node.errors import InvalidQueryError
+from dicom_node.jobs.queue import can_requeue
 from dicom_node.stats import Milestones, milestones_for_jobs
 
 #: Values of the finding filter.
@@ -516,8 +517,7 @@ def job_detail(session: Session, job_id: int, outbox: Path) -> dict[str, Any] | 
                 if purge
                 else None
             ),
-            "can_requeue": job.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED)
-            and purge is None,
+            "can_requeue": can_requeue(session, job),
             "can_cancel": job.state in (JobState.QUEUED, JobState.RUNNING),
         }
     )
@@ -572,6 +572,81 @@ def list_series(
         .limit(limit)
     ).all()
     return [(s, sorted(s.jobs, key=lambda j: j.id)) for s in rows], int(total or 0)
+
+
+def series_summary(series: Series) -> dict[str, Any]:
+    """One row of ``dicom-node series list`` as JSON-ready values (UIDs, no patient data).
+
+    Keys: ``series_instance_uid``, ``state``, ``modality``, ``instances``,
+    ``series_description``, ``reason`` (why it is in its state, or None) and
+    ``last_instance_at`` (ISO 8601, UTC).
+    """
+    return {
+        "series_instance_uid": series.series_instance_uid,
+        "state": str(series.state),
+        "modality": series.modality,
+        "instances": series.instance_count,
+        "series_description": series.series_description,
+        "reason": series.state_reason,
+        "last_instance_at": series.last_instance_at.isoformat(),
+    }
+
+
+def not_eligible_series(
+    session: Session, *, since: datetime | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Series that selection refused (NOT_ELIGIBLE), newest first, with the reason.
+
+    The second part of ``dicom-node jobs list``: series that made no job.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Open session on the job database.
+    since : datetime or None
+        Only series whose last instance arrived at or after this time (UTC).
+    limit : int
+        At most this many.
+
+    Returns
+    -------
+    list of dict
+        JSON-ready rows: ``series_instance_uid``, ``state``, ``modality``,
+        ``series_description``, ``reason``.
+    """
+    query = select(Series).where(Series.state == SeriesState.NOT_ELIGIBLE)
+    if since is not None:
+        query = query.where(Series.last_instance_at >= since)
+    return [
+        {
+            "series_instance_uid": s.series_instance_uid,
+            "state": str(s.state),
+            "modality": s.modality,
+            "series_description": s.series_description,
+            "reason": s.state_reason,
+        }
+        for s in session.scalars(query.order_by(Series.id.desc()).limit(limit))
+    ]
+
+
+def latest_job_of_series(session: Session, series_instance_uid: str) -> Job | None:
+    """The newest job (highest id) of the series with this Series Instance UID, or None."""
+    return session.scalar(
+        select(Job)
+        .join(Series, Job.series_id == Series.id)
+        .where(Series.series_instance_uid == series_instance_uid)
+        .order_by(Job.id.desc())
+        .limit(1)
+    )
+
+
+def result_objects_of_job(session: Session, job_id: int) -> list[ResultObject]:
+    """The result objects (SEG, SR, SC) a job wrote, in the order it wrote them."""
+    return list(
+        session.scalars(
+            select(ResultObject).where(ResultObject.job_id == job_id).order_by(ResultObject.id)
+        )
+    )
 
 
 def list_deliveries(

@@ -121,6 +121,25 @@ def get_user(session: Session, username: str) -> User:
     return user
 
 
+def list_users(session: Session) -> list[User]:
+    """Every dashboard user, ordered by user name."""
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def user_summary(user: User) -> dict[str, str | None]:
+    """One row of ``dicom-node users list`` as JSON-ready values (never the password hash).
+
+    Keys: ``username``, ``role``, ``created_at`` and ``last_login_at`` (ISO
+    8601, UTC; None before the first login).
+    """
+    return {
+        "username": user.username,
+        "role": user.role.value,
+        "created_at": user.created_at.isoformat(),
+        "last_login_at": user.last_login_at.isoformat() if user.last_login_at else None,
+    }
+
+
 def delete_user(session: Session, username: str) -> None:
     """Delete a user and all of their dashboard sessions.
 

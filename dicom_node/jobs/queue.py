@@ -20,9 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.db.models import Job, JobState, Purge, StateChange, utcnow
 from dicom_node.db.transitions import log_initial_state, set_state
-from dicom_node.errors import SeriesPurgedError
+from dicom_node.errors import IllegalTransitionError, SeriesPurgedError
 
 logger = logging.getLogger(__name__)
+
+#: States an operator may requeue a job from (:func:`requeue`): finished or canceled runs.
+#: RUNNING -> QUEUED is a legal transition, but only for the retry and recovery paths.
+REQUEUEABLE_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED})
 
 
 def instance_set_digest(sop_instance_uids: list[str]) -> str:
@@ -294,8 +298,24 @@ def recover_stale_jobs(
     return [job.id for job in stale]
 
 
+def series_purged(session: Session, job: Job) -> bool:
+    """Whether retention purged the files of ``job``'s series (a Purge row exists)."""
+    return session.scalar(select(Purge.id).where(Purge.series_id == job.series_id)) is not None
+
+
+def can_requeue(session: Session, job: Job) -> bool:
+    """Whether :func:`requeue` would accept ``job`` (the dashboard's Requeue button).
+
+    True for a job in :data:`REQUEUEABLE_STATES` whose series' files are still there.
+    """
+    return job.state in REQUEUEABLE_STATES and not series_purged(session, job)
+
+
 def requeue(session: Session, job: Job, now: datetime | None = None) -> None:
     """Put a finished or canceled job back in the queue with fresh attempts.
+
+    This is the one place the operator's requeue rules are kept; the CLI and
+    the dashboard call it and report its errors.
 
     Raises
     ------
@@ -303,13 +323,15 @@ def requeue(session: Session, job: Job, now: datetime | None = None) -> None:
         If retention purged the series' files (a Purge row): there is nothing
         left to analyse.
     dicom_node.errors.IllegalTransitionError
-        If the job's state cannot go to QUEUED (for example a RUNNING job).
+        If the job is not in :data:`REQUEUEABLE_STATES` (a QUEUED or RUNNING job).
     """
-    if session.scalar(select(Purge.id).where(Purge.series_id == job.series_id)) is not None:
+    if series_purged(session, job):
         raise SeriesPurgedError(
             f"the files of job {job.id}'s series were purged by retention; it cannot be "
             "analysed again"
         )
+    if job.state not in REQUEUEABLE_STATES:
+        raise IllegalTransitionError(f"job {job.id}: a {job.state} job cannot be requeued")
     now = now or utcnow()
     set_state(session, job, JobState.QUEUED, reason="requeued by an operator", now=now)
     job.attempts = 0

@@ -238,3 +238,70 @@ def write_classifier_package(source_dir: Path, output_dir: Path, version: str, c
                                             encoding="utf-8")  # fmt: skip
     write_model_card(output_dir)
     return detection
+
+
+#: First seed of the validation cases that choose the classifier's threshold.
+VALIDATION_SEED_START = 200_000
+
+
+def train_region_classifier(source_dir: Path, output_dir: Path, version: str, *,
+                            base_dir: Path, work_dir: Path, cases: int = 200,
+                            validation_cases: int = 60, l2: float = 1.0) -> dict:
+    """Fit the region classifier of an ICH package and write a package with it.
+
+    Measures the candidate regions of ``cases`` synthetic series (seeds
+    :data:`REGION_SEED_START`.., 75 % with hard mimics, 40 % without blood) and
+    of ``validation_cases`` validation series (seeds
+    :data:`VALIDATION_SEED_START`.., all with hard mimics, 25 % without blood),
+    each cached in ``work_dir`` and reused when present; fits the logistic
+    regression on the first and chooses its threshold on the second
+    (:func:`write_classifier_package`). What ``dicom-node train ich-regions`` runs.
+
+    Parameters
+    ----------
+    source_dir : Path
+        Package whose weights and blood rules are used (weights copied unchanged).
+    output_dir : Path
+        New package folder (created).
+    version : str
+        Its version.
+    base_dir : Path
+        Real non-contrast head CT folder the lesions are drawn into.
+    work_dir : Path
+        Cache of the measured regions: ``train-<seed>-<cases>.npz`` and
+        ``validation-<seed>-<cases>.npz``.
+    cases, validation_cases : int
+        Numbers of synthetic series to fit on and to choose the threshold on.
+    l2 : float
+        L2 penalty of the logistic regression.
+
+    Returns
+    -------
+    dict
+        The new package's ``detection`` entry (``any_ich_threshold``, ``validation``).
+
+    Raises
+    ------
+    ModelPackageError
+        If the source package fails verification or does not use the region rule.
+    ValueError
+        If the regions cannot be fitted (for example all of one class).
+    """
+    from dicom_node.imaging.region_features import fit_region_classifier
+
+    common = {"model_dir": source_dir, "base_dir": base_dir}
+    work_dir = Path(work_dir)
+    train = load_or_collect(work_dir / f"train-{REGION_SEED_START}-{cases}.npz", **common,
+                            cases=cases, seed_start=REGION_SEED_START, mimic_share=0.75,
+                            negative_fraction=0.4)
+    validation = load_or_collect(
+        work_dir / f"validation-{VALIDATION_SEED_START}-{validation_cases}.npz", **common,
+        cases=validation_cases, seed_start=VALIDATION_SEED_START, mimic_share=1.0,
+        negative_fraction=0.25)
+    classifier = fit_region_classifier(
+        train["features"], region_labels(train), l2=l2,
+        fitted_on=(f"{len(train['features'])} candidate regions of {cases} synthetic cases "
+                   f"(seeds {REGION_SEED_START}-{REGION_SEED_START + cases - 1}, 75 % with "
+                   "hard mimics, 40 % without blood) on the real base head"))
+    return write_classifier_package(source_dir, output_dir, version, classifier, validation,
+                                    l2=l2)

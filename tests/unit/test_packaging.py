@@ -79,3 +79,32 @@ def test_an_installed_wheel_finds_its_default_ich_model(wheel, tmp_path):
                  key=lambda v: tuple(int(x) for x in v.split(".")))
     assert model_dir.name == newest
     assert (model_dir / "model.keras").is_file()
+
+
+def test_the_wheel_carries_the_cli_package_and_its_console_script(wheel, tmp_path):
+    """``dicom_node.cli`` is a package: the script and ``python -m`` must still find ``app``."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        scripts = archive.read(entry_points).decode()
+    assert "dicom-node = dicom_node.cli:app" in scripts
+    for module in ("__init__", "__main__", "jobs", "common"):
+        assert f"dicom_node/cli/{module}.py" in names
+    assert "dicom_node/cli.py" not in names
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+         str(wheel)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert install.returncode == 0, install.stderr
+    version = subprocess.run(
+        [sys.executable, "-m", "dicom_node.cli", "version"], capture_output=True, text=True,
+        timeout=120, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(target)),
+    )  # fmt: skip
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == subprocess.run(
+        [sys.executable, "-c", "import dicom_node; print(dicom_node.__version__)"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(target)),
+    ).stdout.strip()  # fmt: skip

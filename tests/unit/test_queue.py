@@ -12,6 +12,7 @@ from dicom_node.db.models import Job, JobState, Series, StateChange, Study, utcn
 from dicom_node.db.transitions import set_state
 from dicom_node.errors import IllegalTransitionError
 from dicom_node.jobs.queue import (
+    can_requeue,
     cancel,
     claim_next,
     enqueue,
@@ -145,6 +146,27 @@ def test_a_job_of_a_purged_series_cannot_be_requeued(factory, series_id):
         session.add(Purge(series_id=series_id, reason="retention"))
     with factory.begin() as session:
         job = session.scalars(select(Job)).one()
+        assert not can_requeue(session, job)
         with pytest.raises(SeriesPurgedError, match="purged"):
             requeue(session, job)
         assert job.state == JobState.CANCELED
+
+
+def test_a_queued_or_running_job_cannot_be_requeued(factory, series_id):
+    """RUNNING -> QUEUED is legal for retries and recovery, not for an operator's requeue."""
+    with factory.begin() as session:
+        enqueue(session, series_id=series_id, pipeline="ich", digest="r", max_attempts=3)
+    with factory.begin() as session:
+        job = session.scalars(select(Job)).one()
+        assert not can_requeue(session, job)
+        with pytest.raises(IllegalTransitionError, match="QUEUED job cannot be requeued"):
+            requeue(session, job)
+    job_id = claim_next(factory, "w1")
+    with factory.begin() as session:
+        job = session.get(Job, job_id)
+        assert not can_requeue(session, job)
+        with pytest.raises(IllegalTransitionError, match="RUNNING job cannot be requeued"):
+            requeue(session, job)
+        assert job.state == JobState.RUNNING and job.attempts == 1
+        mark_succeeded(session, job, {})
+        assert can_requeue(session, job)
