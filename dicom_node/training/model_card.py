@@ -256,9 +256,15 @@ def write_model_card(package_dir: Path) -> Path:
         *([] if manifest["training"].get("config", {}).get("init_from") else [
             "dicom-node train ich --base ../shared/data/head-ct-ge --out models/ich/"
             f"{manifest['version']}"]),
+        *([f"dicom-node train ich-regions --from models/ich/"
+           f"{detection['region_classifier'].get('derived_from', '<source>')} "
+           f"--version {manifest['version']}"]
+          if detection.get("region_classifier") else []),
         *([f"dicom-node evaluate ich-rules --model models/ich/{manifest['version']} --cases 60 "
-           "--seed-start 200000 --mimics --set-threshold",
-           f"dicom-node evaluate ich-rules --model models/ich/{manifest['version']} --cases 120 "
+           "--seed-start 200000 --mimics --set-threshold"]
+          if detection.get("series_rule") == "region"
+          and not detection.get("region_classifier") else []),
+        *([f"dicom-node evaluate ich-rules --model models/ich/{manifest['version']} --cases 120 "
            "--seed-start 900000 --mimics --report docs/ich-rules"]
           if detection.get("series_rule") == "region" else []),
         f"dicom-node evaluate ich --model models/ich/{manifest['version']} --cases 120",

@@ -212,7 +212,8 @@ def write_classifier_package(source_dir: Path, output_dir: Path, version: str, c
     manifest = json.loads(json.dumps(source.manifest))
     manifest["version"] = version
     detection = manifest["detection"]
-    detection["region_classifier"] = {**classifier.to_manifest(), "l2": l2}
+    detection["region_classifier"] = {**classifier.to_manifest(), "l2": l2,
+                                      "derived_from": source.version}
     detection["any_ich_score"] = (
         "largest P(blood) of the region classifier (logistic regression over region figures: "
         "size, network probability, HU, depth, midline distance, mirror symmetry, thickness, "
