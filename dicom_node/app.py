@@ -170,7 +170,7 @@ class JobExecutor:
         return self._pipelines[name]
 
     def _destination_profiles(self) -> dict[str, Any]:
-        """Destination name -> its result profile (see :mod:`dicom_node.export.profiles`)."""
+        """Destination name -> its result profile (see :mod:`dicom_node.results.profiles`)."""
         profiles = self.settings.results.profiles
         return {d.name: profiles[d.profile] for d in self.settings.export.destinations}
 
