@@ -1,7 +1,7 @@
 """Analyse one series from disk, without the network or the job database.
 
 ``dicom-node analyze PATH`` runs the steps a worker runs for a job
-(:meth:`dicom_node.app.JobExecutor.execute`) on a DICOM folder or a NIfTI
+(:meth:`dicom_node.jobs.executor.JobExecutor.execute`) on a DICOM folder or a NIfTI
 file: the header quality gates, :func:`~dicom_node.series.volume.load_ct_volume`,
 the field-of-view gate, the pipeline (whose own plausibility checks may
 refuse the series with :class:`~dicom_node.errors.NotAnalysableError`), then
