@@ -20,7 +20,7 @@ is no real one in the shared data):
   counted).
 
 Then one whole job per pipeline and series runs through
-:class:`dicom_node.app.JobExecutor` (read, decode, pipeline, result objects,
+:class:`dicom_node.jobs.executor.JobExecutor` (read, decode, pipeline, result objects,
 outbox write and dciodvfy validation, from the job's stage marks) with the pixel
 decoder instrumented, to show that each frame is decoded exactly once per job.
 As a reference for the decode, dcmtk's ``dcmdjpeg`` decompresses each
@@ -153,10 +153,10 @@ def time_jobs(inputs: dict, work: Path) -> list[list[object]]:
     """Run one whole job per pipeline and series through JobExecutor; count decodes per frame."""
     from datetime import datetime
 
-    from dicom_node.app import JobExecutor
     from dicom_node.config import load_settings
     from dicom_node.db.engine import make_engine, make_session_factory
     from dicom_node.db.models import Job, JobState, Series, utcnow
+    from dicom_node.jobs.executor import JobExecutor
     from dicom_node.jobs.queue import instance_set_digest
     from dicom_node.receive.header import parse_header
     from dicom_node.receive.ingest import InstanceIngest

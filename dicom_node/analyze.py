@@ -1,7 +1,7 @@
 """Analyse one series from disk, without the network or the job database.
 
 ``dicom-node analyze PATH`` runs the steps a worker runs for a job
-(:meth:`dicom_node.app.JobExecutor.execute`) on a DICOM folder or a NIfTI
+(:meth:`dicom_node.jobs.executor.JobExecutor.execute`) on a DICOM folder or a NIfTI
 file: the header quality gates, :func:`~dicom_node.series.volume.load_ct_volume`,
 the field-of-view gate, the pipeline (whose own plausibility checks may
 refuse the series with :class:`~dicom_node.errors.NotAnalysableError`), then
@@ -542,10 +542,10 @@ def analyze(
     PS3.3 A.51 Segmentation IOD, A.35.13 Comprehensive 3D SR IOD, A.8.1
     Secondary Capture Image IOD; PS3.16 TID 1500.
     """
-    from dicom_node.export.profiles import ResultProfile
     from dicom_node.pipelines import get_pipeline
     from dicom_node.results import build_not_analysable_results, build_results_for_profiles
     from dicom_node.results.equipment import EquipmentIdentity
+    from dicom_node.results.profiles import ResultProfile
     from dicom_node.results.validate import validate_result_file
     from dicom_node.series.quality import (
         QualityFailure,

@@ -28,7 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dicom_node.errors import ConfigurationError
-from dicom_node.export.profiles import DEFAULT_PROFILE_NAME, ResultProfile, default_profiles
+from dicom_node.results.profiles import DEFAULT_PROFILE_NAME, ResultProfile, default_profiles
 from dicom_node.series.pixel_limits import PixelLimits
 from dicom_node.series.quality import QualitySettings
 from dicom_node.series.selection import SelectionRule, SeriesPreference
@@ -279,7 +279,7 @@ class ResultSettings(_Section):
     """Result objects: validation before export, and the per-destination profiles.
 
     ``profiles`` maps a profile name to a
-    :class:`~dicom_node.export.profiles.ResultProfile`; a destination names
+    :class:`~dicom_node.results.profiles.ResultProfile`; a destination names
     its profile (``default`` unless set). ``max_key_slices`` bounds the key
     slices of the overlay series.
     """

@@ -69,7 +69,7 @@ import numpy as np
 from scipy import ndimage
 
 from dicom_node.imaging.head_ct import CranialCavity
-from dicom_node.imaging.masks import disk_structuring_element
+from dicom_node.series.kernels import disk_structuring_element
 
 #: Rule names in the order they run.
 #: ``dural_band`` judges a candidate's whole shape, so it runs before ``dural`` cuts the

@@ -53,7 +53,7 @@ import cv2
 import numpy as np
 
 from dicom_node.errors import NotAnalysableError
-from dicom_node.imaging.masks import disk_structuring_element
+from dicom_node.series.kernels import disk_structuring_element
 
 logger = logging.getLogger(__name__)
 

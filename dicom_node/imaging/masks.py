@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from dicom_node.series.kernels import disk_structuring_element
 from dicom_node.series.volume import CTVolume
 
 logger = logging.getLogger(__name__)
@@ -48,35 +49,6 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     return labels == int(np.argmax(sizes))
-
-
-def disk_structuring_element(radius_mm: float, pixel_spacing_mm: tuple[float, float]) -> np.ndarray:
-    """Return an in-plane disk of a given radius in mm as a structuring element.
-
-    Parameters
-    ----------
-    radius_mm : float
-        Radius of the disk in mm.
-    pixel_spacing_mm : tuple of float
-        (row spacing, column spacing) in mm, as Pixel Spacing.
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8 array of shape (2 * ry + 1, 2 * rx + 1), 1 inside the disk, where
-        ry and rx are the radius in rows and in columns (at least 0, so a
-        radius below one pixel gives the 1 x 1 identity element).
-
-    References
-    ----------
-    DICOM PS3.3 C.7.6.2.1.2 Pixel Spacing.
-    """
-    row_mm, col_mm = pixel_spacing_mm
-    ry = max(int(np.floor(radius_mm / row_mm)), 0)
-    rx = max(int(np.floor(radius_mm / col_mm)), 0)
-    y, x = np.ogrid[-ry : ry + 1, -rx : rx + 1]
-    inside = (y * row_mm) ** 2 + (x * col_mm) ** 2 <= radius_mm**2 + 1e-9
-    return inside.astype(np.uint8)
 
 
 def in_plane_depth_mm(mask: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> np.ndarray:

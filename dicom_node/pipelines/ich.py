@@ -351,7 +351,7 @@ def load_keras_model(path: Path):
     _configure_threads()
     keras = import_keras()
 
-    from dicom_node.training import resunet  # noqa: F401  (registers the custom loss)
+    from dicom_node.pipelines import ich_layers  # noqa: F401  (registers the custom objects)
 
     try:
         return keras.saving.load_model(path, compile=False)

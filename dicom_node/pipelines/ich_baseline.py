@@ -53,8 +53,9 @@ import numpy as np
 from scipy import ndimage
 
 from dicom_node.errors import PipelineError
-from dicom_node.imaging.masks import disk_structuring_element, in_plane_depth_mm, intracranial_mask
+from dicom_node.imaging.masks import in_plane_depth_mm, intracranial_mask
 from dicom_node.pipelines.base import AlgorithmIdentity, PipelineResult, SegmentFinding
+from dicom_node.series.kernels import disk_structuring_element
 from dicom_node.series.volume import CTVolume
 
 logger = logging.getLogger(__name__)

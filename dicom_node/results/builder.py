@@ -27,9 +27,9 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from dicom_node.errors import ResultBuildError
-from dicom_node.export.profiles import ResultProfile, SegEncoding
 from dicom_node.pipelines.base import AlgorithmIdentity, PipelineResult
 from dicom_node.results.equipment import EquipmentIdentity
+from dicom_node.results.profiles import ResultProfile, SegEncoding
 from dicom_node.results.sc import build_not_analysable_overlay, build_overlay_series
 from dicom_node.results.seg import build_segmentation, build_segmentations, with_tracking
 from dicom_node.results.sr import build_measurement_report, build_not_analysable_report

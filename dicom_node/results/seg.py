@@ -14,7 +14,7 @@ finding can be followed across objects), a recommended display colour in
 CIELab and the Segmentation Algorithm Identification; the node and the
 algorithm are the General and Contributing Equipment (IHE AIR).
 
-Encodings (see :class:`dicom_node.export.profiles.SegEncoding`): BINARY
+Encodings (see :class:`dicom_node.results.profiles.SegEncoding`): BINARY
 (Segmentation Storage) or LABELMAP (Label Map Segmentation Storage, one
 frame per slice, pixel value = segment number); uncompressed, JPEG 2000
 Lossless or (LABELMAP only) RLE Lossless; empty frames kept or omitted; and

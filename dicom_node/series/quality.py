@@ -400,7 +400,7 @@ def skull_enclosed_mask(volume: CTVolume, settings: QualitySettings) -> np.ndarr
     import cv2  # imported here: the settings import this module, the CLI should start fast
     from scipy import ndimage
 
-    from dicom_node.imaging.masks import disk_structuring_element
+    from dicom_node.series.kernels import disk_structuring_element
 
     bone = (volume.hu > settings.bone_min_hu).astype(np.uint8)
     kernel = disk_structuring_element(settings.skull_closing_mm, volume.pixel_spacing_mm)

@@ -126,7 +126,7 @@ class ModelGridCase:
         :func:`dicom_node.imaging.ich_input.window_channels`.
     labels : numpy.ndarray
         uint8 array (slices, size, size): 0 background, 1..5 subtypes,
-        255 (:data:`~dicom_node.training.resunet.IGNORE_LABEL`) hemorrhage of
+        255 (:data:`~dicom_node.pipelines.ich_layers.IGNORE_LABEL`) hemorrhage of
         unknown subtype (cases from real datasets only).
     subtypes : tuple of str
         Subtypes inserted (empty for a negative case); for a real dataset, the

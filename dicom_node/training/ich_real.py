@@ -6,7 +6,7 @@ BHSD, RSNA and the renders layout) to training and evaluation:
 * voxel-labelled volumes (PhysioNet, BHSD) become
   :class:`~dicom_node.training.ich_data.ModelGridCase` objects for
   ``dicom-node train ich --dataset ...``; voxels of unknown subtype keep the
-  label :data:`~dicom_node.training.resunet.IGNORE_LABEL` (255), which the
+  label :data:`~dicom_node.pipelines.ich_layers.IGNORE_LABEL` (255), which the
   loss ignores;
 * ``dicom-node evaluate ich --dataset ...`` runs the pipeline's own functions
   on each series and reports series-level AUC, sensitivity and specificity at

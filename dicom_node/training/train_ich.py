@@ -435,8 +435,9 @@ def train_ich(config: IchTrainingConfig) -> Path:
         If a ``config.datasets`` entry cannot be read or has no voxel labels.
     """
     from dicom_node.pipelines.ich import MANIFEST_NAME, WEIGHTS_NAME, sha256_file
+    from dicom_node.pipelines.ich_layers import ClassDice, DiceCrossEntropyLoss
     from dicom_node.training.model_card import write_model_card
-    from dicom_node.training.resunet import ClassDice, DiceCrossEntropyLoss, build_resunet
+    from dicom_node.training.resunet import build_resunet
 
     train_seeds = range(config.train_seed_start, config.train_seed_start + config.train_cases)
     validation_seeds = range(config.validation_seed_start,

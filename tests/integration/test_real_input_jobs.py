@@ -1,7 +1,7 @@
 """Real input as it comes, through the worker: no Frame of Reference UID, one or two slices.
 
 Series are ingested as the Storage SCP stores them, swept and run by the real
-worker loop with the real :class:`~dicom_node.app.JobExecutor` (dciodvfy on
+worker loop with the real :class:`~dicom_node.jobs.executor.JobExecutor` (dciodvfy on
 every object written); no network. The non-contrast head CT rule is pointed
 at ``ich-baseline`` to keep the run short.
 """
@@ -18,10 +18,11 @@ import pydicom
 import pytest
 from sqlalchemy import select
 
-from dicom_node.app import JobExecutor, sweep_series
 from dicom_node.config import embedded_defaults, load_settings
 from dicom_node.db.engine import make_engine, make_session_factory
 from dicom_node.db.models import Job, JobState, ResultObject, Series, SeriesState
+from dicom_node.jobs.dispatch import sweep_series
+from dicom_node.jobs.executor import JobExecutor
 from dicom_node.jobs.worker import run_one
 from dicom_node.receive.header import parse_header
 from dicom_node.receive.ingest import InstanceIngest

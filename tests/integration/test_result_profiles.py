@@ -16,10 +16,11 @@ import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from dicom_node.app import JobExecutor, sweep_series
 from dicom_node.config import load_settings
 from dicom_node.db.engine import make_engine, make_session_factory
 from dicom_node.db.models import Delivery, Job, JobState, ResultObject, Series, SeriesState
+from dicom_node.jobs.dispatch import sweep_series
+from dicom_node.jobs.executor import JobExecutor
 from dicom_node.jobs.worker import run_one
 from dicom_node.receive.header import parse_header
 from dicom_node.receive.ingest import InstanceIngest

@@ -20,7 +20,6 @@ import pytest
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from sqlalchemy import select
 
-from dicom_node.app import JobExecutor, sweep_series
 from dicom_node.config import load_settings
 from dicom_node.db.engine import make_engine, make_session_factory
 from dicom_node.db.models import (
@@ -35,6 +34,8 @@ from dicom_node.db.models import (
 )
 from dicom_node.db.transitions import set_state
 from dicom_node.export.exporter import deliver_due
+from dicom_node.jobs.dispatch import sweep_series
+from dicom_node.jobs.executor import JobExecutor
 from dicom_node.jobs.worker import run_one
 from dicom_node.receive.header import parse_header
 from dicom_node.receive.ingest import InstanceIngest
@@ -248,7 +249,7 @@ def test_the_algorithm_version_is_part_of_the_job_identity(harness, head, monkey
         reason = session.scalars(select(Series.state_reason).where(
             Series.series_instance_uid == series_uid)).one()
     assert "already analysed for this instance set" in reason
-    monkeypatch.setattr("dicom_node.app.algorithm_version",
+    monkeypatch.setattr("dicom_node.jobs.dispatch.algorithm_version",
                         lambda pipeline, ich_model_dir=None: "99.0.0")
     complete_again()
     harness.sweep()  # a new algorithm version analyses the same instances again

@@ -17,9 +17,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_node.export.profiles import ResultProfile
 from dicom_node.pipelines.base import AlgorithmIdentity, PipelineResult, SegmentFinding
 from dicom_node.results import EquipmentIdentity, build_results_for_profiles
+from dicom_node.results.profiles import ResultProfile
 from dicom_node.results.validate import validate_result_file
 from dicom_node.series.volume import (
     CTVolume,

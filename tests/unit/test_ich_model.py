@@ -15,12 +15,12 @@ from dicom_node.training.evaluate_ich import evaluation_plan, roc_auc
 from dicom_node.training.train_ich import youden_threshold
 
 keras = pytest.importorskip("keras")
-from dicom_node.training.resunet import (  # noqa: E402
+from dicom_node.pipelines.ich_layers import (  # noqa: E402
     IGNORE_LABEL,
     ClassDice,
     DiceCrossEntropyLoss,
-    build_resunet,
 )
+from dicom_node.training.resunet import build_resunet  # noqa: E402
 
 
 def test_resunet_maps_windows_to_class_probabilities():
@@ -204,3 +204,12 @@ def test_train_evaluate_and_reload_a_tiny_model(tmp_path, head_ct_dir):
         handle.write(b"\0")
     with pytest.raises(ModelPackageError, match="sha256"):
         IchPipeline(tampered)
+
+
+def test_custom_objects_keep_the_registered_names_saved_files_use():
+    # Saved .keras files (training checkpoints, packages saved compiled) name the
+    # objects by these strings; the module they are defined in is not consulted first.
+    loss_name = "dicom_node>DiceCrossEntropyLoss"
+    assert keras.saving.get_registered_name(DiceCrossEntropyLoss) == loss_name
+    assert keras.saving.get_registered_name(ClassDice) == "dicom_node>ClassDice"
+    assert keras.saving.get_registered_object(loss_name) is DiceCrossEntropyLoss

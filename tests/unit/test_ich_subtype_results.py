@@ -19,7 +19,6 @@ import pytest
 from pydicom.sr.coding import Code
 
 from dicom_node.errors import ResultBuildError
-from dicom_node.export.profiles import ResultProfile
 from dicom_node.imaging.ich_input import ICH_SUBTYPES
 from dicom_node.pipelines.base import AlgorithmIdentity, PipelineResult, SegmentFinding
 from dicom_node.results import (
@@ -31,6 +30,7 @@ from dicom_node.results import (
     validate_result_file,
 )
 from dicom_node.results import codes as node_codes
+from dicom_node.results.profiles import ResultProfile
 from dicom_node.results.sc import OverlayLayout, key_slice_indices
 from dicom_node.results.seg import with_tracking
 from dicom_node.results.sr import described_segments

@@ -22,7 +22,6 @@ from pydicom.sr.codedict import codes as dicom_codes
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from dicom_node.errors import ResultBuildError
-from dicom_node.export.profiles import ResultProfile
 from dicom_node.pipelines.base import AlgorithmIdentity, PipelineResult, SegmentFinding
 from dicom_node.results import (
     EquipmentIdentity,
@@ -35,6 +34,7 @@ from dicom_node.results import (
     validate_result_file,
 )
 from dicom_node.results import codes as node_codes
+from dicom_node.results.profiles import ResultProfile
 from dicom_node.results.sc import BANNER_RGB, BANNER_TEXT_RGB, OverlayLayout
 from dicom_node.results.seg import with_tracking
 from dicom_node.results.sr import described_segments

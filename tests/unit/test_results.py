@@ -571,8 +571,8 @@ def test_a_regular_grid_seg_of_the_tilted_ge_head_is_evenly_spaced_and_in_place(
 
 def test_a_regular_grid_profile_builds_a_seg_and_an_sr_that_validate(tmp_path, dciodvfy):
     ge_head = _fresh_ge_head()
-    from dicom_node.export.profiles import ResultProfile
     from dicom_node.results.builder import build_results_for_profiles
+    from dicom_node.results.profiles import ResultProfile
     from dicom_node.results.validate import validate_result_file
 
     mask, _ = _ball(ge_head)

@@ -17,10 +17,11 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
-from dicom_node.app import JobExecutor, sweep_series
 from dicom_node.cli import app as cli_app
 from dicom_node.config import Settings, load_settings
 from dicom_node.db.engine import make_engine, make_session_factory
+from dicom_node.jobs.dispatch import sweep_series
+from dicom_node.jobs.executor import JobExecutor
 from dicom_node.jobs.worker import run_one
 from dicom_node.receive.header import parse_header
 from dicom_node.receive.ingest import InstanceIngest

@@ -17,7 +17,6 @@ from prometheus_client import generate_latest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from dicom_node.app import sweep_series
 from dicom_node.cli import app as cli_app
 from dicom_node.db.engine import make_engine, make_session_factory
 from dicom_node.db.models import (
@@ -36,6 +35,7 @@ from dicom_node.db.models import (
     utcnow,
 )
 from dicom_node.db.transitions import log_initial_state, set_state
+from dicom_node.jobs.dispatch import sweep_series
 from dicom_node.jobs.queue import claim_next, mark_failed, mark_succeeded, requeue
 from dicom_node.metrics import make_registry
 from dicom_node.notifications import queue_notifications, send_due_notifications
