@@ -47,7 +47,7 @@ from dicom_node.db.models import (
     utcnow,
 )
 from dicom_node.errors import PermanentError, TransientError
-from dicom_node.queries import has_positive_finding
+from dicom_node.results.summary import has_positive_finding
 
 logger = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ from dicom_node.db.models import (
 )
 from dicom_node.errors import InvalidQueryError
 from dicom_node.jobs.queue import can_requeue
+from dicom_node.results.summary import has_positive_finding
 from dicom_node.stats import Milestones, milestones_for_jobs
 
 #: Values of the finding filter.
@@ -100,11 +101,6 @@ class JobFilter:
     since: datetime | None = None
     finding: str | None = None
     series_instance_uid: str | None = None
-
-
-def has_positive_finding(summary: dict[str, Any] | None) -> bool:
-    """True when a job's result summary has a finding with ``present`` true."""
-    return any(bool(f.get("present")) for f in (summary or {}).get("findings", []))
 
 
 def _finding_matches(summary: dict[str, Any] | None, finding: str) -> bool:
