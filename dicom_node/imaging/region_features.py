@@ -59,6 +59,16 @@ REGION_FEATURES: tuple[str, ...] = (
     "intraventricular",
 )
 
+#: Heavy-tailed figures that enter the classifier as ln(1 + x): a linear term in
+#: raw elongation or area lets one large, band-like subdural (elongation 7,
+#: 600 mm2 per slice) fall far outside the fitted range and score near 0.
+LOG_FEATURES: tuple[str, ...] = ("extent_mm", "slices", "thickness_mm", "area_per_slice_mm2",
+                                 "elongation")
+
+#: Standardised figures are clipped to +-CLIP_Z before the linear model, so no
+#: single figure outside the training range decides a region on its own.
+CLIP_Z = 3.0
+
 
 def region_features(
     hu: np.ndarray,
@@ -207,6 +217,12 @@ class RegionClassifier:
     intercept : float
     fitted_on : str
         Which synthetic cases (seeds, mimics) it was fitted on, for the model card.
+    log_features : tuple of str
+        Features that enter as ``ln(1 + max(x, 0))`` before standardisation
+        (:data:`LOG_FEATURES` for classifiers fitted from package 1.2.0; empty
+        reads the raw figure).
+    clip_z : float or None
+        Standardised figures are clipped to ``[-clip_z, clip_z]``; None: no clip.
 
     References
     ----------
@@ -219,6 +235,8 @@ class RegionClassifier:
     coefficients: tuple[float, ...]
     intercept: float
     fitted_on: str = ""
+    log_features: tuple[str, ...] = ()
+    clip_z: float | None = None
 
     @classmethod
     def from_manifest(cls, entry: dict | None) -> RegionClassifier | None:
@@ -236,10 +254,13 @@ class RegionClassifier:
                        scale=tuple(map(float, entry["scale"])),
                        coefficients=tuple(map(float, entry["coefficients"])),
                        intercept=float(entry["intercept"]),
-                       fitted_on=str(entry.get("fitted_on", "")))  # fmt: skip
+                       fitted_on=str(entry.get("fitted_on", "")),
+                       log_features=tuple(entry.get("log_features", ())),
+                       clip_z=(None if entry.get("clip_z") is None
+                               else float(entry["clip_z"])))  # fmt: skip
         except (KeyError, TypeError, ValueError) as err:
             raise ModelPackageError(f"detection.region_classifier is malformed: {err}") from err
-        unknown = set(made.features) - set(REGION_FEATURES)
+        unknown = (set(made.features) | set(made.log_features)) - set(REGION_FEATURES)
         lengths = {len(made.features), len(made.mean), len(made.scale), len(made.coefficients)}
         if unknown or len(lengths) != 1 or min(made.scale, default=1.0) <= 0:
             raise ModelPackageError(
@@ -253,7 +274,8 @@ class RegionClassifier:
         return {"features": list(self.features), "mean": [round(v, 6) for v in self.mean],
                 "scale": [round(v, 6) for v in self.scale],
                 "coefficients": [round(v, 6) for v in self.coefficients],
-                "intercept": round(self.intercept, 6), "fitted_on": self.fitted_on}  # fmt: skip
+                "intercept": round(self.intercept, 6), "fitted_on": self.fitted_on,
+                "log_features": list(self.log_features), "clip_z": self.clip_z}  # fmt: skip
 
     def _columns(self) -> list[int]:
         return [REGION_FEATURES.index(f) for f in self.features]
@@ -271,9 +293,26 @@ class RegionClassifier:
         numpy.ndarray
             float64 (regions,) in [0, 1].
         """
-        x = (features[:, self._columns()] - np.asarray(self.mean)) / np.asarray(self.scale)
+        x = _standardised(_transformed(features, self.features, self.log_features),
+                          np.asarray(self.mean), np.asarray(self.scale), self.clip_z)
         z = self.intercept + x @ np.asarray(self.coefficients)
         return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
+
+
+def _transformed(features: np.ndarray, names: Sequence[str],
+                 log_features: Sequence[str]) -> np.ndarray:
+    """Columns ``names`` of a :func:`region_features` array, log features as ln(1 + x)."""
+    x = np.asarray(features, dtype=np.float64)[:, [REGION_FEATURES.index(f) for f in names]]
+    for i, name in enumerate(names):
+        if name in log_features:
+            x[:, i] = np.log1p(np.maximum(x[:, i], 0.0))
+    return x
+
+
+def _standardised(x: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+                  clip_z: float | None) -> np.ndarray:
+    z = (x - mean) / scale
+    return z if clip_z is None else np.clip(z, -clip_z, clip_z)
 
 
 def fit_region_classifier(
@@ -285,6 +324,8 @@ def fit_region_classifier(
     weights: np.ndarray | None = None,
     fitted_on: str = "",
     iterations: int = 50,
+    log_features: Sequence[str] = (),
+    clip_z: float | None = None,
 ) -> RegionClassifier:
     """Fit :class:`RegionClassifier` by Newton-Raphson (IRLS) with an L2 penalty.
 
@@ -304,6 +345,10 @@ def fit_region_classifier(
         Provenance, stored with the coefficients.
     iterations : int
         Newton steps (it converges in well under 20).
+    log_features : sequence of str
+        Features (among ``names``) fitted as ``ln(1 + x)`` (:data:`LOG_FEATURES`).
+    clip_z : float or None
+        Clip of the standardised figures, in fitting and prediction (:data:`CLIP_Z`).
 
     Returns
     -------
@@ -317,12 +362,11 @@ def fit_region_classifier(
     y = np.asarray(labels, dtype=np.float64)
     if y.min() == y.max():
         raise ValueError("the region labels hold only one class")
-    columns = [REGION_FEATURES.index(f) for f in names]
-    x = np.asarray(features, dtype=np.float64)[:, columns]
+    x = _transformed(features, tuple(names), tuple(log_features))
     mu = x.mean(axis=0)
     sd = x.std(axis=0)
     sd[sd < 1e-6] = 1.0
-    z = np.hstack([np.ones((x.shape[0], 1)), (x - mu) / sd])
+    z = np.hstack([np.ones((x.shape[0], 1)), _standardised(x, mu, sd, clip_z)])
     w = np.ones(x.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
     beta = np.zeros(z.shape[1])
     penalty = np.eye(z.shape[1]) * l2
@@ -337,4 +381,6 @@ def fit_region_classifier(
             break
     return RegionClassifier(features=tuple(names), mean=tuple(mu.tolist()),
                             scale=tuple(sd.tolist()), coefficients=tuple(beta[1:].tolist()),
-                            intercept=float(beta[0]), fitted_on=fitted_on)  # fmt: skip
+                            intercept=float(beta[0]), fitted_on=fitted_on,
+                            log_features=tuple(f for f in names if f in log_features),
+                            clip_z=clip_z)  # fmt: skip

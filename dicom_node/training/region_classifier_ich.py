@@ -288,7 +288,7 @@ def train_region_classifier(source_dir: Path, output_dir: Path, version: str, *,
     ValueError
         If the regions cannot be fitted (for example all of one class).
     """
-    from dicom_node.imaging.region_features import fit_region_classifier
+    from dicom_node.imaging.region_features import CLIP_Z, LOG_FEATURES, fit_region_classifier
 
     common = {"model_dir": source_dir, "base_dir": base_dir}
     work_dir = Path(work_dir)
@@ -300,7 +300,8 @@ def train_region_classifier(source_dir: Path, output_dir: Path, version: str, *,
         cases=validation_cases, seed_start=VALIDATION_SEED_START, mimic_share=1.0,
         negative_fraction=0.25)
     classifier = fit_region_classifier(
-        train["features"], region_labels(train), l2=l2,
+        train["features"], region_labels(train), l2=l2, log_features=LOG_FEATURES,
+        clip_z=CLIP_Z,
         fitted_on=(f"{len(train['features'])} candidate regions of {cases} synthetic cases "
                    f"(seeds {REGION_SEED_START}-{REGION_SEED_START + cases - 1}, 75 % with "
                    "hard mimics, 40 % without blood) on the real base head"))

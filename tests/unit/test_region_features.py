@@ -9,6 +9,8 @@ from scipy import ndimage
 from dicom_node.errors import ModelPackageError
 from dicom_node.imaging.blood_rules import MidsagittalLine
 from dicom_node.imaging.region_features import (
+    CLIP_Z,
+    LOG_FEATURES,
     REGION_FEATURES,
     RegionClassifier,
     fit_region_classifier,
@@ -89,6 +91,31 @@ def test_the_classifier_is_fitted_read_back_and_rejects_a_malformed_entry():
         RegionClassifier.from_manifest({"features": list(fitted.features)})
     with pytest.raises(ValueError, match="one class"):
         fit_region_classifier(x, np.ones(400, dtype=bool))
+
+
+def test_log_figures_and_the_clip_keep_one_out_of_range_figure_from_deciding_a_region():
+    # Held-out failure of the first 1.2.0 fit: an 18 mL subdural (elongation 7, 630 mm2
+    # per slice, far above the regions it was fitted on) scored 0.07 because its linear
+    # terms ran unbounded. With ln(1 + x) and the +-3 clip the same shift is bounded.
+    rng = np.random.default_rng(1)
+    x = np.abs(rng.normal(size=(500, len(REGION_FEATURES))))
+    elongation = REGION_FEATURES.index("elongation")
+    y = x[:, 1] - 0.5 * x[:, elongation] + 0.2 * rng.normal(size=500) > 0.3
+    raw = fit_region_classifier(x, y, l2=1.0)
+    bounded = fit_region_classifier(x, y, l2=1.0, log_features=LOG_FEATURES, clip_z=CLIP_Z)
+    assert bounded.log_features == tuple(f for f in REGION_FEATURES if f in LOG_FEATURES)
+    far = x[y][:20].copy()
+    far[:, elongation] = 60.0  # some 40 standard deviations out
+    def logit_shift(classifier):
+        p0, p1 = classifier.probability(x[y][:20]), classifier.probability(far)
+        return np.abs(np.log(p0 / (1 - p0)) - np.log(p1 / (1 - p1))).max()
+
+    coefficient = abs(bounded.coefficients[bounded.features.index("elongation")])
+    assert 0 < logit_shift(bounded) <= 2 * CLIP_Z * coefficient + 1e-6
+    assert logit_shift(raw) > 5 * logit_shift(bounded)
+    again = RegionClassifier.from_manifest(bounded.to_manifest())
+    assert again.clip_z == CLIP_Z and again.log_features == bounded.log_features
+    np.testing.assert_allclose(again.probability(far), bounded.probability(far), atol=1e-4)
 
 
 def test_train_ich_regions_packages_the_classifier_with_a_validation_threshold(tmp_path):
