@@ -280,3 +280,16 @@ def test_job_summary_text_names_the_side_and_segment():
     )
     absent = finding_text([{"label": "vessel occlusion", "present": False, "volume_ml": 0.0}])
     assert absent == "vessel occlusion absent (0.00 mL)"
+
+
+def test_every_registry_entry_names_a_pipeline_class_of_that_name():
+    from importlib import import_module
+
+    from dicom_node.pipelines import REGISTRY
+
+    assert tuple(REGISTRY) == PIPELINE_NAMES
+    for name, entry in REGISTRY.items():
+        module_name, _, class_name = entry.target.partition(":")
+        pipeline_class = getattr(import_module(module_name), class_name)
+        assert pipeline_class.name == name, entry
+        assert entry.summary
