@@ -177,6 +177,7 @@ class GuardedAssociationSocket(AssociationSocket):
         if raw is not None:
             with suppress(OSError, ValueError):
                 raw.sendall(A_ABORT_INVALID_PARAMETER)
+            linger_after_abort(raw)
             with suppress(OSError, ValueError):
                 raw.shutdown(socket.SHUT_RDWR)
         self._transport_closed()
@@ -187,6 +188,57 @@ class GuardedAssociationSocket(AssociationSocket):
         See :func:`~dicom_node.receive.pynetdicom_compat.wake_acceptor_awaiting_request`.
         """
         wake_acceptor_awaiting_request(self.assoc)
+
+
+#: After an A-ABORT, how long (s) and how much (bytes) the node keeps reading and
+#: discarding what the peer still sends before it closes the socket.
+ABORT_LINGER_S = 2.0
+ABORT_LINGER_BYTES = 64 * 1024**2
+
+
+def linger_after_abort(raw: socket.socket, *, seconds: float = ABORT_LINGER_S,
+                       max_bytes: int = ABORT_LINGER_BYTES) -> int:
+    """Half-close after an A-ABORT and drain the peer's data, so the abort is read.
+
+    A socket closed with unread input makes TCP send a reset, and a peer that is
+    still sending (a PDU streamed past the length cap) then loses the A-ABORT that
+    was already on its way: it sees "connection reset" instead of the reason. This
+    is the lingering close of HTTP servers: send FIN after the abort, read and
+    discard until the peer closes, ``seconds`` pass or ``max_bytes`` arrived.
+
+    Parameters
+    ----------
+    raw : socket.socket
+        The connection (plain or TLS); errors on it are swallowed.
+    seconds : float
+        Longest time spent draining (s).
+    max_bytes : int
+        Most bytes read and discarded.
+
+    Returns
+    -------
+    int
+        Bytes discarded.
+
+    References
+    ----------
+    RFC 9293 3.6 (closing a connection; a reset when data is unread); PS3.8 9.3.8
+    (A-ABORT PDU).
+    """
+    discarded = 0
+    deadline = time.monotonic() + seconds
+    with suppress(OSError, ValueError):
+        raw.shutdown(socket.SHUT_WR)
+        while discarded < max_bytes:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            raw.settimeout(left)
+            part = raw.recv(65536)
+            if not part:
+                break
+            discarded += len(part)
+    return discarded
 
 
 class _StalledError(OSError):
