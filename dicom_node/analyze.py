@@ -224,7 +224,7 @@ def read_dicom_folder(folder: Path, *, series_instance_uid: str | None = None) -
     )
 
 
-def _ds_values(values: Sequence[float]) -> list[DSfloat]:
+def _ds_values(values: Sequence[float] | np.ndarray) -> list[DSfloat]:
     """Decimal strings (at most 16 characters each) for float values."""
     return [DSfloat(float(v), auto_format=True) for v in values]
 
@@ -242,7 +242,7 @@ def _ct_slice(
     frame_of_reference_uid: str,
 ) -> Dataset:
     """One single-frame CT Image (int16 stored values, slope 1, intercept 0) in memory."""
-    sop_instance_uid = str(generate_uid())
+    sop_instance_uid = generate_uid()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = sop_instance_uid
@@ -319,6 +319,10 @@ def read_nifti(path: Path, *, max_series_bytes: int | None = None) -> SeriesInpu
         image = nib.load(str(path))
     except Exception as err:  # nibabel raises many types for a bad file
         raise SeriesLoadError(f"{path}: not a readable NIfTI file ({err})") from err
+    if not isinstance(image, nib.Nifti1Pair):  # NIfTI-1 or -2, single file or pair
+        raise SeriesLoadError(
+            f"{path}: not a NIfTI file (nibabel reads it as {type(image).__name__})"
+        )
     shape = tuple(int(n) for n in image.shape)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]

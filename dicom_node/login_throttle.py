@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -172,7 +173,7 @@ def record_failure(
             select(func.count(LoginFailure.id)).where(
                 LoginFailure.kind == kind, LoginFailure.key == key
             )
-        )
+        ) or 0  # COUNT always returns a row
         if count < limits[kind]:
             continue
         end = now + timedelta(seconds=policy.lockout_s)
@@ -255,8 +256,12 @@ def unlock(
     if kind not in (USER, ADDRESS):
         raise ValueError(f"unknown lockout kind {kind!r}")
     key = key[: _KEY_LENGTH[kind]]
-    removed = session.execute(
-        delete(LoginLockout).where(LoginLockout.kind == kind, LoginLockout.key == key)
+    # A DML statement's result is a CursorResult (it has rowcount); execute() is typed as Result.
+    removed = cast(
+        CursorResult[Any],
+        session.execute(
+            delete(LoginLockout).where(LoginLockout.kind == kind, LoginLockout.key == key)
+        ),
     ).rowcount
     session.execute(delete(LoginFailure).where(LoginFailure.kind == kind, LoginFailure.key == key))
     state = "lifted" if removed else "not in place; failures cleared"

@@ -129,16 +129,16 @@ class JobDatabaseCollector(Collector):
         by_state = dict(
             session.execute(select(SeriesRow.state, func.count()).group_by(SeriesRow.state)).all()
         )
-        for state in SeriesState:
-            series.add_metric([str(state)], float(by_state.get(state, 0)))
+        for series_state in SeriesState:
+            series.add_metric([str(series_state)], float(by_state.get(series_state, 0)))
         yield series
 
         jobs = GaugeMetricFamily("dicom_node_jobs", "Jobs by state", labels=["state"])
         job_states = dict(
             session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
         )
-        for state in JobState:
-            jobs.add_metric([str(state)], float(job_states.get(state, 0)))
+        for job_state in JobState:
+            jobs.add_metric([str(job_state)], float(job_states.get(job_state, 0)))
         yield jobs
         depth = GaugeMetricFamily("dicom_node_queue_depth", "Jobs waiting for a worker (QUEUED)")
         depth.add_metric([], float(job_states.get(JobState.QUEUED, 0)))
@@ -150,12 +150,12 @@ class JobDatabaseCollector(Collector):
             "dicom_node_deliveries", "Deliveries by destination and state",
             labels=["destination", "state"],
         )  # fmt: skip
-        for name, state, n in session.execute(
+        for name, delivery_state, n in session.execute(
             select(Delivery.destination, Delivery.state, func.count()).group_by(
                 Delivery.destination, Delivery.state
             )
         ):
-            deliveries.add_metric([name, str(state)], float(n))
+            deliveries.add_metric([name, str(delivery_state)], float(n))
         yield deliveries
         failures = CounterMetricFamily(
             "dicom_node_delivery_failures",
@@ -181,12 +181,12 @@ class JobDatabaseCollector(Collector):
             "dicom_node_notifications", "Webhook messages by webhook and state",
             labels=["webhook", "state"],
         )  # fmt: skip
-        for name, state, n in session.execute(
+        for name, notification_state, n in session.execute(
             select(Notification.webhook, Notification.state, func.count()).group_by(
                 Notification.webhook, Notification.state
             )
         ):
-            notifications.add_metric([name, str(state)], float(n))
+            notifications.add_metric([name, str(notification_state)], float(n))
         yield notifications
 
         if self.workers_alive is not None:
@@ -272,8 +272,8 @@ class JobDatabaseCollector(Collector):
                     Delivery.state.in_([DeliveryState.PENDING, DeliveryState.RETRYING]),
                 )
             )
-            > 0
-        )
+            or 0  # COUNT always returns a row
+        ) > 0
 
 
 def _le(bound: float) -> str:

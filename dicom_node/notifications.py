@@ -43,7 +43,6 @@ from dicom_node.db.models import (
     NotificationState,
     ResultObject,
     Series,
-    Study,
     utcnow,
 )
 from dicom_node.errors import PermanentError, TransientError
@@ -131,8 +130,8 @@ def build_message(
     -------
     dict
     """
-    series = session.get(Series, job.series_id)
-    study = session.get(Study, series.study_id)
+    series = job.series  # foreign keys: a job's series and a series' study always exist
+    study = series.study
     summary = job.result_summary or {}
     objects = session.scalars(
         select(ResultObject).where(ResultObject.job_id == job.id).order_by(ResultObject.id)
@@ -234,14 +233,22 @@ def send_notification(
     -------
     NotificationState
         SENT, FAILED, or PENDING when its webhook is no longer configured.
+
+    Raises
+    ------
+    LookupError
+        If there is no notification ``notification_id``, or no job for it.
     """
     webhooks = {w.name: w for w in settings.notifications.webhooks}
     with session_factory() as session:
-        row = session.get(Notification, notification_id)
+        row = _notification(session, notification_id)
         webhook = webhooks.get(row.webhook)
         if webhook is None:
             return NotificationState.PENDING
-        message = build_message(session, session.get(Job, row.job_id), settings, webhook)
+        job = session.get(Job, row.job_id)
+        if job is None:
+            raise LookupError(f"notification {notification_id}: no job {row.job_id}")
+        message = build_message(session, job, settings, webhook)
     attempts = 0
     status: int | None = None
     error: str | None = None
@@ -261,7 +268,7 @@ def send_notification(
     except RetryError as err:  # pragma: no cover - reraise=True re-raises the cause
         error = str(err)
     with session_factory.begin() as session:
-        row = session.get(Notification, notification_id)
+        row = _notification(session, notification_id)
         row.attempts += attempts
         row.response_status = status
         if error is None:
@@ -277,6 +284,13 @@ def send_notification(
                 row.job_id, row.webhook, attempts, error,
             )  # fmt: skip
         return row.state
+
+
+def _notification(session: Session, notification_id: int) -> Notification:
+    row = session.get(Notification, notification_id)
+    if row is None:
+        raise LookupError(f"no notification {notification_id}")
+    return row
 
 
 def send_due_notifications(

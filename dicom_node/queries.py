@@ -28,7 +28,6 @@ from dicom_node.db.models import (
     Series,
     SeriesState,
     StateChange,
-    Study,
     utcnow,
 )
 from dicom_node.errors import InvalidQueryError
@@ -393,8 +392,8 @@ def job_detail(session: Session, job_id: int, outbox: Path) -> dict[str, Any] | 
     job = session.get(Job, job_id)
     if job is None:
         return None
-    series = session.get(Series, job.series_id)
-    study = session.get(Study, series.study_id)
+    series = job.series  # foreign keys: a job's series and a series' study always exist
+    study = series.study
     objects = session.scalars(
         select(ResultObject)
         .options(selectinload(ResultObject.deliveries))

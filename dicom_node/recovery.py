@@ -26,7 +26,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dicom_node.db.models import Instance, Job, JobState, Purge, Series, SeriesState, utcnow
+from dicom_node.db.models import Instance, Job, JobState, Purge, SeriesState, utcnow
 from dicom_node.db.transitions import set_state
 from dicom_node.errors import InvalidInstanceError
 from dicom_node.receive.header import parse_header
@@ -134,7 +134,9 @@ def recover_at_start(
         with session_factory.begin() as session:
             for relative in missing:
                 instance = session.scalar(select(Instance).where(Instance.path == relative))
-                series = session.get(Series, instance.series_id)
+                if instance is None:  # removed since the scan (a purge): nothing to repair
+                    continue
+                series = instance.series
                 report.rows_without_file.append(instance.sop_instance_uid)
                 logger.error("instance %s has a row but no spool file: row removed",
                              instance.sop_instance_uid)

@@ -217,6 +217,8 @@ def purge(
         with session_factory.begin() as session:
             # Re-check under the write lock: a new instance may have re-opened the series.
             series = session.get(Series, candidate.series_id)
+            if series is None:  # purged meanwhile by another process
+                continue
             if series.state not in (SeriesState.DISPATCHED, SeriesState.NOT_ELIGIBLE) or (
                 session.scalar(
                     select(func.count(Instance.id)).where(Instance.series_id == series.id)

@@ -16,10 +16,11 @@ import logging
 import re
 import secrets
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
 
 from dicom_node.db.models import User, UserRole, WebSession, utcnow
@@ -317,7 +318,11 @@ def revoke_sessions(session: Session, user_id: int) -> int:
     ----------
     OWASP Session Management Cheat Sheet: invalidate sessions on password change.
     """
-    result = session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+    # A DML statement's result is a CursorResult (it has rowcount); execute() is typed as Result.
+    result = cast(
+        CursorResult[Any],
+        session.execute(delete(WebSession).where(WebSession.user_id == user_id)),
+    )
     return result.rowcount or 0
 
 

@@ -130,12 +130,17 @@ def demo(
     with open_session(settings) as session:
         for name, job_id in done.items():
             job = session.get(Job, job_id)
+            if job is None:
+                typer.echo(f"\n== {name}: error: job {job_id} is no longer recorded", err=True)
+                failed = True
+                continue
             typer.echo(f"\n== {name} (job {job_id}, {job.state})")
             if job.state == JobState.FAILED:
                 typer.echo(f"error: {job.error}")
                 failed = True
                 continue
-            typer.echo(f"finding: {finding_text(job.result_summary['findings'])}")
+            summary = job.result_summary or {}
+            typer.echo(f"finding: {finding_text(summary.get('findings', []))}")
             for obj in result_objects_of_job(session, job_id):
                 typer.echo(f"{obj.kind:<4} {settings.storage.outbox_path / obj.path}")
     typer.echo(f"\ninspect with: DICOM_NODE_STORAGE__BASE_DIR={workdir} dicom-node jobs list")

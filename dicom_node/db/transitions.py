@@ -7,7 +7,9 @@ transition the machine does not allow and appends a timestamped row to
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -54,7 +56,7 @@ DELIVERY_TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
     DeliveryState.DEAD: frozenset({DeliveryState.PENDING}),
 }
 
-_MACHINES = {
+_MACHINES: dict[type, tuple[str, Mapping[Any, frozenset[Any]]]] = {
     Series: ("series", SERIES_TRANSITIONS),
     Job: ("job", JOB_TRANSITIONS),
     Delivery: ("delivery", DELIVERY_TRANSITIONS),

@@ -431,9 +431,9 @@ def deliver_due(
             .order_by(Delivery.id)
         ).all()
     grouped: dict[str, list[Delivery]] = defaultdict(list)
-    for delivery in due:
-        if delivery.destination in by_name:
-            grouped[delivery.destination].append(delivery)
+    for due_delivery in due:
+        if due_delivery.destination in by_name:
+            grouped[due_delivery.destination].append(due_delivery)
     for name, deliveries in grouped.items():
         destination = by_name[name]
         paths = [outbox / d.result_object.path for d in deliveries]
@@ -479,6 +479,8 @@ def deliver_due(
         with session_factory.begin() as session:
             for stale in deliveries:
                 delivery = session.get(Delivery, stale.id)
+                if delivery is None:  # deliveries are never deleted
+                    raise LookupError(f"delivery {stale.id} is no longer recorded")
                 delivery.attempts += 1
                 if error is None:
                     set_state(session, delivery, DeliveryState.SENT, now=finished)

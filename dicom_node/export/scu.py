@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pydicom
 from pynetdicom import AE
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -157,7 +157,10 @@ def _associate(ae: AE, peer: Peer):
     finally:
         pynetdicom_logger.removeHandler(errors)
     if not assoc.accepted_contexts and assoc.rejected_contexts:
-        refused = ", ".join(sorted({cx.abstract_syntax.name for cx in assoc.rejected_contexts}))
+        # A requested context always has its abstract syntax.
+        refused = ", ".join(
+            sorted({str(getattr(cx.abstract_syntax, "name", "")) for cx in assoc.rejected_contexts})
+        )
         if assoc.is_established:
             assoc.abort()
         raise DeliveryRefusedError(

@@ -14,8 +14,9 @@ DICOM PS3.8 section 7 (association establishment, release and abort).
 from __future__ import annotations
 
 import logging
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.db.models import Association, AssociationOutcome, utcnow
@@ -106,7 +107,11 @@ def close_lost_associations(session: Session, receiver: str | None = None) -> in
     statement = update(Association).where(Association.closed_at.is_(None))
     if receiver is not None:
         statement = statement.where(Association.receiver == receiver)
-    result = session.execute(statement.values(closed_at=utcnow(), outcome=AssociationOutcome.LOST))
+    # A DML statement's result is a CursorResult (it has rowcount); execute() is typed as Result.
+    result = cast(
+        CursorResult[Any],
+        session.execute(statement.values(closed_at=utcnow(), outcome=AssociationOutcome.LOST)),
+    )
     closed = int(result.rowcount or 0)
     if closed:
         logger.warning("%d association(s) left open by a stopped receiver closed as LOST", closed)

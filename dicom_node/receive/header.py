@@ -17,8 +17,10 @@ import math
 import struct
 from dataclasses import dataclass
 from io import BytesIO
+from typing import Any
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 
 from dicom_node.errors import InvalidInstanceError, InvalidUIDError
@@ -138,7 +140,9 @@ def same_orientation(
     return all(abs(a - b) <= ORIENTATION_TOLERANCE for a, b in zip(first, second, strict=True))
 
 
-def _floats(ds: pydicom.Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
+def _floats(
+    ds: pydicom.Dataset | ScannedHeader, keyword: str, count: int
+) -> tuple[float, ...] | None:
     value = ds.get(keyword)
     if value is None:
         return None
@@ -151,12 +155,12 @@ def _floats(ds: pydicom.Dataset, keyword: str, count: int) -> tuple[float, ...] 
     return values
 
 
-def _text(ds: pydicom.Dataset, keyword: str) -> str:
+def _text(ds: pydicom.Dataset | ScannedHeader, keyword: str) -> str:
     value = ds.get(keyword)
     return "" if value is None else str(value).strip()
 
 
-def _joined(ds: pydicom.Dataset, keyword: str) -> str:
+def _joined(ds: pydicom.Dataset | ScannedHeader, keyword: str) -> str:
     """Values of a multi-valued text attribute joined with a backslash, as encoded."""
     value = ds.get(keyword)
     if value is None or isinstance(value, str):
@@ -164,7 +168,7 @@ def _joined(ds: pydicom.Dataset, keyword: str) -> str:
     return "\\".join(str(v).strip() for v in value)
 
 
-def _float_or_none(ds: pydicom.Dataset, keyword: str) -> float | None:
+def _float_or_none(ds: pydicom.Dataset | ScannedHeader, keyword: str) -> float | None:
     try:
         value = ds.get(keyword)
         return None if value in (None, "") else float(value)
@@ -314,7 +318,7 @@ class ScannedHeader:
         #: Pixel Data, None when the dataset has none.
         self.pixel_data_extent = pixel_data_extent
 
-    def get(self, keyword: str, default: object = None) -> object:
+    def get(self, keyword: str, default: Any = None) -> Any:
         """Return the decoded value of ``keyword``, or ``default`` when absent."""
         return self._values.get(keyword, default)
 
@@ -470,13 +474,12 @@ def scan_header(encoded: bytes, transfer_syntax_uid: str | None = None) -> Scann
 def _pydicom_pixel_data_extent(encoded: bytes) -> tuple[int, int] | None:
     """(value offset, declared length) of the top-level Pixel Data, read by pydicom."""
     ds = pydicom.dcmread(BytesIO(encoded), defer_size=1024)
-    element = ds.get_item(_PIXEL_DATA)
-    if element is None:
-        return None
-    value_tell = getattr(element, "value_tell", None)
-    if value_tell is None:  # a value small enough to be read: it is complete
-        return None
-    return int(value_tell), int(element.length)
+    # keep_deferred: without it pydicom 3 reads the deferred value and returns a
+    # converted DataElement, which has no value offset.
+    element = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+    if not isinstance(element, RawDataElement) or element.value is not None:
+        return None  # absent, or a value small enough to be read: it is complete
+    return int(element.value_tell), int(element.length)
 
 
 def _skip_fragments(encoded: bytes, pos: int) -> int | None:
@@ -494,8 +497,8 @@ def _skip_fragments(encoded: bytes, pos: int) -> int | None:
     return None
 
 
-def check_pixel_data(encoded: bytes, extent: tuple[int, int] | None, ds,
-                     transfer_syntax_uid: str) -> None:
+def check_pixel_data(encoded: bytes, extent: tuple[int, int] | None,
+                     ds: pydicom.Dataset | ScannedHeader, transfer_syntax_uid: str) -> None:
     """Check that the Pixel Data the header declares is all there.
 
     Parameters
@@ -581,12 +584,14 @@ def parse_header(encoded: bytes, *, transfer_syntax_uid: str | None = None) -> I
     DICOM PS3.10 section 7 (DICOM File Format); PS3.5 section 9.1 (UIDs).
     """
     try:
-        ds = scan_header(encoded, transfer_syntax_uid)
-        if ds is None:  # not a layout the scanner reads: pydicom decides
+        scanned = scan_header(encoded, transfer_syntax_uid)
+        ds: pydicom.Dataset | ScannedHeader
+        if scanned is None:  # not a layout the scanner reads: pydicom decides
             ds = pydicom.dcmread(BytesIO(encoded), stop_before_pixels=True)
             extent = _pydicom_pixel_data_extent(encoded)
         else:
-            extent = ds.pixel_data_extent
+            ds = scanned
+            extent = scanned.pixel_data_extent
         # Force parsing of every element we read now, so a truncated dataset fails here.
         keywords = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
         uids = {k: validate_uid(ds.get(k), keyword=k) for k in keywords}

@@ -30,8 +30,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import Engine, bindparam, select
+from sqlalchemy import Engine, Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,7 +52,7 @@ logger = logging.getLogger(__name__)
 #: Series ids remembered per process for the fast path.
 SERIES_CACHE_SIZE = 1024
 
-_series = Series.__table__
+_series = cast(Table, Series.__table__)  # a declarative model's table is a Table
 _BUMP_SERIES = (
     _series.update()
     .where(
@@ -65,7 +66,7 @@ _BUMP_SERIES = (
         updated_at=bindparam("b_now", type_=_series.c.updated_at.type),
     )
 )
-_INSERT_INSTANCE = Instance.__table__.insert()
+_INSERT_INSTANCE = cast(Table, Instance.__table__).insert()
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,7 @@ class InstanceIngest:
         Series Instance UID would be analysed as one mixed volume.
         """
         key = self._cached(header.series_instance_uid)
+        known: str | None
         if key is not None and key.study_instance_uid:
             known = key.study_instance_uid
         else:

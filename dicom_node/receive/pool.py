@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, cast
 
 from dicom_node.config import Settings
 from dicom_node.errors import ConfigurationError
@@ -208,7 +208,8 @@ class ReceiverPool:
             if not connections:
                 time.sleep(0.2)
                 continue
-            for conn in wait(connections, timeout=0.5):
+            # wait() returns the ready objects it was given: Connections here.
+            for conn in cast(list[Connection], wait(connections, timeout=0.5)):
                 try:
                     item = conn.recv()
                 except (EOFError, OSError):

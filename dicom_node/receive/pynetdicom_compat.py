@@ -384,7 +384,8 @@ def wake_acceptor_awaiting_request(assoc: Association) -> None:
     """
     if getattr(assoc.requestor, "primitive", None) is None:
         with suppress(Exception):
-            assoc.dul.to_user_queue.put(None)
+            # pynetdicom types the queue without None, yet reads None as a timed-out wait
+            assoc.dul.to_user_queue.put(None)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- reactors
@@ -504,7 +505,8 @@ class EventDrivenDUL(DULServiceProvider):
                 abort_pdu = A_ABORT_RQ()
                 abort_pdu.source = 0x02
                 abort_pdu.reason_diagnostic = 0x00
-                self.socket.send(abort_pdu.encode())
+                if self.socket is not None:
+                    self.socket.send(abort_pdu.encode())
                 self.assoc.is_aborted = True
                 self.assoc.is_established = False
                 self.assoc._kill = True
@@ -553,7 +555,7 @@ class EventDrivenAssociation(Association):
             self._reactor_checkpoint.wait()
             self._is_paused = False
             context_id, msg = self.dimse.get_msg(block=False)
-            if msg:
+            if msg and context_id is not None:  # a message always comes with its context
                 self._serve_request(msg, context_id)
                 bell.set()  # look again at once: more may be queued
             if self.is_established and self.acse.is_release_requested():

@@ -25,6 +25,7 @@ import socket
 import socketserver
 import threading
 from collections.abc import Callable
+from typing import cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import (
@@ -33,14 +34,16 @@ from pynetdicom import (
     PYNETDICOM_IMPLEMENTATION_VERSION,
     evt,
 )
-from pynetdicom.events import Event
-from pynetdicom.sop_class import (
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at import time
     CTImageStorage,
     EnhancedCTImageStorage,
     SecondaryCaptureImageStorage,
     Verification,
 )
 from pynetdicom.status import Status
+from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicom_node.audit import AuditLog
@@ -129,6 +132,8 @@ class ReusePortAssociationServer(GuardedAssociationServer):
 
     def server_bind(self) -> None:
         """Set ``SO_REUSEPORT`` and bind (see :meth:`AssociationServer.server_bind`)."""
+        if self.socket is None:  # pynetdicom types it Optional; TCPServer made it
+            raise OSError("the server has no socket to bind")
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
@@ -191,7 +196,7 @@ class StorageSCP:
         # association object -> [row id or None, instances stored]
         self._open: dict[object, list] = {}
         self._open_lock = threading.Lock()
-        self._server = None
+        self._server: ThreadedAssociationServer | None = None
         self.auditor = AssociationAuditor(
             audit or AuditLog(ingest.session_factory),
             association_row=lambda assoc: (self._open.get(assoc) or [None])[0],
@@ -243,7 +248,7 @@ class StorageSCP:
             If the address cannot be bound (port in use, permission).
         """
         ae = self._make_ae()
-        handlers = [
+        handlers: list[EventHandlerType] = [
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_ACCEPTED, self._on_accepted),
@@ -355,7 +360,9 @@ class StorageSCP:
     @staticmethod
     def _part10(event: Event) -> bytes:
         """The received dataset as Part 10 bytes, as ``event.encoded_dataset()`` gives them."""
-        request = event.request
+        request = cast(C_STORE, event.request)  # EVT_C_STORE carries a C-STORE request
+        if request.DataSet is None:
+            raise InvalidInstanceError("C-STORE request without a data set")
         meta = file_meta_information(
             str(request.AffectedSOPClassUID or ""),
             str(request.AffectedSOPInstanceUID or ""),
@@ -390,9 +397,10 @@ class StorageSCP:
             below ``dicom.min_free_disk_bytes`` / ``min_free_disk_percent``).
         """
         calling = event.assoc.requestor.ae_title
-        affected_uid = str(event.request.AffectedSOPInstanceUID or "")
+        request = cast(C_STORE, event.request)  # EVT_C_STORE carries a C-STORE request
+        affected_uid = str(request.AffectedSOPInstanceUID or "")
         for name, uid in (("Affected SOP Instance UID", affected_uid),
-                          ("Affected SOP Class UID", str(event.request.AffectedSOPClassUID or ""))):
+                          ("Affected SOP Class UID", str(request.AffectedSOPClassUID or ""))):
             if len(uid) > 64:
                 logger.warning("C-STORE from %s refused (0xC210): %s of %d characters",
                                calling, name, len(uid))
@@ -417,7 +425,7 @@ class StorageSCP:
             )
             return failure_status(STATUS_CANNOT_UNDERSTAND,
                                   "SOP Instance UID differs from Affected SOP Instance UID")
-        if header.sop_class_uid != str(event.request.AffectedSOPClassUID):
+        if header.sop_class_uid != str(request.AffectedSOPClassUID):
             logger.warning(
                 "C-STORE from %s refused (0xA900): SOPClassUID %s does not match the request",
                 calling,

@@ -498,7 +498,8 @@ class GuardedAssociationServer(ThreadedAssociationServer):
                 return
             request = wrapped
         try:
-            self.RequestHandlerClass(request, client_address, self)
+            # typeshed's Self in RequestHandlerClass does not bind in a subclass
+            self.RequestHandlerClass(request, client_address, self)  # type: ignore[arg-type]
         except BaseException:
             self.release_address(client_address)
             raise

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import logging
 from dataclasses import dataclass
+from typing import TypedDict
 
 import highdicom as hd
 from pydicom.uid import generate_uid
@@ -46,6 +47,17 @@ def _check_lo(keyword: str, value: str) -> None:
         raise ResultBuildError(f"{keyword} is longer than {_LO_MAX_CHARS} characters (LO)")
     if "\\" in value or any(ord(c) < 0x20 for c in value):
         raise ResultBuildError(f"{keyword} contains a backslash or a control character")
+
+
+class GeneralEquipmentKwargs(TypedDict):
+    """highdicom's General Equipment Module keyword arguments (PS3.3 C.7.5.1)."""
+
+    manufacturer: str
+    manufacturer_model_name: str
+    software_versions: str
+    device_serial_number: str
+    institution_name: str | None
+    institutional_department_name: str | None
 
 
 @dataclass(frozen=True)
@@ -104,7 +116,7 @@ class EquipmentIdentity:
         if self.device_uid is not None and not is_valid_uid(self.device_uid):
             raise ResultBuildError(f"device_uid {self.device_uid!r} is not a valid UID")
 
-    def general_equipment_kwargs(self) -> dict[str, str | None]:
+    def general_equipment_kwargs(self) -> GeneralEquipmentKwargs:
         """Keyword arguments of highdicom's SOP class constructors for the General Equipment Module.
 
         Returns

@@ -484,14 +484,16 @@ def _secondary_capture(
         if keyword in reference and keyword not in image:
             image[keyword] = copy.deepcopy(reference[keyword])
     if orientation is None:
-        image.PatientOrientation = None  # Type 2: a table has no patient orientation
+        # Type 2: a table has no patient orientation (pydicom's typed keywords omit None)
+        image.PatientOrientation = None  # type: ignore[assignment]
     body_part = str(reference.get("BodyPartExamined", "") or "").strip()
     if body_part:
         # Tells validators the body part, so the Type 2C Laterality may be absent
         # (the head is not a paired structure).
         image.BodyPartExamined = body_part
     elif "Laterality" not in image:
-        image.Laterality = None  # General Series Type 2C: unknown body part, empty
+        # General Series Type 2C: unknown body part, empty (pydicom's typed keywords omit None)
+        image.Laterality = None  # type: ignore[assignment]
     image.ManufacturerModelName = equipment.manufacturer_model_name
     image.SoftwareVersions = equipment.software_versions
     image.DeviceSerialNumber = equipment.device_serial_number

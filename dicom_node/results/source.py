@@ -174,7 +174,7 @@ def prepare_source_images(
         if require_geometry and int(dataset.get("NumberOfFrames", 1) or 1) != 1:
             raise ResultBuildError(f"source image {index} is multi-frame; expected single-frame")
     first = source_images[0]
-    shared = ("StudyInstanceUID", "SeriesInstanceUID")
+    shared: tuple[str, ...] = ("StudyInstanceUID", "SeriesInstanceUID")
     if require_geometry:
         shared += ("FrameOfReferenceUID", "Rows", "Columns")
     for keyword in shared:

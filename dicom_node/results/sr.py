@@ -224,7 +224,8 @@ def device_observer_context(
     try:
         return hd.sr.ObservationContext(
             observer_device_context=hd.sr.ObserverContext(
-                observer_type=codes.DEVICE_OBSERVER,
+                # highdicom types it CodedConcept; its CodeContentItem takes a Code too
+                observer_type=codes.DEVICE_OBSERVER,  # type: ignore[arg-type]
                 observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
                     uid=equipment.device_observer_uid,
                     name=result.algorithm.name,
@@ -477,7 +478,7 @@ def _comprehensive_3d_sr(evidence, content, equipment, algorithm, *, series_inst
 
 def build_measurement_report(
     source_images: Sequence[Dataset],
-    segmentation: Dataset,
+    segmentation: Dataset | Sequence[Dataset],
     result: PipelineResult,
     *,
     equipment: EquipmentIdentity,
@@ -569,7 +570,10 @@ def build_measurement_report(
         procedure_reported = codes.PROCEDURES_REPORTED.get(result.pipeline, codes.CT_HEAD)
     extras = (result.details or {}).get("sr") or {}
     algorithm_id = algorithm_identification(result.algorithm, equipment)
-    groups = []
+    groups: list[
+        hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+        | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    ] = []
     for finding, segment in zip(result.findings, described_segments(instances[0]), strict=True):
         instance = _instance_for_finding(instances, finding, sources)
         groups.append(

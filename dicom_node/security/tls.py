@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import ssl
 from pathlib import Path
+from typing import cast
 
 from dicom_node.config import TlsSettings
 from dicom_node.errors import ConfigurationError
@@ -30,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 #: RFC 4514 short names of the attributes Python's ``getpeercert`` spells out.
+#: A certificate subject as ssl.SSLSocket.getpeercert() gives it: RDNs of (name, value) pairs.
+_Subject = tuple[tuple[tuple[str, str], ...], ...]
+
 _SHORT_NAMES = {
     "commonName": "CN",
     "organizationName": "O",
@@ -182,7 +186,7 @@ def peer_certificate_subject(sock: object) -> str:
         return ""
     parts = [
         f"{_SHORT_NAMES.get(key, key)}={value}"
-        for rdn in certificate.get("subject", ())
+        for rdn in cast(_Subject, certificate.get("subject", ()))
         for key, value in rdn
     ]
     return ",".join(parts)[:256]

@@ -139,12 +139,13 @@ def _case_row(case, findings, details) -> dict:
             predicted[np.asarray(finding.mask, dtype=bool)] = subtype_label(finding.label)
             reported.add(finding.label)
     present = {lesion.subtype for lesion in case.lesions}
+    dice: dict[str, float] = {}
     row = {"positive": bool((truth > 0).any()), "score": float(details.get("series_score", 0.0)),
-           "called": bool(reported), "reported": sorted(reported), "dice": {}}
+           "called": bool(reported), "reported": sorted(reported), "dice": dice}
     for subtype in ICH_SUBTYPES:
         value = subtype_label(subtype)
         if (truth == value).any():
-            row["dice"][subtype] = dice_coefficient(truth == value, predicted == value)
+            dice[subtype] = dice_coefficient(truth == value, predicted == value)
     row["spurious"] = sorted(reported - present)
     return row
 
@@ -245,9 +246,8 @@ def evaluate_blood_rules(model_dir: Path, base_dir: Path, *, cases: int = 60,
     sets = rule_sets(package.blood_rules)
     rows: dict[str, list[dict]] = {name: [] for name in sets}
     refused = 0
-    options = {"mimics": 1.0} if mimics else {}
     for n, case in enumerate(iter_synthetic_cases(base, plan, processes=max(1, processes),
-                                                  **options)):
+                                                  mimics=1.0 if mimics else 0.0)):
         prediction = None
         for name, settings in sets.items():
             try:

@@ -136,8 +136,8 @@ def midline_columns(intracranial: np.ndarray, pixel_spacing_mm: tuple[float, flo
     if known.size == 0:
         return np.full(slices, (columns - 1) / 2.0)
     missing = np.flatnonzero(np.isnan(result))
-    for k in missing:
-        result[k] = result[known[np.argmin(np.abs(known - k))]]
+    for gap in missing:
+        result[gap] = result[known[np.argmin(np.abs(known - gap))]]
     return result
 
 

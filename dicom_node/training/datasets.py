@@ -281,17 +281,21 @@ def _integer(path: Path, row: Mapping[str, str], column: str) -> int:
                        lambda n: bool(np.isfinite(n)) and n == int(n)))
 
 
-def _load_nifti(path: Path) -> nib.Nifti1Image:
+def _load_nifti(path: Path) -> nib.Nifti1Pair:
     try:
         image = nib.load(str(path))
     except Exception as err:  # nibabel raises many types for a bad file
         raise DatasetError(f"{path}: cannot be read as NIfTI ({err})") from err
+    if not isinstance(image, nib.Nifti1Pair):  # NIfTI-1 or -2, single file or pair
+        raise DatasetError(
+            f"{path}: not a NIfTI file (nibabel reads it as {type(image).__name__})"
+        )
     if len(image.shape) != 3:
         raise DatasetError(f"{path}: rule 'a 3-D volume' broken: shape {image.shape}")
     return image
 
 
-def _reorientation(image: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
+def _reorientation(image: nib.Nifti1Pair) -> tuple[np.ndarray, np.ndarray]:
     """Return the nibabel axis transform to (slice, row, column) and the LPS affine after it."""
     start = orientations.io_orientation(image.affine)
     transform = orientations.ornt_transform(
@@ -301,7 +305,7 @@ def _reorientation(image: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
     return transform, _RAS_TO_LPS @ ras
 
 
-def _reoriented_hu(image: nib.Nifti1Image, transform: np.ndarray, path: Path) -> np.ndarray:
+def _reoriented_hu(image: nib.Nifti1Pair, transform: np.ndarray, path: Path) -> np.ndarray:
     try:
         data = image.get_fdata(dtype=np.float32)
     except Exception as err:  # truncated or corrupt data block
@@ -309,7 +313,7 @@ def _reoriented_hu(image: nib.Nifti1Image, transform: np.ndarray, path: Path) ->
     return np.ascontiguousarray(orientations.apply_orientation(data, transform), dtype=np.float32)
 
 
-def _raw_labels(image: nib.Nifti1Image, path: Path) -> np.ndarray:
+def _raw_labels(image: nib.Nifti1Pair, path: Path) -> np.ndarray:
     try:
         return np.asanyarray(image.dataobj)
     except Exception as err:
@@ -317,7 +321,7 @@ def _raw_labels(image: nib.Nifti1Image, path: Path) -> np.ndarray:
 
 
 def _check_same_shape(
-    mask_path: Path, mask: nib.Nifti1Image, scan_path: Path, scan: nib.Nifti1Image
+    mask_path: Path, mask: nib.Nifti1Pair, scan_path: Path, scan: nib.Nifti1Pair
 ) -> None:
     if tuple(mask.shape) != tuple(scan.shape):
         raise DatasetError(
@@ -631,14 +635,14 @@ def read_bhsd(root: Path) -> Iterator[LabelledVolume]:
             )
         remapped = lookup[np.rint(raw).astype(np.intp)]
         transform, affine = _reorientation(image)
-        labels = np.ascontiguousarray(
+        label_volume = np.ascontiguousarray(
             orientations.apply_orientation(remapped, transform), dtype=np.uint8
         )
         yield LabelledVolume(
             case_id=stem,
             hu=_reoriented_hu(image, transform, image_path),
-            labels=labels,
-            slice_labels=_slice_labels_from_volume(labels),
+            labels=label_volume,
+            slice_labels=_slice_labels_from_volume(label_volume),
             affine=affine,
             source="bhsd",
         )
@@ -1047,7 +1051,7 @@ def read_ich_renders(
 
 
 # ------------------------------------------------------------------ dispatcher
-_READERS = {
+_READERS: dict[str, Callable[[Path], Iterator[LabelledVolume] | Iterator[LabelledSlices]]] = {
     "physionet": read_physionet_ct_ich,
     "bhsd": read_bhsd,
     "rsna": read_rsna_ich,

@@ -40,14 +40,16 @@ logger = logging.getLogger(__name__)
 EVALUATION_SEED_START = 900_000
 
 
-def roc_auc(scores: Sequence[float], truth: Sequence[bool]) -> float | None:
+def roc_auc(
+    scores: Sequence[float] | np.ndarray, truth: Sequence[bool] | np.ndarray
+) -> float | None:
     """Area under the ROC curve as the Mann-Whitney U statistic (ties count 1/2).
 
     Parameters
     ----------
-    scores : sequence of float
+    scores : sequence of float or numpy.ndarray
         Higher means more likely positive.
-    truth : sequence of bool
+    truth : sequence of bool or numpy.ndarray
         True for positives.
 
     Returns
@@ -97,7 +99,7 @@ def evaluation_plan(cases: int, seed_start: int = EVALUATION_SEED_START,
     negatives = int(round(cases * negative_fraction))
     rng = np.random.default_rng(seed_start)
     plan: list[tuple[str, ...]] = [()] * negatives
-    kinds = [(s,) for s in ICH_SUBTYPES] + [None]
+    kinds: list[tuple[str, ...] | None] = [(s,) for s in ICH_SUBTYPES] + [None]
     i = 0
     while len(plan) < cases:
         kind = kinds[i % len(kinds)]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.uid import generate_uid
@@ -207,14 +208,16 @@ def evaluate_dataset(model_dir: Path, dataset: str) -> dict:
 
     package = IchModelPackage.load(Path(model_dir))
     model = load_keras_model(package.path / WEIGHTS_NAME)
-    rows, slice_truth, slice_scores = [], [], []
+    rows: list[dict[str, Any]] = []
+    slice_truth: list[bool] = []
+    slice_scores: list[float] = []
     dice: dict[str, list[float]] = {s: [] for s in ICH_SUBTYPES}
     for item in open_dataset(dataset):
         if isinstance(item, LabelledVolume):
             volume = labelled_volume_to_ct(item)
             truth_slices = item.any_hemorrhage
-        elif getattr(item, "volume", None) is not None:
-            volume = item.volume
+        elif (rendered_volume := getattr(item, "volume", None)) is not None:
+            volume = rendered_volume
             truth_slices = item.any_hemorrhage
         else:
             raise DatasetError(

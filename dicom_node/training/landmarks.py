@@ -462,8 +462,8 @@ class TentoriumModel:
         """(x, y, z) in mm about the apex, given ``dot(e)`` = P . e (mm) for the points P."""
         apex = np.asarray(self.apex_mm)
         out = []
-        for e in (self.left, self.posterior, self.up):
-            e = np.asarray(e)
+        for axis in (self.left, self.posterior, self.up):
+            e = np.asarray(axis)
             out.append(dot(e) - np.float32(apex @ e))
         return out[0], out[1], out[2]
 

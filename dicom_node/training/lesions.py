@@ -733,7 +733,10 @@ def _subdural_tentorium(
     for k in range(sampler.shape[0]):
         if not sampler.anatomy.intracranial[k].any():
             continue
-        x, y, z = model.head_coordinates(lambda e, k=k: sampler.project(e, k, middle, full))
+        def dot(e: np.ndarray, k: int = k) -> np.ndarray:
+            return sampler.project(e, k, middle, full)
+
+        x, y, z = model.head_coordinates(dot)
         height = model.height_mm(x, y, z)
         shape, allowed = patch(x, y, 1.15)
         region[k] = (

@@ -703,7 +703,7 @@ def _draw_tentorium(
         br0, br1 = max(int(nr[0]) - pad, 0), min(int(nr[-1]) + 1 + pad, r1 - r0)
         bc0, bc1 = max(int(nc[0]) - pad, 0), min(int(nc[-1]) + 1 + pad, c1 - c0)
         samples = int(np.clip(np.ceil(thickness[k] / 0.5), 5, 16))
-        f = np.zeros((br1 - br0, bc1 - bc0), dtype=np.float32)
+        f: np.ndarray = np.zeros((br1 - br0, bc1 - bc0), dtype=np.float32)
         for j in range(samples):
             t = ((j + 0.5) / samples - 0.5) * thickness[k]
             xs, ys, zs = model.head_coordinates(

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pydicom
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 from scipy import ndimage
 
 from dicom_node.imaging.masks import in_plane_depth_mm, intracranial_mask
@@ -447,6 +447,6 @@ def with_new_uids(datasets: Sequence[pydicom.Dataset], *, seed: int) -> list[pyd
         new.FrameOfReferenceUID = frame_uid
         new.SOPInstanceUID = sop_uid
         if getattr(new, "file_meta", None) is not None:
-            new.file_meta.MediaStorageSOPInstanceUID = sop_uid
+            new.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
         copies.append(new)
     return copies

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -162,7 +163,11 @@ def _cached_cases(path: Path, base, seeds: Sequence, spec: IchInputSpec,
     return cases
 
 
-class SliceBatches(keras.utils.PyDataset):
+#: keras.utils.PyDataset, as a name mypy accepts for a base class (keras ships no types).
+_PyDataset: Any = keras.utils.PyDataset
+
+
+class SliceBatches(_PyDataset):
     """Random 2.5D slice batches from model-grid cases (a Keras ``PyDataset``).
 
     Parameters
@@ -194,7 +199,8 @@ class SliceBatches(keras.utils.PyDataset):
         self.positive_fraction = positive_fraction
         self.seed = seed
         self.epoch = 0
-        positive, negative = [], []
+        positive: list[tuple[int, int]] = []
+        negative: list[tuple[int, int]] = []
         for c, case in enumerate(self.cases):
             has_blood = (case.labels > 0).reshape(case.labels.shape[0], -1).any(axis=1)
             for k, flag in enumerate(has_blood):
@@ -275,7 +281,9 @@ def series_scores(model, cases: Sequence[ModelGridCase], spec: IchInputSpec) -> 
     scores = []
     for case in cases:
         probabilities = predict_model_grid(model, case.windowed, spec)
-        scores.append(IchPrediction(probabilities=probabilities, grid=None).smoothed_max(None))
+        # smoothed_max reads only the probabilities; a model-grid case has no source grid
+        prediction = IchPrediction(probabilities=probabilities, grid=None)  # type: ignore[arg-type]
+        scores.append(prediction.smoothed_max(None))
     return np.asarray(scores, dtype=np.float64)
 
 

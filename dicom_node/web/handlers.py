@@ -116,8 +116,9 @@ def install(app: FastAPI) -> None:
         Its session middleware must already be added: this middleware wraps it.
     """
     app.middleware("http")(security_headers)
-    app.add_exception_handler(LoginRequired, _login_required)
-    app.add_exception_handler(Forbidden, _forbidden)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_exception_handler(InvalidQueryError, _invalid_query)
-    app.add_exception_handler(RequestTooLarge, _too_large)
+    # Starlette types a handler as taking any Exception; each of these takes only its own.
+    app.add_exception_handler(LoginRequired, _login_required)  # type: ignore[arg-type]
+    app.add_exception_handler(Forbidden, _forbidden)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(InvalidQueryError, _invalid_query)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestTooLarge, _too_large)  # type: ignore[arg-type]

@@ -43,7 +43,7 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from pydicom.uid import CTImageStorage, EnhancedCTImageStorage, SecondaryCaptureImageStorage
 from sqlalchemy.exc import SQLAlchemyError
@@ -142,8 +142,11 @@ class _Budget:
 def _declared_entries(handle: BinaryIO) -> int | None:
     """Entries the end of central directory record declares, before the directory is read."""
     try:
-        endrec = zipfile._EndRecData(handle)  # noqa: SLF001 - the EOCD (APPNOTE 4.3.16), no public API
-        return None if not endrec else int(endrec[zipfile._ECD_ENTRIES_TOTAL])  # noqa: SLF001
+        # Private zipfile names, absent from typeshed: the EOCD (APPNOTE 4.3.16), no public API.
+        endrec = zipfile._EndRecData(handle)  # type: ignore[attr-defined]  # noqa: SLF001
+        if not endrec:
+            return None
+        return int(endrec[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]  # noqa: SLF001
     except (AttributeError, OSError, IndexError, TypeError, ValueError):
         return None
     finally:
@@ -275,7 +278,7 @@ class UploadIngest:
             )
         return report
 
-    def _stream(self, label: str, source: BinaryIO, compressed: int | None, budget: _Budget):
+    def _stream(self, label: str, source: IO[bytes], compressed: int | None, budget: _Budget):
         return _Streamed(self, label, source, compressed, budget)
 
     def _ingest_zip(
@@ -418,7 +421,7 @@ class _Streamed:
         self,
         owner: UploadIngest,
         label: str,
-        source: BinaryIO,
+        source: IO[bytes],
         compressed: int | None,
         budget: _Budget,
     ) -> None:

@@ -73,6 +73,14 @@ def test_unusual_input_falls_back_to_pydicom(head_ct_dir):
         parse_header(b"not DICOM" * 50)
 
 
+def test_pydicom_path_refuses_truncated_pixel_data(head_ct_dir):
+    """Without the scanner, pydicom's deferred Pixel Data still gives the offset and length."""
+    data = (head_ct_dir / "01.dcm").read_bytes()
+    assert with_pydicom_only(data).sop_instance_uid
+    with pytest.raises(InvalidInstanceError, match="Pixel Data truncated"):
+        with_pydicom_only(data[:-1000])
+
+
 def test_file_meta_is_byte_identical_to_pynetdicoms():
     for sop_instance_uid in ("1.2.3.4", "1.2.826.0.1.3680043.8.498.12345678901234567890123"):
         meta = FileMetaDataset()

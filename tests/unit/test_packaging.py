@@ -81,6 +81,12 @@ def test_an_installed_wheel_finds_its_default_ich_model(wheel, tmp_path):
     assert (model_dir / "model.keras").is_file()
 
 
+def test_the_wheel_marks_the_package_as_typed(wheel):
+    """PEP 561: ``dicom_node/py.typed`` ships, so type checkers read the annotations."""
+    with zipfile.ZipFile(wheel) as archive:
+        assert "dicom_node/py.typed" in archive.namelist()
+
+
 def test_the_wheel_carries_the_cli_package_and_its_console_script(wheel, tmp_path):
     """``dicom_node.cli`` is a package: the script and ``python -m`` must still find ``app``."""
     with zipfile.ZipFile(wheel) as archive:

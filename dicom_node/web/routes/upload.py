@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from dicom_node.db.models import Series
 from dicom_node.web.deps import (
@@ -111,7 +112,7 @@ async def upload(request: Request, user: UploadUser, ctx: Context):
     files = [
         (str(item.filename or "upload"), item.file)
         for item in form.getlist("files")
-        if hasattr(item, "file") and item.filename
+        if isinstance(item, UploadFile) and item.filename
     ]
     if not files:
         return render(
@@ -128,6 +129,8 @@ async def upload(request: Request, user: UploadUser, ctx: Context):
     try:
         report = await run_in_threadpool(ctx.uploader.ingest_files, files)
     except UploadRefused as err:  # 413 over a web.upload_* cap, 507 below the watermark
+        if err.report is None:  # ingest_files sets it before re-raising
+            raise
         report, status = err.report, err.status
     logger.info(
         "user %s uploaded %d file(s): %d stored",

@@ -7,7 +7,7 @@ when ``overlay`` is set.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi import Path as PathParameter
@@ -42,7 +42,7 @@ def viewer_page(
         )
     with ctx.session_factory() as session:
         detail = job_detail(session, job_id, ctx.settings.storage.outbox_path)
-    slices = [
+    slices: list[dict[str, Any]] = [
         {
             "index": s.index,
             "sop_instance_uid": s.sop_instance_uid,
