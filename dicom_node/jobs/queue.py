@@ -4,14 +4,16 @@ A job is claimed by a compare-and-set UPDATE (``WHERE id = ? AND state = 'QUEUED
 which is atomic on SQLite and PostgreSQL alike, so two workers never run the
 same job. A running job heartbeats; :func:`recover_stale_jobs` returns jobs
 whose worker stopped heartbeating to QUEUED (the rq "registry sweep").
-Failures are retried with exponential backoff up to ``max_attempts``; a
-permanent error fails the job at once.
+Failures are retried after the delay of a :class:`~dicom_node.retry.RetryPolicy`
+(``workers.*``: capped exponential backoff with jitter) up to the job's
+``max_attempts``; a permanent error fails the job at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import random
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node.db.models import Job, JobState, Purge, StateChange, utcnow
 from dicom_node.db.transitions import log_initial_state, set_state
 from dicom_node.errors import IllegalTransitionError, SeriesPurgedError
+from dicom_node.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -230,10 +233,12 @@ def mark_failed(
     error: str,
     *,
     permanent: bool,
-    retry_backoff_s: float,
+    policy: RetryPolicy | None = None,
+    retry_backoff_s: float | None = None,
     now: datetime | None = None,
+    rng: random.Random | None = None,
 ) -> None:
-    """Record a failed attempt: back to QUEUED with backoff, or FAILED when out of attempts.
+    """Record a failed attempt: back to QUEUED after the policy's delay, or FAILED.
 
     Parameters
     ----------
@@ -242,14 +247,32 @@ def mark_failed(
     job : Job
         A RUNNING job.
     error : str
-        What went wrong, stored in ``job.error``.
+        What went wrong, stored in ``job.error`` (first 4000 characters).
     permanent : bool
         True for a :class:`~dicom_node.errors.PermanentError`: no retry.
-    retry_backoff_s : float
-        Base delay; attempt n waits ``retry_backoff_s * 2**(n-1)`` s.
+    policy : RetryPolicy or None
+        Delay before the next attempt (``workers.retry_policy()``); the job
+        row's own ``max_attempts`` decides when it is FAILED.
+    retry_backoff_s : float or None
+        Used only without ``policy``: ``RetryPolicy(base_s=retry_backoff_s,
+        jitter=0)`` without a cap, i.e. attempt n waits
+        ``retry_backoff_s * 2**(n-1)`` s (the behaviour before the policy).
     now : datetime or None
         Time of the failure (UTC).
+    rng : random.Random or None
+        Source of the jitter (tests).
+
+    Raises
+    ------
+    ValueError
+        If neither ``policy`` nor ``retry_backoff_s`` is given.
+    IllegalTransitionError
+        If the job is not RUNNING.
     """
+    if policy is None:
+        if retry_backoff_s is None:
+            raise ValueError("mark_failed needs a retry policy")
+        policy = RetryPolicy(base_s=retry_backoff_s, jitter=0.0)
     now = now or utcnow()
     job.error = error[:4000]
     if permanent or job.attempts >= job.max_attempts:
@@ -257,7 +280,7 @@ def mark_failed(
         set_state(session, job, JobState.FAILED, reason=f"{why}: {error[:500]}", now=now)
         job.finished_at = now
     else:
-        delay_s = retry_backoff_s * 2 ** (job.attempts - 1)
+        delay_s = policy.delay(job.attempts, rng)
         set_state(
             session,
             job,

@@ -63,7 +63,7 @@ def run_one(
     worker_id : str
         Identifies this worker in the job row and the logs.
     settings : WorkerSettings
-        Heartbeat interval and retry backoff.
+        Heartbeat interval and the retry policy (:meth:`WorkerSettings.retry_policy`).
 
     Returns
     -------
@@ -98,7 +98,7 @@ def run_one(
                     job,
                     message,
                     permanent=permanent,
-                    retry_backoff_s=settings.retry_backoff_s,
+                    policy=settings.retry_policy(),
                 )
         return job_id
     finally:
