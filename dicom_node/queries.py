@@ -23,6 +23,7 @@ from dicom_node.db.models import (
     Job,
     JobState,
     Notification,
+    NotificationState,
     Purge,
     ResultObject,
     Series,
@@ -497,6 +498,11 @@ def job_detail(session: Session, job_id: int, outbox: Path) -> dict[str, Any] | 
                     "webhook": n.webhook,
                     "state": str(n.state),
                     "attempts": n.attempts,
+                    "next_attempt_at": (
+                        n.next_attempt_at.isoformat()
+                        if n.state == NotificationState.PENDING and n.next_attempt_at
+                        else None
+                    ),
                     "response_status": n.response_status,
                     "last_error": n.last_error,
                     "sent_at": n.sent_at.isoformat() if n.sent_at else None,
