@@ -145,8 +145,10 @@ def job_detail_lines(detail: dict[str, Any]) -> list[str]:
     Returns
     -------
     list of str
-        Header, series, findings or the reason for none, the timeline (one
-        event a line, oldest first) and each result object with its deliveries.
+        Header, series, findings or the reason for none, the error and the
+        traceback of the last failed attempt (``jobs show`` needs access to the
+        database, i.e. an admin), the timeline (one event a line, oldest
+        first) and each result object with its deliveries.
     """
     from dicom_node.queries import finding_text
 
@@ -162,6 +164,11 @@ def job_detail_lines(detail: dict[str, Any]) -> list[str]:
         lines.append(f"not analysable: {detail['not_analysable'].get('reason', '')}")
     if detail["error"]:
         lines.append(f"error: {detail['error']}")
+    if detail.get("cancel_requested_at") and detail["state"] == "RUNNING":
+        lines.append(f"cancel requested {detail['cancel_requested_at']}: stops at the next stage")
+    if detail.get("traceback"):
+        lines.append("traceback of the last failed attempt:")
+        lines.extend("  " + line for line in detail["traceback"].rstrip("\n").splitlines())
     lines.append("timeline:")
     lines.extend(_timeline_line(event) for event in detail["timeline"])
     for obj in detail["result_objects"]:

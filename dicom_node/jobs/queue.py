@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import traceback
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -189,6 +190,7 @@ def claim_next(
                     started_at=now,
                     attempts=Job.attempts + 1,
                     error=None,
+                    error_traceback=None,
                 )
                 .execution_options(synchronize_session=False)
             )
@@ -225,6 +227,49 @@ def mark_succeeded(session: Session, job: Job, summary: dict, now: datetime | No
     job.result_summary = summary
     job.finished_at = now
     job.error = None
+    job.error_traceback = None
+
+
+#: Longest traceback kept with a failed job, in characters (its head and tail are kept).
+TRACEBACK_MAX_CHARS = 8000
+_TRACEBACK_HEAD_CHARS = 1500
+
+
+def format_traceback(err: BaseException, max_chars: int = TRACEBACK_MAX_CHARS) -> str:
+    """The formatted traceback of ``err`` (with its causes), at most about ``max_chars`` long.
+
+    What :func:`traceback.format_exception` prints, without local variables:
+    file names, line numbers, source lines and each exception's own text.
+    Patient identifiers can only be in it where an exception's message holds
+    them; the node's messages name UIDs, never patient names or IDs. A longer
+    traceback keeps its first 1500 characters (where the job started) and its
+    end (where it failed), with the number of characters left out between.
+
+    Parameters
+    ----------
+    err : BaseException
+        The exception the job raised.
+    max_chars : int
+        Characters kept from a longer traceback (> 1500).
+
+    Returns
+    -------
+    str
+
+    References
+    ----------
+    Python :mod:`traceback`, ``format_exception``.
+    """
+    text = "".join(traceback.format_exception(err))
+    if len(text) <= max_chars:
+        return text
+    tail = max_chars - _TRACEBACK_HEAD_CHARS
+    cut = len(text) - _TRACEBACK_HEAD_CHARS - tail
+    return (
+        text[:_TRACEBACK_HEAD_CHARS]
+        + f"\n[... {cut} characters left out ...]\n"
+        + text[-tail:]
+    )
 
 
 def mark_failed(
@@ -235,6 +280,7 @@ def mark_failed(
     permanent: bool,
     policy: RetryPolicy | None = None,
     retry_backoff_s: float | None = None,
+    error_traceback: str | None = None,
     now: datetime | None = None,
     rng: random.Random | None = None,
 ) -> None:
@@ -257,6 +303,9 @@ def mark_failed(
         Used only without ``policy``: ``RetryPolicy(base_s=retry_backoff_s,
         jitter=0)`` without a cap, i.e. attempt n waits
         ``retry_backoff_s * 2**(n-1)`` s (the behaviour before the policy).
+    error_traceback : str or None
+        The failure's formatted traceback (:func:`format_traceback`), kept in
+        ``job.error_traceback`` for admins until the next attempt starts.
     now : datetime or None
         Time of the failure (UTC).
     rng : random.Random or None
@@ -275,6 +324,7 @@ def mark_failed(
         policy = RetryPolicy(base_s=retry_backoff_s, jitter=0.0)
     now = now or utcnow()
     job.error = error[:4000]
+    job.error_traceback = error_traceback
     if permanent or job.attempts >= job.max_attempts:
         why = "permanent error" if permanent else f"{job.attempts} attempts"
         set_state(session, job, JobState.FAILED, reason=f"{why}: {error[:500]}", now=now)
@@ -360,6 +410,7 @@ def requeue(session: Session, job: Job, now: datetime | None = None) -> None:
     job.attempts = 0
     job.not_before = now
     job.error = None
+    job.error_traceback = None
 
 
 def cancel(session: Session, job: Job, now: datetime | None = None) -> None:

@@ -12,7 +12,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node.config import WorkerSettings
 from dicom_node.db.models import Job, JobState
 from dicom_node.errors import PermanentError
-from dicom_node.jobs.queue import claim_next, heartbeat, mark_failed, mark_succeeded
+from dicom_node.jobs.queue import (
+    claim_next,
+    format_traceback,
+    heartbeat,
+    mark_failed,
+    mark_succeeded,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +105,7 @@ def run_one(
                     message,
                     permanent=permanent,
                     policy=settings.retry_policy(),
+                    error_traceback=format_traceback(err),
                 )
         return job_id
     finally:

@@ -26,6 +26,7 @@ from dicom_node.queries import (
     JobFilter,
     delivery_marks,
     job_detail,
+    job_detail_for,
     job_detail_json,
     job_summary,
     list_jobs,
@@ -222,7 +223,7 @@ def job_page(request: Request, job_id: RowId, user: CurrentUser, ctx: Context):
         "job.html",
         user,
         active="jobs",
-        job=detail,
+        job=job_detail_for(detail, is_admin=user.is_admin),
         bars=stage_bars(detail),
         target_s=ctx.settings.monitoring.delivery_target_s,
     )
@@ -232,13 +233,14 @@ def job_page(request: Request, job_id: RowId, user: CurrentUser, ctx: Context):
 def job_api(job_id: RowId, user: CurrentUser, ctx: Context):
     """One job as JSON: ``job_detail_json`` of :func:`~dicom_node.queries.job_detail`.
 
-    Answers 404 ``{"detail": "no job N"}`` when there is no such job.
+    Answers 404 ``{"detail": "no job N"}`` when there is no such job. The
+    ``traceback`` of a failed attempt is there for admins only (None for viewers).
     """
     with ctx.session_factory() as session:
         detail = job_detail(session, job_id, ctx.settings.storage.outbox_path)
     if detail is None:
         return JSONResponse({"detail": f"no job {job_id}"}, status_code=404)
-    return JSONResponse(job_detail_json(detail))
+    return JSONResponse(job_detail_json(job_detail_for(detail, is_admin=user.is_admin)))
 
 
 def _change_job(
