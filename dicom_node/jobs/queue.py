@@ -191,6 +191,7 @@ def claim_next(
                     attempts=Job.attempts + 1,
                     error=None,
                     error_traceback=None,
+                    cancel_requested_at=None,
                 )
                 .execution_options(synchronize_session=False)
             )
@@ -347,10 +348,12 @@ def recover_stale_jobs(
 ) -> list[int]:
     """Return RUNNING jobs whose heartbeat is older than the timeout to QUEUED.
 
+    A job an operator asked to cancel (:func:`cancel`) is CANCELED instead.
+
     Returns
     -------
     list of int
-        Ids of the jobs recovered.
+        Ids of the jobs recovered (requeued or, when a cancel was requested, canceled).
     """
     now = now or utcnow()
     limit = now - timedelta(seconds=heartbeat_timeout_s)
@@ -358,6 +361,12 @@ def recover_stale_jobs(
         select(Job).where(Job.state == JobState.RUNNING, Job.heartbeat_at < limit)
     ).all()
     for job in stale:
+        if job.cancel_requested_at is not None:  # the operator wanted it stopped anyway
+            logger.warning("job %d: worker %s stopped heartbeating, canceled as requested",
+                           job.id, job.worker_id)  # fmt: skip
+            mark_canceled(session, job, f"when worker {job.worker_id} stopped heartbeating",
+                          now=now)  # fmt: skip
+            continue
         logger.warning("job %d: worker %s stopped heartbeating, requeued", job.id, job.worker_id)
         set_state(
             session,
@@ -411,9 +420,88 @@ def requeue(session: Session, job: Job, now: datetime | None = None) -> None:
     job.not_before = now
     job.error = None
     job.error_traceback = None
+    job.cancel_requested_at = None
 
 
-def cancel(session: Session, job: Job, now: datetime | None = None) -> None:
-    """Cancel a queued or running job (a running worker notices on its next heartbeat)."""
+def cancel(session: Session, job: Job, now: datetime | None = None) -> JobState:
+    """Cancel a QUEUED job at once, or ask a RUNNING one to stop at its next stage boundary.
+
+    A RUNNING job gets ``cancel_requested_at``; its worker checks it after
+    loading the series, after inference, after writing the results and in
+    the transaction that would record them, and then ends the job CANCELED
+    (:func:`mark_canceled`) without result rows or deliveries, so nothing is
+    exported. A pipeline's inference is not interrupted: a cancel during it
+    takes effect when it returns. Asking again is harmless.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Session owning ``job``; the caller commits.
+    job : Job
+        The job to cancel.
+    now : datetime or None
+        Time of the request (UTC).
+
+    Returns
+    -------
+    JobState
+        CANCELED for a QUEUED job; RUNNING for a running one (cancel requested).
+
+    Raises
+    ------
+    IllegalTransitionError
+        If the job is SUCCEEDED, FAILED or CANCELED already.
+    """
+    now = now or utcnow()
+    if job.state == JobState.RUNNING:
+        if job.cancel_requested_at is None:
+            job.cancel_requested_at = now
+            logger.info("job %d: cancel requested while running on %s", job.id, job.worker_id)
+        return job.state
     set_state(session, job, JobState.CANCELED, reason="canceled by an operator", now=now)
-    job.finished_at = now or utcnow()
+    job.finished_at = now
+    return job.state
+
+
+def cancel_requested(session_factory: sessionmaker[Session], job_id: int) -> bool:
+    """Whether an operator asked the RUNNING job ``job_id`` to stop (:func:`cancel`)."""
+    with session_factory() as session:
+        return (
+            session.scalar(select(Job.cancel_requested_at).where(Job.id == job_id)) is not None
+        )
+
+
+def mark_canceled(
+    session: Session, job: Job, stage: str, now: datetime | None = None
+) -> None:
+    """RUNNING -> CANCELED after a cancel request: the worker stopped at ``stage``.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Open session; the caller commits.
+    job : Job
+        A RUNNING job with ``cancel_requested_at`` set.
+    stage : str
+        Where the worker stopped (``"after load"``, ``"after inference"``, ...),
+        put into the state change's reason.
+    now : datetime or None
+        Time of the change (UTC).
+
+    Raises
+    ------
+    IllegalTransitionError
+        If the job is not RUNNING.
+    """
+    now = now or utcnow()
+    requested = job.cancel_requested_at.isoformat() if job.cancel_requested_at else "?"
+    set_state(
+        session,
+        job,
+        JobState.CANCELED,
+        reason=f"canceled by an operator while running (requested {requested}); "
+        f"stopped {stage}, no results recorded",
+        now=now,
+    )
+    job.finished_at = now
+    job.worker_id = None

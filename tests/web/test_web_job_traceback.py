@@ -98,3 +98,27 @@ def test_a_retried_attempt_keeps_the_traceback_until_the_next_attempt_starts(tmp
     with db.session_factory() as session:
         job = session.get(Job, job_id)
         assert job.state == JobState.SUCCEEDED and job.error_traceback is None
+
+
+def test_an_admin_cancel_of_a_running_job_is_a_request_the_page_shows(tmp_path, head_ct_dir):
+    from dicom_node.jobs.queue import claim_next
+
+    db = Db(tmp_path)
+    db.ingest_files(head_series(head_ct_dir, seed=13))
+    sweep_series(db.session_factory, db.settings)
+    job_id = claim_next(db.session_factory, "test:w0")
+    add_user(db.settings, "ada", "admin")
+    server = WebServer(create_app(db.settings, db.session_factory), "127.0.0.1", 0)
+    server.start()
+    try:
+        admin = WebClient(server.url)
+        assert admin.login("ada").status_code == 303
+        token = admin.token(f"/jobs/{job_id}")
+        assert admin.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token}).status_code == 303
+        page = admin.get(f"/jobs/{job_id}").text
+        assert f"Cancel of job {job_id} requested" in page and 'id="cancel-requested"' in page
+        assert 'id="cancel" class="danger" disabled' in page  # asked once is enough
+        detail = admin.get(f"/api/jobs/{job_id}").json()
+        assert detail["state"] == "RUNNING" and detail["cancel_requested_at"]
+    finally:
+        server.stop()

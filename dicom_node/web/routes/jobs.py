@@ -265,9 +265,14 @@ def _change_job(
             word = "requeued" if action == "requeue" else "canceled"
             request.session["flash"] = ("error", f"A {job.state} job cannot be {word}.")
             return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+        running = job.state == JobState.RUNNING
     logger.info("user %s: %s job %d", user.username, action, job_id)
     word = "requeued" if action == "requeue" else "canceled"
-    request.session["flash"] = ("ok", f"Job {job_id} {word}.")
+    message = f"Job {job_id} {word}."
+    if action == "cancel" and running:
+        message = (f"Cancel of job {job_id} requested: the worker stops it at its next stage "
+                   "and sends no results.")
+    request.session["flash"] = ("ok", message)
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
@@ -279,5 +284,8 @@ def requeue_job(request: Request, job_id: RowId, user: AdminUser, ctx: Context):
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[Depends(csrf_protect)])
 def cancel_job(request: Request, job_id: RowId, user: AdminUser, ctx: Context):
-    """Admins: cancel the job (:func:`dicom_node.jobs.queue.cancel`); 303 back."""
+    """Admins: cancel the job, or ask a running one to stop (:func:`dicom_node.jobs.queue.cancel`).
+
+    Answers 303 back to the job page.
+    """
     return _change_job(request, ctx, job_id, user, "cancel")
