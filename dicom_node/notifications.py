@@ -243,14 +243,19 @@ def send_notification(
         SENT; FAILED after a refusal or the webhook's last attempt; PENDING
         when a retry is scheduled (``next_attempt_at``), or when its webhook
         is no longer configured (then nothing is attempted).
+
+    Raises
+    ------
+    sqlalchemy.exc.NoResultFound
+        If there is no notification ``notification_id``.
     """
     webhooks = {w.name: w for w in settings.notifications.webhooks}
     with session_factory() as session:
-        row = session.get(Notification, notification_id)
+        row = session.get_one(Notification, notification_id)
         webhook = webhooks.get(row.webhook)
         if webhook is None or row.state != NotificationState.PENDING:
             return row.state
-        message = build_message(session, session.get(Job, row.job_id), settings, webhook)
+        message = build_message(session, session.get_one(Job, row.job_id), settings, webhook)
     status: int | None = None
     error: str | None = None
     permanent = False
@@ -263,7 +268,7 @@ def send_notification(
     finished = utcnow() if now is None else now
     policy = webhook.retry_policy()
     with session_factory.begin() as session:
-        row = session.get(Notification, notification_id)
+        row = session.get_one(Notification, notification_id)
         row.attempts += 1
         row.response_status = status
         if error is None:

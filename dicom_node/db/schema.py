@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, inspect, select, text
+from sqlalchemy import Connection, Engine, insert, inspect, select, text
 
 from dicom_node.db.models import Base, SchemaVersion, utcnow
 from dicom_node.errors import ConfigurationError
@@ -146,7 +146,7 @@ def upgrade_schema(engine: Engine) -> list[int]:
                     step.version, ", ".join(added), step.description,
                 )  # fmt: skip
         connection.execute(
-            SchemaVersion.__table__.insert().values(version=SCHEMA_VERSION, upgraded_at=utcnow())
+            insert(SchemaVersion).values(version=SCHEMA_VERSION, upgraded_at=utcnow())
         )
     return applied
 

@@ -100,7 +100,7 @@ def run_one(
     except JobCanceledError as err:
         done.set()
         with session_factory.begin() as session:
-            job = session.get(Job, job_id)
+            job = session.get_one(Job, job_id)
             if job.state == JobState.RUNNING and job.worker_id == worker_id:
                 mark_canceled(session, job, err.stage)
         logger.info("job %d canceled by an operator (stopped %s)", job_id, err.stage)
