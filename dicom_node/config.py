@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dicom_node.errors import ConfigurationError
 from dicom_node.results.profiles import DEFAULT_PROFILE_NAME, ResultProfile, default_profiles
+from dicom_node.retry import RetryPolicy
 from dicom_node.series.pixel_limits import PixelLimits
 from dicom_node.series.quality import QualitySettings
 from dicom_node.series.selection import SelectionRule, SeriesPreference
@@ -216,16 +217,32 @@ class SeriesSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    """Worker processes and job retries."""
+    """Worker processes and job retries.
+
+    A failed attempt is retried after ``retry_backoff_s * 2**(n-1)`` s (n: attempts
+    made), capped at ``retry_backoff_max_s``, of which ``retry_jitter`` is random
+    (:meth:`retry_policy`), up to ``max_attempts`` attempts in all.
+    """
 
     processes: int = Field(1, ge=0)
     max_attempts: int = Field(3, ge=1)
     retry_backoff_s: float = Field(30.0, ge=0)
+    retry_backoff_max_s: float = Field(600.0, ge=0)
+    retry_jitter: float = Field(0.5, ge=0, le=1)
     poll_interval_s: float = Field(0.5, gt=0)
     heartbeat_interval_s: float = Field(5.0, gt=0)
     heartbeat_timeout_s: float = Field(60.0, gt=0)
     # Address-space limit of each worker process (RLIMIT_AS); 0 = no limit.
     max_memory_bytes: int = Field(8 * 1024**3, ge=0)
+
+    def retry_policy(self) -> RetryPolicy:
+        """The job retry policy (a job row's own ``max_attempts`` still decides when to stop)."""
+        return RetryPolicy(
+            base_s=self.retry_backoff_s,
+            cap_s=self.retry_backoff_max_s,
+            jitter=self.retry_jitter,
+            max_attempts=self.max_attempts,
+        )
 
 
 class ModelSettings(_Section):
@@ -247,11 +264,21 @@ class Destination(_Section):
     max_attempts: int = Field(10, ge=1)
     backoff_initial_s: float = Field(5.0, ge=0)
     backoff_max_s: float = Field(600.0, ge=0)
+    backoff_jitter: float = Field(0.5, ge=0, le=1)
     timeout_s: float = Field(30.0, gt=0)
     profile: str = DEFAULT_PROFILE_NAME
     tls: TlsSettings = Field(default_factory=TlsSettings)
 
     _ae = field_validator("ae_title")(_check_ae_title)
+
+    def retry_policy(self) -> RetryPolicy:
+        """The delivery retry policy: ``backoff_initial_s`` doubling up to ``backoff_max_s``."""
+        return RetryPolicy(
+            base_s=self.backoff_initial_s,
+            cap_s=self.backoff_max_s,
+            jitter=self.backoff_jitter,
+            max_attempts=self.max_attempts,
+        )
 
 
 class ExportSettings(_Section):
@@ -379,7 +406,17 @@ class Webhook(_Section):
     max_attempts: int = Field(5, ge=1)
     backoff_initial_s: float = Field(1.0, ge=0)
     backoff_max_s: float = Field(30.0, ge=0)
+    backoff_jitter: float = Field(0.5, ge=0, le=1)
     timeout_s: float = Field(10.0, gt=0)
+
+    def retry_policy(self) -> RetryPolicy:
+        """The message retry policy: ``backoff_initial_s`` doubling up to ``backoff_max_s``."""
+        return RetryPolicy(
+            base_s=self.backoff_initial_s,
+            cap_s=self.backoff_max_s,
+            jitter=self.backoff_jitter,
+            max_attempts=self.max_attempts,
+        )
 
     @field_validator("url")
     @classmethod

@@ -97,3 +97,16 @@ class InvalidQueryError(DicomNodeError, ValueError):
 
 class SeriesPurgedError(IllegalTransitionError):
     """A job of a series whose files retention purged cannot run again (nothing to read)."""
+
+
+class JobCanceledError(DicomNodeError):
+    """An operator canceled a RUNNING job; raised by the executor at a stage boundary.
+
+    Neither transient nor permanent: the worker ends the job CANCELED, without
+    retry and without recording or delivering results.
+    """
+
+    def __init__(self, job_id: int, stage: str) -> None:
+        super().__init__(f"job {job_id} canceled by an operator; stopped {stage}")
+        self.job_id = job_id
+        self.stage = stage

@@ -3,9 +3,14 @@
 When a job succeeds with a finding whose ``present`` is true, the worker
 records one PENDING :class:`~dicom_node.db.models.Notification` per configured
 webhook in the same transaction that marks the job SUCCEEDED. The node's
-scheduler then POSTs a JSON message to each (:func:`send_due_notifications`),
-retrying with exponential backoff (tenacity), and records the attempts and
-the outcome in the row. A message is sent once per job and webhook.
+scheduler then POSTs a JSON message to each (:func:`send_due_notifications`).
+Like a delivery, each sweep makes at most one attempt per message whose
+``next_attempt_at`` is due and records it in the row (attempts, last error,
+HTTP status): a transient failure pushes ``next_attempt_at`` back by the
+webhook's :class:`~dicom_node.retry.RetryPolicy` and the message stays
+PENDING; after ``max_attempts``, or on a refusal, it is FAILED. No sweep ever
+sleeps between attempts, so a slow or failing receiver costs each sweep at
+most ``timeout_s`` per due message. A message is sent once per job and webhook.
 
 The message carries UIDs (study, series, result objects), the findings and
 a link to the dashboard, but no patient identifiers unless the webhook sets
@@ -17,6 +22,7 @@ AccessionNumber are read from a source instance in the spool at send time
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -26,13 +32,6 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
 
 from dicom_node import __version__
 from dicom_node.config import Settings, Webhook
@@ -104,6 +103,7 @@ def queue_notifications(
             webhook=webhook.name,
             state=NotificationState.PENDING,
             created_at=now,
+            next_attempt_at=now,
         )
         session.add(row)
         created.append(row)
@@ -215,8 +215,11 @@ def send_notification(
     notification_id: int,
     settings: Settings,
     client: httpx.Client,
+    *,
+    now: datetime | None = None,
+    rng: random.Random | None = None,
 ) -> NotificationState:
-    """Send one PENDING notification with retries and record the outcome.
+    """Make one attempt at a PENDING notification and record its outcome.
 
     Parameters
     ----------
@@ -227,78 +230,78 @@ def send_notification(
     settings : Settings
         The webhooks, and what the message needs (see :func:`build_message`).
     client : httpx.Client
-        HTTP client used for every attempt.
+        HTTP client for the attempt (bounded by the webhook's ``timeout_s``).
+    now : datetime or None
+        Time of the attempt (UTC); the next attempt is scheduled from it.
+    rng : random.Random or None
+        Source of the retry jitter (tests).
 
     Returns
     -------
     NotificationState
-        SENT, FAILED, or PENDING when its webhook is no longer configured.
+        SENT; FAILED after a refusal or the webhook's last attempt; PENDING
+        when a retry is scheduled (``next_attempt_at``), or when its webhook
+        is no longer configured (then nothing is attempted).
 
     Raises
     ------
-    LookupError
-        If there is no notification ``notification_id``, or no job for it.
+    sqlalchemy.exc.NoResultFound
+        If there is no notification ``notification_id``.
     """
     webhooks = {w.name: w for w in settings.notifications.webhooks}
     with session_factory() as session:
-        row = _notification(session, notification_id)
+        row = session.get_one(Notification, notification_id)
         webhook = webhooks.get(row.webhook)
-        if webhook is None:
-            return NotificationState.PENDING
-        job = session.get(Job, row.job_id)
-        if job is None:
-            raise LookupError(f"notification {notification_id}: no job {row.job_id}")
-        message = build_message(session, job, settings, webhook)
-    attempts = 0
+        if webhook is None or row.state != NotificationState.PENDING:
+            return row.state
+        message = build_message(session, session.get_one(Job, row.job_id), settings, webhook)
     status: int | None = None
     error: str | None = None
-    retrying = Retrying(
-        retry=retry_if_exception_type(WebhookError),
-        stop=stop_after_attempt(webhook.max_attempts),
-        wait=wait_exponential(multiplier=webhook.backoff_initial_s, max=webhook.backoff_max_s),
-        reraise=True,
-    )
+    permanent = False
     try:
-        for attempt in retrying:
-            with attempt:
-                attempts += 1
-                status = post_message(webhook, message, client)
-    except (WebhookError, WebhookRefusedError) as err:
+        status = post_message(webhook, message, client)
+    except WebhookRefusedError as err:
+        error, permanent = str(err), True
+    except WebhookError as err:
         error = str(err)
-    except RetryError as err:  # pragma: no cover - reraise=True re-raises the cause
-        error = str(err)
+    finished = utcnow() if now is None else now
+    policy = webhook.retry_policy()
     with session_factory.begin() as session:
-        row = _notification(session, notification_id)
-        row.attempts += attempts
+        row = session.get_one(Notification, notification_id)
+        row.attempts += 1
         row.response_status = status
         if error is None:
             row.state = NotificationState.SENT
-            row.sent_at = utcnow()
+            row.sent_at = finished
             row.last_error = None
             logger.info("job %d: webhook %s notified", row.job_id, row.webhook)
-        else:
+        elif permanent or policy.exhausted(row.attempts):
             row.state = NotificationState.FAILED
             row.last_error = error[:2000]
             logger.warning(
                 "job %d: webhook %s failed after %d attempt(s): %s",
-                row.job_id, row.webhook, attempts, error,
+                row.job_id, row.webhook, row.attempts, error,
+            )  # fmt: skip
+        else:
+            row.next_attempt_at = policy.next_attempt_at(finished, row.attempts, rng)
+            delay_s = (row.next_attempt_at - finished).total_seconds()
+            row.last_error = f"{error[:1900]}; next attempt in {delay_s:.1f} s"
+            logger.info(
+                "job %d: webhook %s attempt %d failed, next in %.1f s: %s",
+                row.job_id, row.webhook, row.attempts, delay_s, error,
             )  # fmt: skip
         return row.state
-
-
-def _notification(session: Session, notification_id: int) -> Notification:
-    row = session.get(Notification, notification_id)
-    if row is None:
-        raise LookupError(f"no notification {notification_id}")
-    return row
 
 
 def send_due_notifications(
     session_factory: sessionmaker[Session],
     settings: Settings,
     client: httpx.Client | None = None,
+    *,
+    now: datetime | None = None,
+    rng: random.Random | None = None,
 ) -> dict[str, int]:
-    """Send every PENDING notification (one scheduler pass).
+    """One scheduler pass: one attempt at every PENDING notification that is due.
 
     Parameters
     ----------
@@ -308,18 +311,31 @@ def send_due_notifications(
         ``notifications.webhooks``.
     client : httpx.Client or None
         A client to reuse; a new one (closed afterwards) when None.
+    now : datetime or None
+        Current time (UTC); messages whose ``next_attempt_at`` is at or before
+        it are attempted, and their outcome is recorded at it. The clock
+        when None.
+    rng : random.Random or None
+        Source of the retry jitter (tests).
 
     Returns
     -------
     dict
-        Counts by the state each notification ended in.
+        Counts by the state each attempted notification is in afterwards
+        (``SENT``, ``FAILED``, or ``PENDING`` for a retry scheduled).
     """
     if not settings.notifications.webhooks:
         return {}
+    due_by = now or utcnow()
+    configured = [w.name for w in settings.notifications.webhooks]
     with session_factory() as session:
         ids = session.scalars(
             select(Notification.id)
-            .where(Notification.state == NotificationState.PENDING)
+            .where(
+                Notification.state == NotificationState.PENDING,
+                Notification.next_attempt_at <= due_by,
+                Notification.webhook.in_(configured),
+            )
             .order_by(Notification.id)
         ).all()
     if not ids:
@@ -329,7 +345,9 @@ def send_due_notifications(
     client = client or httpx.Client()
     try:
         for notification_id in ids:
-            state = send_notification(session_factory, notification_id, settings, client)
+            state = send_notification(
+                session_factory, notification_id, settings, client, now=now, rng=rng
+            )
             counts[str(state)] = counts.get(str(state), 0) + 1
     finally:
         if own:

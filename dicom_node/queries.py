@@ -23,6 +23,7 @@ from dicom_node.db.models import (
     Job,
     JobState,
     Notification,
+    NotificationState,
     Purge,
     ResultObject,
     Series,
@@ -387,7 +388,9 @@ def job_detail(session: Session, job_id: int, outbox: Path) -> dict[str, Any] | 
         ``series``, ``study_instance_uid``, ``timeline`` (list of
         :class:`TimelineEvent`), ``milestones`` (:class:`Milestones`),
         ``stages_s``, ``result_objects`` (with deliveries), ``notifications``,
-        ``details``, ``purge``.
+        ``details``, ``purge``, ``traceback`` (the formatted traceback of the
+        last failed attempt, or None: for admins only, see
+        :func:`job_detail_for`), ``cancel_requested_at`` (ISO 8601 or None).
     """
     job = session.get(Job, job_id)
     if job is None:
@@ -496,6 +499,11 @@ def job_detail(session: Session, job_id: int, outbox: Path) -> dict[str, Any] | 
                     "webhook": n.webhook,
                     "state": str(n.state),
                     "attempts": n.attempts,
+                    "next_attempt_at": (
+                        n.next_attempt_at.isoformat()
+                        if n.state == NotificationState.PENDING and n.next_attempt_at
+                        else None
+                    ),
                     "response_status": n.response_status,
                     "last_error": n.last_error,
                     "sent_at": n.sent_at.isoformat() if n.sent_at else None,
@@ -512,11 +520,43 @@ def job_detail(session: Session, job_id: int, outbox: Path) -> dict[str, Any] | 
                 if purge
                 else None
             ),
+            "traceback": job.error_traceback,
+            "cancel_requested_at": (
+                job.cancel_requested_at.isoformat() if job.cancel_requested_at else None
+            ),
             "can_requeue": can_requeue(session, job),
-            "can_cancel": job.state in (JobState.QUEUED, JobState.RUNNING),
+            "can_cancel": job.state == JobState.QUEUED
+            or (job.state == JobState.RUNNING and job.cancel_requested_at is None),
         }
     )
     return data
+
+
+#: Keys of :func:`job_detail` shown to admins only.
+ADMIN_ONLY_KEYS = ("traceback",)
+
+
+def job_detail_for(detail: dict[str, Any], *, is_admin: bool) -> dict[str, Any]:
+    """:func:`job_detail` as a user of the dashboard may see it.
+
+    A traceback names source files and lines of the node and may quote
+    exception text: admins see it, viewers get ``traceback = None``.
+
+    Parameters
+    ----------
+    detail : dict
+        A :func:`job_detail` document.
+    is_admin : bool
+        Whether the reader has the admin role.
+
+    Returns
+    -------
+    dict
+        ``detail`` itself for admins; a copy without :data:`ADMIN_ONLY_KEYS` values otherwise.
+    """
+    if is_admin:
+        return detail
+    return {**detail, **{key: None for key in ADMIN_ONLY_KEYS}}
 
 
 def job_detail_json(detail: dict[str, Any]) -> dict[str, Any]:

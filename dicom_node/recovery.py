@@ -11,8 +11,9 @@ Run by :class:`dicom_node.app.Node` before it starts listening. What it does:
   purged on purpose), so that no job reads a file that is not there, and
   re-opens their series;
 * returns RUNNING jobs of workers on this host to QUEUED: when the node
-  starts, no worker of its own can be running them. Workers on other hosts
-  are recovered by the heartbeat timeout in the scheduler's sweep.
+  starts, no worker of its own can be running them (one an operator asked to
+  cancel is CANCELED instead). Workers on other hosts are recovered by the
+  heartbeat timeout in the scheduler's sweep.
 
 Pending and retrying deliveries need nothing: the exporter resumes them.
 """
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node.db.models import Instance, Job, JobState, Purge, SeriesState, utcnow
 from dicom_node.db.transitions import set_state
 from dicom_node.errors import InvalidInstanceError
+from dicom_node.jobs.queue import mark_canceled
 from dicom_node.receive.header import parse_header
 from dicom_node.receive.ingest import InstanceIngest
 
@@ -152,6 +154,9 @@ def recover_at_start(
             select(Job).where(Job.state == JobState.RUNNING, Job.worker_id.like(f"{host}:%"))
         ).all()
         for job in running:
+            if job.cancel_requested_at is not None:  # an operator wanted it stopped anyway
+                mark_canceled(session, job, "by the node's restart", now=utcnow())
+                continue
             set_state(session, job, JobState.QUEUED,
                       reason=f"node restarted; worker {job.worker_id} is gone")
             job.worker_id = None

@@ -145,8 +145,10 @@ def job_detail_lines(detail: dict[str, Any]) -> list[str]:
     Returns
     -------
     list of str
-        Header, series, findings or the reason for none, the timeline (one
-        event a line, oldest first) and each result object with its deliveries.
+        Header, series, findings or the reason for none, the error and the
+        traceback of the last failed attempt (``jobs show`` needs access to the
+        database, i.e. an admin), the timeline (one event a line, oldest
+        first) and each result object with its deliveries.
     """
     from dicom_node.queries import finding_text
 
@@ -162,6 +164,11 @@ def job_detail_lines(detail: dict[str, Any]) -> list[str]:
         lines.append(f"not analysable: {detail['not_analysable'].get('reason', '')}")
     if detail["error"]:
         lines.append(f"error: {detail['error']}")
+    if detail.get("cancel_requested_at") and detail["state"] == "RUNNING":
+        lines.append(f"cancel requested {detail['cancel_requested_at']}: stops at the next stage")
+    if detail.get("traceback"):
+        lines.append("traceback of the last failed attempt:")
+        lines.extend("  " + line for line in detail["traceback"].rstrip("\n").splitlines())
     lines.append("timeline:")
     lines.extend(_timeline_line(event) for event in detail["timeline"])
     for obj in detail["result_objects"]:
@@ -201,7 +208,7 @@ def jobs_cancel(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cancel a QUEUED or RUNNING job (a running worker drops its output)."""
+    """Cancel a QUEUED job, or ask a RUNNING one to stop at its next stage (no results sent)."""
     _change_job(job_id, "cancel", config, as_json)
 
 
@@ -229,8 +236,15 @@ def _change_job(job_id: int, action: str, config: Path | None, as_json: bool) ->
             typer.echo(f"error: a {before} job cannot be {word}", err=True)
             raise typer.Exit(1) from err
         after = str(job.state)
+        requested = action == "cancel" and job.cancel_requested_at is not None
     logger.info("job %d: %s -> %s from the command line", job_id, before, after)
     if as_json:
-        typer.echo(json.dumps({"job_id": job_id, "from": before, "to": after}))
+        answer: dict[str, Any] = {"job_id": job_id, "from": before, "to": after}
+        if requested:
+            answer["cancel_requested"] = True
+        typer.echo(json.dumps(answer))
+    elif requested:
+        typer.echo(f"job {job_id}: cancel requested; the worker stops it at its next stage "
+                   "(after loading, after inference or before export) and sends nothing")
     else:
         typer.echo(f"job {job_id}: {before} -> {after}")

@@ -34,6 +34,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.db.models import Base
+from dicom_node.db.schema import upgrade_schema
 
 #: Values accepted for ``sqlite_synchronous`` (SQLite "PRAGMA synchronous").
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
@@ -75,7 +76,10 @@ def secure_sqlite_file(path: Path) -> None:
 
 
 def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
-    """Create an engine for ``url`` and the schema if it does not exist.
+    """Create an engine for ``url``, the schema if it does not exist, and upgrade an older one.
+
+    Missing tables are created; columns added since (:data:`dicom_node.db.schema.MIGRATIONS`)
+    are added to an existing database by :func:`dicom_node.db.schema.upgrade_schema`.
 
     Parameters
     ----------
@@ -128,6 +132,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     Base.metadata.create_all(engine)
+    upgrade_schema(engine)
     return engine
 
 

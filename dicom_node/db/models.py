@@ -228,6 +228,11 @@ class Job(Base):
     worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Formatted traceback of the last failed attempt (truncated), for admins only.
+    error_traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Set by an operator's cancel of a RUNNING job; the worker stops at its next stage
+    # boundary and ends the job CANCELED (dicom_node.jobs.queue.cancel).
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     result_summary: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -387,7 +392,11 @@ class LoginLockout(Base):
 
 
 class NotificationState(enum.StrEnum):
-    """Webhook message lifecycle: PENDING -> SENT | FAILED (after its attempts)."""
+    """Webhook message lifecycle: PENDING -> SENT | FAILED (after its attempts).
+
+    A PENDING message with ``attempts > 0`` is being retried: its next attempt
+    is due at ``next_attempt_at``.
+    """
 
     PENDING = "PENDING"
     SENT = "SENT"
@@ -395,7 +404,12 @@ class NotificationState(enum.StrEnum):
 
 
 class Notification(Base):
-    """One webhook message about one job's positive finding, with its attempts."""
+    """One webhook message about one job's positive finding, with its attempts.
+
+    Retried like a delivery: one attempt per notifications sweep when
+    ``next_attempt_at`` is due, the next one pushed back by the webhook's
+    :class:`~dicom_node.retry.RetryPolicy` (:mod:`dicom_node.notifications`).
+    """
 
     __tablename__ = "notification"
 
@@ -406,6 +420,7 @@ class Notification(Base):
         _enum(NotificationState), default=NotificationState.PENDING
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -416,6 +431,16 @@ class Notification(Base):
         UniqueConstraint("job_id", "webhook", name="uq_notification"),
         Index("ix_notification_state", "state"),
     )
+
+
+class SchemaVersion(Base):
+    """The schema version of this database: one row, moved on by :mod:`dicom_node.db.schema`."""
+
+    __tablename__ = "schema_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    upgraded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Purge(Base):

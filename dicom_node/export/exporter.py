@@ -1,9 +1,10 @@
 """The exporter: sends due deliveries and records each attempt.
 
 Deliveries are PENDING when created; an attempt that fails transiently moves
-the delivery to RETRYING with ``next_attempt_at`` pushed back exponentially
-with jitter; after the destination's ``max_attempts`` (or on a permanent
-refusal) it is DEAD with the reason. An operator can put a DEAD delivery back
+the delivery to RETRYING with ``next_attempt_at`` pushed back by the
+destination's :class:`~dicom_node.retry.RetryPolicy` (capped exponential
+backoff with jitter); after its ``max_attempts`` (or on a permanent refusal)
+it is DEAD with the reason. An operator can put a DEAD delivery back
 (:func:`requeue_delivery`: ``dicom-node deliveries requeue`` or the
 dashboard), or all DEAD ones of a destination at once (:func:`requeue_dead`).
 After an outage the node does it by itself: :class:`DeadDeliveryResumer`
@@ -51,12 +52,13 @@ RESUMED_REASON = "resumed after C-ECHO succeeded"
 
 
 def backoff_s(destination: Destination, attempts: int, rng: random.Random | None = None) -> float:
-    """Delay before the next attempt: exponential in ``attempts``, capped, with jitter.
+    """Delay before the next attempt to ``destination``: its :class:`~dicom_node.retry.RetryPolicy`.
 
     Parameters
     ----------
     destination : Destination
-        Supplies ``backoff_initial_s`` and ``backoff_max_s``.
+        Supplies ``backoff_initial_s``, ``backoff_max_s`` and ``backoff_jitter``
+        (:meth:`Destination.retry_policy`).
     attempts : int
         Attempts made so far (>= 1).
     rng : random.Random or None
@@ -65,11 +67,15 @@ def backoff_s(destination: Destination, attempts: int, rng: random.Random | None
     Returns
     -------
     float
-        Seconds, in [0.5, 1.0] x min(max, initial * 2**(attempts-1)) ("equal jitter").
+        Seconds, in [1 - jitter, 1] x min(max, initial * 2**(attempts-1)); with
+        the default jitter 0.5 that is "equal jitter", [0.5, 1.0] x the ceiling.
+
+    Raises
+    ------
+    ValueError
+        If ``attempts < 1``.
     """
-    rng = rng or random.Random()
-    ceiling = min(destination.backoff_max_s, destination.backoff_initial_s * 2 ** (attempts - 1))
-    return ceiling * (0.5 + 0.5 * rng.random())
+    return destination.retry_policy().delay(attempts, rng)
 
 
 def peer_for(
@@ -436,6 +442,7 @@ def deliver_due(
             grouped[due_delivery.destination].append(due_delivery)
     for name, deliveries in grouped.items():
         destination = by_name[name]
+        policy = destination.retry_policy()
         paths = [outbox / d.result_object.path for d in deliveries]
         error: str | None = None
         permanent = False
@@ -486,7 +493,7 @@ def deliver_due(
                     set_state(session, delivery, DeliveryState.SENT, now=finished)
                     delivery.sent_at = finished
                     delivery.last_error = None
-                elif permanent or delivery.attempts >= destination.max_attempts:
+                elif permanent or policy.exhausted(delivery.attempts):
                     set_state(
                         session,
                         delivery,
@@ -496,7 +503,7 @@ def deliver_due(
                     )
                     delivery.last_error = error
                 else:
-                    delay_s = backoff_s(destination, delivery.attempts)
+                    delay_s = policy.delay(delivery.attempts)
                     set_state(
                         session,
                         delivery,

@@ -11,6 +11,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,9 @@ import pydicom
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from dicom_node.errors import DeliveryError, DeliveryRefusedError
+from dicom_node.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -137,13 +138,25 @@ def _probe(peer: Peer) -> str:
         return str(err) or err.__class__.__name__
 
 
-@retry(
-    retry=retry_if_exception_type(DeliveryError),
-    stop=stop_after_attempt(3),
-    wait=wait_exponential(multiplier=0.2, max=2.0),
-    reraise=True,
-)
-def _associate(ae: AE, peer: Peer):
+#: Reconnects within one export attempt (a peer that refuses a connection for a moment):
+#: 3 tries, about 0.2 s and 0.4 s apart. The delivery's own retries are the destination's.
+ASSOCIATE_RETRY = RetryPolicy(base_s=0.2, cap_s=2.0, jitter=0.5, max_attempts=3)
+
+
+def _associate(ae: AE, peer: Peer, policy: RetryPolicy = ASSOCIATE_RETRY):
+    """Associate, retrying a transient failure per ``policy``; raise the last error."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return _associate_once(ae, peer)
+        except DeliveryError:  # transient; a DeliveryRefusedError (permanent) passes through
+            if policy.exhausted(attempt):
+                raise
+            time.sleep(policy.delay(attempt))
+
+
+def _associate_once(ae: AE, peer: Peer):
     tls_args = (
         (peer.tls_context, peer.server_hostname or peer.host)
         if peer.tls_context is not None

@@ -18,6 +18,7 @@ IHE Radiology AI Results (AIR).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
@@ -37,8 +38,8 @@ from dicom_node.db.models import (
     utcnow,
 )
 from dicom_node.db.transitions import log_initial_state
-from dicom_node.errors import ResultBuildError
-from dicom_node.jobs.queue import instance_set_digest
+from dicom_node.errors import JobCanceledError, ResultBuildError
+from dicom_node.jobs.queue import cancel_requested, instance_set_digest
 from dicom_node.notifications import queue_notifications
 from dicom_node.receive.spool import Spool
 
@@ -117,18 +118,42 @@ class JobExecutor:
     Pipelines are created once per process and reused (a learned model is
     loaded once, not per job).
 
+    An operator's cancel of the running job (:func:`dicom_node.jobs.queue.cancel`)
+    is checked at the stage boundaries: after the series is loaded, after
+    inference, and after the results are written (which are then removed from
+    the outbox); :meth:`execute` raises :class:`~dicom_node.errors.JobCanceledError`.
+
     Parameters
     ----------
     settings : Settings
     session_factory : sqlalchemy.orm.sessionmaker
+    pipelines : mapping of str to Pipeline or None
+        Pipeline objects by name to use instead of
+        :func:`dicom_node.pipelines.get_pipeline` (tests, embedding).
     """
 
-    def __init__(self, settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        pipelines: Mapping[str, Any] | None = None,
+    ) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.spool = Spool(settings.storage.spool_path)
         self.outbox = Spool(settings.storage.outbox_path)
-        self._pipelines: dict[str, Any] = {}
+        self._pipelines: dict[str, Any] = dict(pipelines or {})
+
+    def _stop_if_canceled(
+        self, job_id: int, stage: str, written: Sequence[ResultFile] = ()
+    ) -> None:
+        """Raise JobCanceledError if an operator canceled the job; remove ``written`` first."""
+        if not cancel_requested(self.session_factory, job_id):
+            return
+        for result_file in written:
+            self.outbox.absolute(result_file.path).unlink(missing_ok=True)
+        logger.info("job %d: canceled by an operator, stopping %s", job_id, stage)
+        raise JobCanceledError(job_id, stage)
 
     def _pipeline(self, name: str):
         from dicom_node.pipelines import get_pipeline
@@ -159,6 +184,9 @@ class JobExecutor:
             Permanent: the job fails without retry.
         OSError, SpoolWriteError
             Transient: the job is retried.
+        JobCanceledError
+            An operator canceled the job; checked after loading, after
+            inference and after writing the results (removed again).
         """
         from dicom_node.errors import NotAnalysableError, SeriesLoadError
         from dicom_node.results import build_not_analysable_results, build_results_for_profiles
@@ -194,6 +222,7 @@ class JobExecutor:
         if volume is not None and failure is None:
             failure = check_head_coverage(volume, self.settings.quality)
         stages["loaded_at"] = utcnow()
+        self._stop_if_canceled(job_id, "after loading the series")
         result = None
         if failure is None:
             assert volume is not None
@@ -204,6 +233,7 @@ class JobExecutor:
                 # output after it) refused the series: a report, never a finding.
                 failure = QualityFailure(err.gate, err.reason)
             stages["inference_done_at"] = utcnow()
+            self._stop_if_canceled(job_id, "after inference")
         if failure is not None:
             labels = getattr(pipeline, "finding_labels", None) or ("intracranial hemorrhage",)
             objects = build_not_analysable_results(
@@ -221,6 +251,7 @@ class JobExecutor:
                                     version.predecessors)
             files = [self._store(o.kind, o.dataset, o.destinations) for o in objects]
             stages["results_written_at"] = utcnow()
+            self._stop_if_canceled(job_id, "before export", files)
             logger.info("job %d: series not analysable (%s)", job_id, failure.gate)
             algorithm = pipeline.algorithm
             summary = {
@@ -252,6 +283,7 @@ class JobExecutor:
                                     version.predecessors)
         files = [self._store(o.kind, o.dataset, o.destinations) for o in objects]
         stages["results_written_at"] = utcnow()  # stored in the outbox and validated
+        self._stop_if_canceled(job_id, "before export", files)
         findings = [
             {
                 "label": f.label,

@@ -4,14 +4,17 @@ A job is claimed by a compare-and-set UPDATE (``WHERE id = ? AND state = 'QUEUED
 which is atomic on SQLite and PostgreSQL alike, so two workers never run the
 same job. A running job heartbeats; :func:`recover_stale_jobs` returns jobs
 whose worker stopped heartbeating to QUEUED (the rq "registry sweep").
-Failures are retried with exponential backoff up to ``max_attempts``; a
-permanent error fails the job at once.
+Failures are retried after the delay of a :class:`~dicom_node.retry.RetryPolicy`
+(``workers.*``: capped exponential backoff with jitter) up to the job's
+``max_attempts``; a permanent error fails the job at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import random
+import traceback
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -21,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node.db.models import Job, JobState, Purge, StateChange, utcnow
 from dicom_node.db.transitions import log_initial_state, set_state
 from dicom_node.errors import IllegalTransitionError, SeriesPurgedError
+from dicom_node.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +190,8 @@ def claim_next(
                     started_at=now,
                     attempts=Job.attempts + 1,
                     error=None,
+                    error_traceback=None,
+                    cancel_requested_at=None,
                 )
                 .execution_options(synchronize_session=False)
             )
@@ -222,6 +228,49 @@ def mark_succeeded(session: Session, job: Job, summary: dict, now: datetime | No
     job.result_summary = summary
     job.finished_at = now
     job.error = None
+    job.error_traceback = None
+
+
+#: Longest traceback kept with a failed job, in characters (its head and tail are kept).
+TRACEBACK_MAX_CHARS = 8000
+_TRACEBACK_HEAD_CHARS = 1500
+
+
+def format_traceback(err: BaseException, max_chars: int = TRACEBACK_MAX_CHARS) -> str:
+    """The formatted traceback of ``err`` (with its causes), at most about ``max_chars`` long.
+
+    What :func:`traceback.format_exception` prints, without local variables:
+    file names, line numbers, source lines and each exception's own text.
+    Patient identifiers can only be in it where an exception's message holds
+    them; the node's messages name UIDs, never patient names or IDs. A longer
+    traceback keeps its first 1500 characters (where the job started) and its
+    end (where it failed), with the number of characters left out between.
+
+    Parameters
+    ----------
+    err : BaseException
+        The exception the job raised.
+    max_chars : int
+        Characters kept from a longer traceback (> 1500).
+
+    Returns
+    -------
+    str
+
+    References
+    ----------
+    Python :mod:`traceback`, ``format_exception``.
+    """
+    text = "".join(traceback.format_exception(err))
+    if len(text) <= max_chars:
+        return text
+    tail = max_chars - _TRACEBACK_HEAD_CHARS
+    cut = len(text) - _TRACEBACK_HEAD_CHARS - tail
+    return (
+        text[:_TRACEBACK_HEAD_CHARS]
+        + f"\n[... {cut} characters left out ...]\n"
+        + text[-tail:]
+    )
 
 
 def mark_failed(
@@ -230,10 +279,13 @@ def mark_failed(
     error: str,
     *,
     permanent: bool,
-    retry_backoff_s: float,
+    policy: RetryPolicy | None = None,
+    retry_backoff_s: float | None = None,
+    error_traceback: str | None = None,
     now: datetime | None = None,
+    rng: random.Random | None = None,
 ) -> None:
-    """Record a failed attempt: back to QUEUED with backoff, or FAILED when out of attempts.
+    """Record a failed attempt: back to QUEUED after the policy's delay, or FAILED.
 
     Parameters
     ----------
@@ -242,22 +294,44 @@ def mark_failed(
     job : Job
         A RUNNING job.
     error : str
-        What went wrong, stored in ``job.error``.
+        What went wrong, stored in ``job.error`` (first 4000 characters).
     permanent : bool
         True for a :class:`~dicom_node.errors.PermanentError`: no retry.
-    retry_backoff_s : float
-        Base delay; attempt n waits ``retry_backoff_s * 2**(n-1)`` s.
+    policy : RetryPolicy or None
+        Delay before the next attempt (``workers.retry_policy()``); the job
+        row's own ``max_attempts`` decides when it is FAILED.
+    retry_backoff_s : float or None
+        Used only without ``policy``: ``RetryPolicy(base_s=retry_backoff_s,
+        jitter=0)`` without a cap, i.e. attempt n waits
+        ``retry_backoff_s * 2**(n-1)`` s (the behaviour before the policy).
+    error_traceback : str or None
+        The failure's formatted traceback (:func:`format_traceback`), kept in
+        ``job.error_traceback`` for admins until the next attempt starts.
     now : datetime or None
         Time of the failure (UTC).
+    rng : random.Random or None
+        Source of the jitter (tests).
+
+    Raises
+    ------
+    ValueError
+        If neither ``policy`` nor ``retry_backoff_s`` is given.
+    IllegalTransitionError
+        If the job is not RUNNING.
     """
+    if policy is None:
+        if retry_backoff_s is None:
+            raise ValueError("mark_failed needs a retry policy")
+        policy = RetryPolicy(base_s=retry_backoff_s, jitter=0.0)
     now = now or utcnow()
     job.error = error[:4000]
+    job.error_traceback = error_traceback
     if permanent or job.attempts >= job.max_attempts:
         why = "permanent error" if permanent else f"{job.attempts} attempts"
         set_state(session, job, JobState.FAILED, reason=f"{why}: {error[:500]}", now=now)
         job.finished_at = now
     else:
-        delay_s = retry_backoff_s * 2 ** (job.attempts - 1)
+        delay_s = policy.delay(job.attempts, rng)
         set_state(
             session,
             job,
@@ -274,10 +348,12 @@ def recover_stale_jobs(
 ) -> list[int]:
     """Return RUNNING jobs whose heartbeat is older than the timeout to QUEUED.
 
+    A job an operator asked to cancel (:func:`cancel`) is CANCELED instead.
+
     Returns
     -------
     list of int
-        Ids of the jobs recovered.
+        Ids of the jobs recovered (requeued or, when a cancel was requested, canceled).
     """
     now = now or utcnow()
     limit = now - timedelta(seconds=heartbeat_timeout_s)
@@ -285,6 +361,12 @@ def recover_stale_jobs(
         select(Job).where(Job.state == JobState.RUNNING, Job.heartbeat_at < limit)
     ).all()
     for job in stale:
+        if job.cancel_requested_at is not None:  # the operator wanted it stopped anyway
+            logger.warning("job %d: worker %s stopped heartbeating, canceled as requested",
+                           job.id, job.worker_id)  # fmt: skip
+            mark_canceled(session, job, f"when worker {job.worker_id} stopped heartbeating",
+                          now=now)  # fmt: skip
+            continue
         logger.warning("job %d: worker %s stopped heartbeating, requeued", job.id, job.worker_id)
         set_state(
             session,
@@ -337,9 +419,89 @@ def requeue(session: Session, job: Job, now: datetime | None = None) -> None:
     job.attempts = 0
     job.not_before = now
     job.error = None
+    job.error_traceback = None
+    job.cancel_requested_at = None
 
 
-def cancel(session: Session, job: Job, now: datetime | None = None) -> None:
-    """Cancel a queued or running job (a running worker notices on its next heartbeat)."""
+def cancel(session: Session, job: Job, now: datetime | None = None) -> JobState:
+    """Cancel a QUEUED job at once, or ask a RUNNING one to stop at its next stage boundary.
+
+    A RUNNING job gets ``cancel_requested_at``; its worker checks it after
+    loading the series, after inference, after writing the results and in
+    the transaction that would record them, and then ends the job CANCELED
+    (:func:`mark_canceled`) without result rows or deliveries, so nothing is
+    exported. A pipeline's inference is not interrupted: a cancel during it
+    takes effect when it returns. Asking again is harmless.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Session owning ``job``; the caller commits.
+    job : Job
+        The job to cancel.
+    now : datetime or None
+        Time of the request (UTC).
+
+    Returns
+    -------
+    JobState
+        CANCELED for a QUEUED job; RUNNING for a running one (cancel requested).
+
+    Raises
+    ------
+    IllegalTransitionError
+        If the job is SUCCEEDED, FAILED or CANCELED already.
+    """
+    now = now or utcnow()
+    if job.state == JobState.RUNNING:
+        if job.cancel_requested_at is None:
+            job.cancel_requested_at = now
+            logger.info("job %d: cancel requested while running on %s", job.id, job.worker_id)
+        return job.state
     set_state(session, job, JobState.CANCELED, reason="canceled by an operator", now=now)
-    job.finished_at = now or utcnow()
+    job.finished_at = now
+    return job.state
+
+
+def cancel_requested(session_factory: sessionmaker[Session], job_id: int) -> bool:
+    """Whether an operator asked the RUNNING job ``job_id`` to stop (:func:`cancel`)."""
+    with session_factory() as session:
+        return (
+            session.scalar(select(Job.cancel_requested_at).where(Job.id == job_id)) is not None
+        )
+
+
+def mark_canceled(
+    session: Session, job: Job, stage: str, now: datetime | None = None
+) -> None:
+    """RUNNING -> CANCELED after a cancel request: the worker stopped at ``stage``.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Open session; the caller commits.
+    job : Job
+        A RUNNING job with ``cancel_requested_at`` set.
+    stage : str
+        Where the worker stopped (``"after load"``, ``"after inference"``, ...),
+        put into the state change's reason.
+    now : datetime or None
+        Time of the change (UTC).
+
+    Raises
+    ------
+    IllegalTransitionError
+        If the job is not RUNNING.
+    """
+    now = now or utcnow()
+    requested = job.cancel_requested_at.isoformat() if job.cancel_requested_at else "?"
+    set_state(
+        session,
+        job,
+        JobState.CANCELED,
+        reason=f"canceled by an operator while running (requested {requested}); "
+        f"stopped {stage}, no results recorded",
+        now=now,
+    )
+    job.finished_at = now
+    job.worker_id = None

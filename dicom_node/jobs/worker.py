@@ -1,4 +1,11 @@
-"""The worker loop: claim a job, run it while heartbeating, record the outcome."""
+"""The worker loop: claim a job, run it while heartbeating, record the outcome.
+
+Outcomes: SUCCEEDED (results recorded with their deliveries), a retry or
+FAILED after an exception (with its traceback), or CANCELED when an operator
+canceled the running job (:func:`dicom_node.jobs.queue.cancel`): the executor
+raises :class:`~dicom_node.errors.JobCanceledError` at a stage boundary, and
+the transaction that would record the results checks the request once more.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.config import WorkerSettings
 from dicom_node.db.models import Job, JobState
-from dicom_node.errors import PermanentError
-from dicom_node.jobs.queue import claim_next, heartbeat, mark_failed, mark_succeeded
+from dicom_node.errors import JobCanceledError, PermanentError
+from dicom_node.jobs.queue import (
+    claim_next,
+    format_traceback,
+    heartbeat,
+    mark_canceled,
+    mark_failed,
+    mark_succeeded,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +77,7 @@ def run_one(
     worker_id : str
         Identifies this worker in the job row and the logs.
     settings : WorkerSettings
-        Heartbeat interval and retry backoff.
+        Heartbeat interval and the retry policy (:meth:`WorkerSettings.retry_policy`).
 
     Returns
     -------
@@ -83,6 +97,14 @@ def run_one(
     beat.start()
     try:
         output = execute(job_id)
+    except JobCanceledError as err:
+        done.set()
+        with session_factory.begin() as session:
+            job = session.get_one(Job, job_id)
+            if job.state == JobState.RUNNING and job.worker_id == worker_id:
+                mark_canceled(session, job, err.stage)
+        logger.info("job %d canceled by an operator (stopped %s)", job_id, err.stage)
+        return job_id
     except Exception as err:  # noqa: BLE001 - every failure is recorded on the job
         done.set()
         permanent = isinstance(err, PermanentError)
@@ -92,13 +114,18 @@ def run_one(
         )
         with session_factory.begin() as session:
             job = session.get(Job, job_id)
-            if job.state == JobState.RUNNING and job.worker_id == worker_id:
+            if job.state != JobState.RUNNING or job.worker_id != worker_id:
+                pass
+            elif job.cancel_requested_at is not None:  # no retry for a job the operator stopped
+                mark_canceled(session, job, f"when the attempt failed ({message[:200]})")
+            else:
                 mark_failed(
                     session,
                     job,
                     message,
                     permanent=permanent,
-                    retry_backoff_s=settings.retry_backoff_s,
+                    policy=settings.retry_policy(),
+                    error_traceback=format_traceback(err),
                 )
         return job_id
     finally:
@@ -110,6 +137,11 @@ def run_one(
             logger.warning(
                 "job %d finished but is %s now; its output is discarded", job_id, job.state
             )
+            return job_id
+        if job.cancel_requested_at is not None:  # the last boundary: nothing recorded or sent
+            mark_canceled(session, job, "before export")
+            logger.info("job %d canceled by an operator before its results were recorded",
+                        job_id)  # fmt: skip
             return job_id
         summary = record(session, job, output)
         mark_succeeded(session, job, summary)

@@ -170,3 +170,27 @@ def test_a_queued_or_running_job_cannot_be_requeued(factory, series_id):
         assert job.state == JobState.RUNNING and job.attempts == 1
         mark_succeeded(session, job, {})
         assert can_requeue(session, job)
+
+
+def test_a_long_traceback_keeps_its_head_and_its_end():
+    from dicom_node.jobs.queue import TRACEBACK_MAX_CHARS, format_traceback
+
+    def deep(n: int):  # distinct messages: Python folds only identical repeated frames
+        if n == 0:
+            raise ValueError("the last words")
+        try:
+            deep(n - 1)
+        except ValueError as err:
+            raise ValueError(f"level {n}") from err
+
+    try:
+        deep(60)
+    except ValueError as err:
+        text = format_traceback(err)
+        whole = "".join(__import__("traceback").format_exception(err))
+    assert len(whole) > TRACEBACK_MAX_CHARS
+    assert len(text) < TRACEBACK_MAX_CHARS + 100
+    assert text.startswith("Traceback (most recent call last):")
+    assert "ValueError: the last words" in text  # the root cause, first in the chain
+    assert text.rstrip().endswith("ValueError: level 60")  # what the job raised, at the end
+    assert f"[... {len(whole) - TRACEBACK_MAX_CHARS} characters left out ...]" in text

@@ -123,13 +123,19 @@ def test_a_positive_finding_is_posted_with_retries_and_without_patient_identifie
     webhooks = db.settings.notifications.webhooks
     job_id = db.succeed_next(POSITIVE, webhooks=webhooks)
     webhook_server.statuses[:] = [503]  # the first attempt meets a busy receiver
-    assert send_due_notifications(db.session_factory, db.settings) == {"SENT": 2}
+    # One attempt per sweep: "team" is retried at a later sweep, "ris" is sent now.
+    assert send_due_notifications(db.session_factory, db.settings) == {"PENDING": 1, "SENT": 1}
+    with db.session_factory() as session:
+        team = session.scalars(select(Notification).where(Notification.webhook == "team")).one()
+    assert team.attempts == 1 and team.last_error.startswith("HTTP 503")
+    time.sleep(0.06)  # backoff_initial_s = 0.05: the retry is due
+    assert send_due_notifications(db.session_factory, db.settings) == {"SENT": 1}
     with db.session_factory() as session:
         rows = {n.webhook: n for n in session.scalars(select(Notification))}
     assert rows["team"].state == NotificationState.SENT and rows["team"].attempts == 2
-    assert rows["team"].response_status == 200
+    assert rows["team"].response_status == 200 and rows["team"].last_error is None
     assert rows["ris"].attempts == 1
-    plain, identified = webhook_server.received
+    identified, plain = webhook_server.received
     assert plain["event"] == "dicom-node.finding.positive" and plain["job_id"] == job_id
     assert plain["findings"][0]["present"] is True
     assert plain["series_instance_uid"] == str(datasets[0].SeriesInstanceUID)
@@ -137,7 +143,7 @@ def test_a_positive_finding_is_posted_with_retries_and_without_patient_identifie
     original = pydicom.dcmread(sorted(head_ct_dir.glob("*.dcm"))[0], stop_before_pixels=True)
     for value in (str(original.PatientName), str(original.PatientID)):
         if value:
-            assert value.encode() not in webhook_server.raw[0]
+            assert value.encode() not in webhook_server.raw[1]  # the plain message
     assert identified["patient"]["patient_id"] == str(datasets[0].PatientID)
     # Sent once: another sweep sends nothing, and a requeued job that succeeds again is not
     # announced twice.
@@ -167,6 +173,71 @@ def test_a_refusing_webhook_fails_without_retry_and_negatives_are_not_sent(
         (row,) = session.scalars(select(Notification)).all()
     assert row.attempts == 1 and row.last_error.startswith("HTTP 404")
     assert webhook_server.received == []
+
+
+def test_a_failing_webhook_gets_the_message_on_the_third_sweep_without_blocking_one(
+    tmp_path, head_ct_dir, webhook_server
+):
+    """Two 503s, then 200: one attempt per sweep, the backoff waited between sweeps, not in one.
+
+    With a 2 s backoff (no jitter), tenacity inside the sweep would have slept 2 + 4 s in
+    the first sweep; here every sweep returns at once and the retries wait in the database.
+    """
+    hooks = [{"name": "team", "url": webhook_server.url, "max_attempts": 5,
+              "backoff_initial_s": 2.0, "backoff_max_s": 4.0, "backoff_jitter": 0}]  # fmt: skip
+    db = Db(tmp_path, notifications={"webhooks": hooks})
+    db.ingest_files(head_series(head_ct_dir, seed=4))
+    sweep_series(db.session_factory, db.settings)
+    job_id = db.succeed_next(POSITIVE, webhooks=db.settings.notifications.webhooks)
+    webhook_server.statuses[:] = [503, 503]
+    t0 = utcnow()
+
+    def sweep(at_s: float) -> tuple[dict, float, Notification]:
+        started = time.monotonic()
+        counts = send_due_notifications(
+            db.session_factory, db.settings, now=t0 + timedelta(seconds=at_s)
+        )
+        took = time.monotonic() - started
+        with db.session_factory() as session:
+            return counts, took, session.scalars(select(Notification)).one()
+
+    counts, took, row = sweep(0)  # attempt 1: 503
+    assert counts == {"PENDING": 1} and took < 1.0
+    assert row.attempts == 1 and row.next_attempt_at == t0 + timedelta(seconds=2)
+    assert "HTTP 503" in row.last_error and "next attempt in 2.0 s" in row.last_error
+    counts, took, row = sweep(1.0)  # not due yet: nothing is sent, nothing waits
+    assert counts == {} and took < 1.0 and row.attempts == 1
+    counts, took, row = sweep(2.0)  # attempt 2: 503, the next one 4 s later (the cap)
+    assert counts == {"PENDING": 1} and took < 1.0
+    assert row.attempts == 2 and row.next_attempt_at == t0 + timedelta(seconds=6)
+    assert webhook_server.received == []
+    counts, took, row = sweep(6.0)  # attempt 3: delivered
+    assert counts == {"SENT": 1} and took < 1.0
+    assert row.state == NotificationState.SENT and row.attempts == 3
+    assert row.response_status == 200 and row.last_error is None
+    assert [m["job_id"] for m in webhook_server.received] == [job_id]
+    assert sweep(60.0)[0] == {}  # sent once
+
+
+def test_a_webhook_that_keeps_failing_is_failed_after_its_attempts(
+    tmp_path, head_ct_dir, webhook_server
+):
+    hooks = [{"name": "team", "url": webhook_server.url, "max_attempts": 2,
+              "backoff_initial_s": 1.0, "backoff_jitter": 0}]  # fmt: skip
+    db = Db(tmp_path, notifications={"webhooks": hooks})
+    db.ingest_files(head_series(head_ct_dir, seed=5))
+    sweep_series(db.session_factory, db.settings)
+    db.succeed_next(POSITIVE, webhooks=db.settings.notifications.webhooks)
+    webhook_server.statuses[:] = [500, 500, 500]
+    t0 = utcnow()
+    assert send_due_notifications(db.session_factory, db.settings, now=t0) == {"PENDING": 1}
+    assert send_due_notifications(
+        db.session_factory, db.settings, now=t0 + timedelta(seconds=1)
+    ) == {"FAILED": 1}
+    with db.session_factory() as session:
+        row = session.scalars(select(Notification)).one()
+    assert row.attempts == 2 and row.last_error.startswith("HTTP 500")
+    assert webhook_server.statuses == [500]  # no third attempt
 
 
 def test_retention_purges_delivered_old_files_and_keeps_rows(tmp_path, head_ct_dir, shared_data):

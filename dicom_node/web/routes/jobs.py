@@ -26,6 +26,7 @@ from dicom_node.queries import (
     JobFilter,
     delivery_marks,
     job_detail,
+    job_detail_for,
     job_detail_json,
     job_summary,
     list_jobs,
@@ -222,7 +223,7 @@ def job_page(request: Request, job_id: RowId, user: CurrentUser, ctx: Context):
         "job.html",
         user,
         active="jobs",
-        job=detail,
+        job=job_detail_for(detail, is_admin=user.is_admin),
         bars=stage_bars(detail),
         target_s=ctx.settings.monitoring.delivery_target_s,
     )
@@ -232,13 +233,14 @@ def job_page(request: Request, job_id: RowId, user: CurrentUser, ctx: Context):
 def job_api(job_id: RowId, user: CurrentUser, ctx: Context):
     """One job as JSON: ``job_detail_json`` of :func:`~dicom_node.queries.job_detail`.
 
-    Answers 404 ``{"detail": "no job N"}`` when there is no such job.
+    Answers 404 ``{"detail": "no job N"}`` when there is no such job. The
+    ``traceback`` of a failed attempt is there for admins only (None for viewers).
     """
     with ctx.session_factory() as session:
         detail = job_detail(session, job_id, ctx.settings.storage.outbox_path)
     if detail is None:
         return JSONResponse({"detail": f"no job {job_id}"}, status_code=404)
-    return JSONResponse(job_detail_json(detail))
+    return JSONResponse(job_detail_json(job_detail_for(detail, is_admin=user.is_admin)))
 
 
 def _change_job(
@@ -263,9 +265,14 @@ def _change_job(
             word = "requeued" if action == "requeue" else "canceled"
             request.session["flash"] = ("error", f"A {job.state} job cannot be {word}.")
             return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+        running = job.state == JobState.RUNNING
     logger.info("user %s: %s job %d", user.username, action, job_id)
     word = "requeued" if action == "requeue" else "canceled"
-    request.session["flash"] = ("ok", f"Job {job_id} {word}.")
+    message = f"Job {job_id} {word}."
+    if action == "cancel" and running:
+        message = (f"Cancel of job {job_id} requested: the worker stops it at its next stage "
+                   "and sends no results.")
+    request.session["flash"] = ("ok", message)
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
@@ -277,5 +284,8 @@ def requeue_job(request: Request, job_id: RowId, user: AdminUser, ctx: Context):
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[Depends(csrf_protect)])
 def cancel_job(request: Request, job_id: RowId, user: AdminUser, ctx: Context):
-    """Admins: cancel the job (:func:`dicom_node.jobs.queue.cancel`); 303 back."""
+    """Admins: cancel the job, or ask a running one to stop (:func:`dicom_node.jobs.queue.cancel`).
+
+    Answers 303 back to the job page.
+    """
     return _change_job(request, ctx, job_id, user, "cancel")
