@@ -142,8 +142,8 @@ class _Budget:
 def _declared_entries(handle: BinaryIO) -> int | None:
     """Entries the end of central directory record declares, before the directory is read."""
     try:
-        endrec = zipfile._EndRecData(handle)  # noqa: SLF001 - the EOCD (APPNOTE 4.3.16), no public API
-        return None if not endrec else int(endrec[zipfile._ECD_ENTRIES_TOTAL])  # noqa: SLF001
+        endrec = zipfile._EndRecData(handle)  # the EOCD (APPNOTE 4.3.16), no public API
+        return None if not endrec else int(endrec[zipfile._ECD_ENTRIES_TOTAL])
     except (AttributeError, OSError, IndexError, TypeError, ValueError):
         return None
     finally:
