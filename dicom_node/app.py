@@ -161,7 +161,7 @@ class Node:
             return
         try:
             self.receivers.check()
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.exception("receiver check failed")
 
     def sweep(self) -> None:
@@ -169,7 +169,7 @@ class Node:
         with self._sweep_lock:
             try:
                 sweep_series(self.session_factory, self.settings, node_started_at=self.started_at)
-            except Exception:  # noqa: BLE001 - the scheduler must keep running
+            except Exception:  # the scheduler must keep running
                 logger.exception("series sweep failed")
 
     def export(self) -> None:
@@ -183,7 +183,7 @@ class Node:
                 peers=self.peers,
                 audit=self.audit,
             )
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.exception("export sweep failed")
 
     def resume_dead_deliveries(self) -> None:
@@ -194,28 +194,28 @@ class Node:
         """
         try:
             self.resumer.run()
-        except Exception:  # noqa: BLE001 - the scheduler must keep running
+        except Exception:  # the scheduler must keep running
             logger.exception("resuming DEAD deliveries failed")
 
     def notify(self) -> None:
         """Send pending webhook notifications now (see :func:`send_due_notifications`)."""
         try:
             send_due_notifications(self.session_factory, self.settings)
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.exception("notification sweep failed")
 
     def purge_expired(self) -> None:
         """Purge delivered files older than ``retention.max_age_days`` (see :func:`purge`)."""
         try:
             purge(self.session_factory, self.settings)
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.exception("retention purge failed")
 
     def check_destinations(self) -> None:
         """C-ECHO every destination now, for the dashboard's overview."""
         try:
             self.monitor.check()
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.exception("C-ECHO of the destinations failed")
 
     def _add_operations_jobs(self) -> None:

@@ -169,7 +169,7 @@ class AuditLog:
             return
         try:
             self._logger.log(_level(record), "%s", record.line())
-        except Exception:  # noqa: BLE001 - auditing must never break an association
+        except Exception:  # auditing must never break an association
             logger.exception("audit line could not be written")
         if self.session_factory is None:
             return

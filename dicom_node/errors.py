@@ -25,6 +25,14 @@ class ConfigurationError(PermanentError):
     """The settings or the selection rules are invalid."""
 
 
+class MissingExtraError(ConfigurationError, ImportError):
+    """A selected feature needs an optional extra that is not installed.
+
+    The message names the pip command (``pip install 'dicom-node[ich]'``). Also an
+    :class:`ImportError`, so code that falls back when a library is absent still works.
+    """
+
+
 class InvalidUIDError(PermanentError, ValueError):
     """A value that must be a DICOM UID is not one (PS3.5 section 9.1)."""
 

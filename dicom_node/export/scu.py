@@ -102,7 +102,7 @@ class _PynetdicomErrors(logging.Handler):
         super().__init__(logging.ERROR)
         self.lines: list[tuple[int | None, str]] = []
 
-    def emit(self, record: logging.LogRecord) -> None:  # noqa: D102
+    def emit(self, record: logging.LogRecord) -> None:
         try:
             self.lines.append((record.thread, record.getMessage()))
         except Exception:  # noqa: BLE001 - never break the association over a log line

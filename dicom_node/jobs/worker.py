@@ -34,9 +34,9 @@ logger = logging.getLogger(__name__)
 class StopFlag(Protocol):
     """``threading.Event`` or ``multiprocessing.Event``."""
 
-    def is_set(self) -> bool: ...  # noqa: D102
+    def is_set(self) -> bool: ...
 
-    def wait(self, timeout: float | None = None) -> bool: ...  # noqa: D102
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 def _heartbeat_until(
@@ -51,7 +51,7 @@ def _heartbeat_until(
             if not heartbeat(session_factory, job_id, worker_id):
                 logger.warning("job %d is no longer ours (canceled or recovered)", job_id)
                 return
-        except Exception:  # noqa: BLE001 - a missed heartbeat must not kill the worker
+        except Exception:  # a missed heartbeat must not kill the worker
             logger.exception("heartbeat of job %d failed", job_id)
 
 
@@ -163,7 +163,7 @@ def run_worker(
     while not stop.is_set():
         try:
             ran = run_one(session_factory, execute, record, worker_id=worker_id, settings=settings)
-        except Exception:  # noqa: BLE001 - e.g. database briefly unavailable
+        except Exception:  # e.g. database briefly unavailable
             logger.exception("worker %s: claiming or recording a job failed", worker_id)
             ran = None
         if ran is None:

@@ -14,6 +14,10 @@ so nothing of the node's own is lost. One INFO line says which devices the
 framework found. Set ``DICOM_NODE_FRAMEWORK_LOGS=1`` to see the native lines
 as they come.
 
+Keras and TensorFlow are the optional extra ``[ich]`` (``[train]`` for training): without
+them :func:`import_keras` raises :class:`~dicom_node.errors.MissingExtraError`, whose
+message names the ``pip install`` command, instead of a bare ``ImportError``.
+
 References
 ----------
 TensorFlow issue 62075 ("absl::InitializeLog" lines ignore TF_CPP_MIN_LOG_LEVEL);
@@ -29,6 +33,8 @@ import sys
 import tempfile
 import threading
 
+from dicom_node.errors import MissingExtraError
+
 logger = logging.getLogger(__name__)
 
 #: Environment switch that leaves the framework's native start-up lines on stderr.
@@ -40,12 +46,21 @@ NATIVE_LINE = re.compile(
     r"^(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+:\d+\]|WARNING: All log messages before absl)"
 )
 
+#: What needs Keras, by the package extra that brings it (for the error message).
+NEEDED_BY = {"ich": "the learned 'ich' pipeline", "train": "training (dicom_node.training)"}
+
 _lock = threading.Lock()
 _devices: list[str] | None = None
 
 
-def import_keras():
+def import_keras(extra: str = "ich"):
     """Import Keras with the framework's native start-up lines kept off stderr.
+
+    Parameters
+    ----------
+    extra : str
+        The package extra that brings Keras for the caller, named in the error:
+        ``"ich"`` for the learned ICH pipeline, ``"train"`` for training.
 
     Returns
     -------
@@ -54,9 +69,11 @@ def import_keras():
 
     Raises
     ------
-    ImportError
-        If Keras or its backend cannot be imported (the captured native lines
-        are written to stderr first, since they may say why).
+    MissingExtraError
+        If Keras or its backend cannot be imported; the message names
+        ``pip install 'dicom-node[<extra>]'`` and the ImportError is chained
+        (the captured native lines are written to stderr first, since they
+        may say why). It is also an ``ImportError``.
     """
     global _devices
     if _devices is not None:
@@ -69,10 +86,17 @@ def import_keras():
 
             return keras
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        if os.environ.get(SHOW_FRAMEWORK_LOGS_ENV) == "1":
-            keras = _import_and_list_devices()
-        else:
-            keras = _quietly(_import_and_list_devices)
+        try:
+            if os.environ.get(SHOW_FRAMEWORK_LOGS_ENV) == "1":
+                keras = _import_and_list_devices()
+            else:
+                keras = _quietly(_import_and_list_devices)
+        except ImportError as err:
+            needed_by = NEEDED_BY.get(extra, f"the [{extra}] features")
+            raise MissingExtraError(
+                f"{needed_by} needs Keras 3 and TensorFlow, which cannot be imported ({err}); "
+                f"they are the optional extra [{extra}]: pip install 'dicom-node[{extra}]'"
+            ) from err
         logger.info("Keras %s, backend %s: %s", keras.__version__, keras.backend.backend(),
                     ", ".join(_devices or ["CPU only"]))
         return keras

@@ -264,7 +264,7 @@ class AssociationAuditor:
                 else [],
                 association_id=tracked.association_id,
             )
-        except Exception:  # noqa: BLE001 - auditing never breaks the association thread
+        except Exception:  # auditing never breaks the association thread
             logger.exception("audit record of an association could not be built")
             return
         self.audit.record(record)

@@ -218,7 +218,7 @@ class ReceiverPool:
                 if isinstance(item, int) and self.on_association_closed is not None:
                     try:
                         self.on_association_closed(item)
-                    except Exception:  # noqa: BLE001
+                    except Exception:
                         logger.exception("on_association_closed failed for association %s", item)
 
     def start(self) -> None:
@@ -280,7 +280,7 @@ class ReceiverPool:
             if self.close_lost is not None:
                 try:
                     self.close_lost(f"{host}:{process.pid}")
-                except Exception:  # noqa: BLE001
+                except Exception:
                     logger.exception("closing the associations of %s failed", process.name)
             try:
                 spawned = self._spawn(index)

@@ -481,7 +481,7 @@ class EventDrivenDUL(DULServiceProvider):
             if ring is not None:
                 ring()
 
-    def _run_reactor_loop(self) -> None:  # noqa: C901 - a copy of pynetdicom's loop
+    def _run_reactor_loop(self) -> None:  # a copy of pynetdicom's loop
         self._idle_timer.start()
         sleep = False
         while True:
@@ -499,7 +499,7 @@ class EventDrivenDUL(DULServiceProvider):
                     pass
                 elif self._is_transport_event():
                     self._idle_timer.restart()
-            except Exception as exc:  # noqa: BLE001 - as pynetdicom: abort the association
+            except Exception as exc:  # as pynetdicom: abort the association
                 logger.error("Exception in DUL.run(), aborting association")
                 logger.exception(exc)
                 abort_pdu = A_ABORT_RQ()
@@ -544,7 +544,7 @@ class EventDrivenAssociation(Association):
         self._bell.set()
         super().kill()
 
-    def _run_reactor(self) -> None:  # noqa: C901 - a copy of pynetdicom's acceptor loop
+    def _run_reactor(self) -> None:  # a copy of pynetdicom's acceptor loop
         """pynetdicom 3.0's ``Association._run_reactor`` with an event-driven wait."""
         self._is_paused = False
         bell = self._bell

@@ -311,7 +311,7 @@ class StorageSCP:
             row_id = self.associations.open(
                 requestor.ae_title, f"{requestor.address}:{requestor.port}"
             )
-        except Exception:  # noqa: BLE001 - untracked: its series fall back to the quiet time
+        except Exception:  # untracked: its series fall back to the quiet time
             logger.exception("association from %s could not be logged", requestor.ae_title)
             row_id = None
         with self._open_lock:
@@ -337,14 +337,14 @@ class StorageSCP:
         row_id, stored = entry
         try:
             self.associations.close(row_id, outcome)
-        except Exception:  # noqa: BLE001 - the row stays open until the next start
+        except Exception:  # the row stays open until the next start
             logger.exception("closing association %d in the log failed", row_id)
             return
         logger.debug("association %d %s after %d instance(s)", row_id, outcome, stored)
         if stored and self.on_association_closed is not None:
             try:
                 self.on_association_closed(row_id)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 logger.exception("on_association_closed failed for association %d", row_id)
 
     @staticmethod
@@ -412,7 +412,7 @@ class StorageSCP:
         except InvalidInstanceError as err:
             logger.warning("C-STORE from %s refused (0xC210): %s", calling, str(err))
             return failure_status(STATUS_CANNOT_UNDERSTAND, str(err))
-        except Exception:  # noqa: BLE001 - nothing may escape into the association thread
+        except Exception:  # nothing may escape into the association thread
             logger.exception("C-STORE from %s refused (0xC210): undecodable request", calling)
             return failure_status(STATUS_CANNOT_UNDERSTAND, "undecodable request")
         if header.sop_instance_uid != affected_uid:
@@ -455,7 +455,7 @@ class StorageSCP:
                 err.__class__.__name__,
             )
             return failure_status(STATUS_OUT_OF_RESOURCES, "database busy or unavailable")
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.exception("C-STORE of %s refused (0xA700)", header.sop_instance_uid)
             return failure_status(STATUS_OUT_OF_RESOURCES, "internal error")
         if stored:

@@ -423,7 +423,7 @@ def run_dciodvfy(
     program = dciodvfy_executable(executable)
     path = Path(path)
     try:
-        completed = subprocess.run(  # noqa: S603 - fixed program, path argument only
+        completed = subprocess.run(  # fixed program, path argument only
             [program, str(path)],
             capture_output=True,
             text=True,
@@ -523,7 +523,7 @@ def validate_result_file(
     try:
         dataset = pydicom.dcmread(path)
         sop_class_uid = str(dataset.SOPClassUID)
-    except Exception as err:  # noqa: BLE001 - any read failure means an invalid file
+    except Exception as err:  # any read failure means an invalid file
         raise ResultBuildError(f"cannot read {path.name} for validation: {err}") from err
     if sop_class_uid == LABEL_MAP_SEGMENTATION_STORAGE:
         direct_allowed = LABEL_MAP_SEGMENTATION_FALSE_POSITIVES

@@ -234,7 +234,7 @@ def check_pixel_limits(dataset: pydicom.Dataset, limits: PixelLimits) -> int:
                 )
     except SeriesLoadError:
         raise
-    except Exception as err:  # noqa: BLE001 - malformed encapsulation, any parser error
+    except Exception as err:  # malformed encapsulation, any parser error
         raise SeriesLoadError(
             f"instance {sop_instance_uid}: encapsulated pixel data cannot be parsed ({err})"
         ) from err

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dicom_node.pipelines.keras_runtime import import_keras
 
-keras = import_keras()  # TensorFlow's native start-up lines stay off stderr
+keras = import_keras("train")  # TensorFlow's native start-up lines stay off stderr
 layers = keras.layers
 
 

@@ -49,7 +49,7 @@ from dicom_node.training.ich_data import (
     save_cases,
 )
 
-keras = import_keras()  # TensorFlow's native start-up lines stay off stderr
+keras = import_keras("train")  # TensorFlow's native start-up lines stay off stderr
 
 logger = logging.getLogger(__name__)
 

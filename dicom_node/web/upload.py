@@ -143,10 +143,10 @@ def _declared_entries(handle: BinaryIO) -> int | None:
     """Entries the end of central directory record declares, before the directory is read."""
     try:
         # Private zipfile names, absent from typeshed: the EOCD (APPNOTE 4.3.16), no public API.
-        endrec = zipfile._EndRecData(handle)  # type: ignore[attr-defined]  # noqa: SLF001
+        endrec = zipfile._EndRecData(handle)  # type: ignore[attr-defined]
         if not endrec:
             return None
-        return int(endrec[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]  # noqa: SLF001
+        return int(endrec[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]
     except (AttributeError, OSError, IndexError, TypeError, ValueError):
         return None
     finally:

@@ -42,7 +42,6 @@ from dicom_node.results.validate import LABEL_MAP_REFERENCE_FALSE_POSITIVES
 from dicom_node.series.volume import load_ct_volume, read_datasets
 
 SHARED_DATA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
-GE_HEAD = SHARED_DATA / "head-ct-ge"
 EXAMPLES = SHARED_DATA / "seg-sr-examples"
 
 ALGORITHM = AlgorithmIdentity(name="ich-test", version="0.0.1", family="artificial intelligence")
@@ -62,10 +61,10 @@ def _content_items(items, name):
 
 
 @pytest.fixture(scope="module")
-def head():
+def head(head_ct_dir):
     """The GE head: datasets with pixels in slice order, and its HU volume."""
-    volume = load_ct_volume(read_datasets(sorted(GE_HEAD.glob("*.dcm"))))
-    datasets = read_datasets(sorted(GE_HEAD.glob("*.dcm")))
+    volume = load_ct_volume(read_datasets(sorted(head_ct_dir.glob("*.dcm"))))
+    datasets = read_datasets(sorted(head_ct_dir.glob("*.dcm")))
     by_uid = {str(ds.SOPInstanceUID): ds for ds in datasets}
     return SimpleNamespace(
         volume=volume, datasets=[by_uid[uid] for uid in volume.sop_instance_uids]
@@ -530,6 +529,7 @@ EXAMPLE_OBJECTS = sorted(
 )
 
 
+@pytest.mark.needs_shared_data
 @pytest.mark.parametrize("path", EXAMPLE_OBJECTS, ids=lambda p: str(p.relative_to(EXAMPLES)))
 def test_readers_and_validators_on_example_objects(path: Path):
     dataset = pydicom.dcmread(path, stop_before_pixels=True)

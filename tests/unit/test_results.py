@@ -60,11 +60,9 @@ def _position_along_normal(dataset: pydicom.Dataset) -> float:
 
 
 @pytest.fixture(scope="module")
-def ge_head() -> list[pydicom.Dataset]:
+def ge_head(head_ct_dir) -> list[pydicom.Dataset]:
     """Headers of the GE head CT, in slice order along the image normal."""
-    if not GE_HEAD.is_dir():
-        pytest.fail(f"test data not found at {GE_HEAD}")
-    datasets = [pydicom.dcmread(path, stop_before_pixels=True) for path in GE_HEAD.glob("*.dcm")]
+    datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in head_ct_dir.glob("*.dcm")]
     assert len(datasets) == 28
     return sorted(datasets, key=_position_along_normal)
 
@@ -455,6 +453,7 @@ def test_finding_codes_lookup():
 # --- the dciodvfy wrapper on objects others made ---------------------------------
 
 
+@pytest.mark.needs_shared_data
 def test_dciodvfy_reports_the_source_ct_defects():
     report = run_dciodvfy(GE_HEAD / "01.dcm")
     assert report.iod == "CTImage"
@@ -476,6 +475,7 @@ EXAMPLE_FILES = sorted(
 )
 
 
+@pytest.mark.needs_shared_data
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: str(p.relative_to(EXAMPLES)))
 def test_dciodvfy_wrapper_on_example_objects(path: Path):
     report = run_dciodvfy(path)
@@ -488,6 +488,7 @@ def test_dciodvfy_wrapper_on_example_objects(path: Path):
         assert allowed.errors == () and len(allowed.allowed_errors) == 2
 
 
+@pytest.mark.needs_shared_data
 def test_dciodvfy_missing_or_unreadable(tmp_path):
     with pytest.raises(ResultBuildError, match="dicom3tools"):
         run_dciodvfy(GE_HEAD / "01.dcm", executable="dciodvfy-not-installed")
@@ -522,6 +523,7 @@ def _patient_centroid(masks: np.ndarray, positions, orientation, spacing) -> np.
     return np.concatenate(points).mean(axis=0)
 
 
+@pytest.mark.needs_shared_data
 def test_a_regular_grid_seg_of_the_tilted_ge_head_is_evenly_spaced_and_in_place(tmp_path, dciodvfy):
     ge_head = _fresh_ge_head()
     """dcmqi (3D Slicer) refuses the GE head's SEG: its frames follow the 18.5 degree tilt and
@@ -569,6 +571,7 @@ def test_a_regular_grid_seg_of_the_tilted_ge_head_is_evenly_spaced_and_in_place(
     assert referenced == {str(ds.SOPInstanceUID) for ds in ge_head}
 
 
+@pytest.mark.needs_shared_data
 def test_a_regular_grid_profile_builds_a_seg_and_an_sr_that_validate(tmp_path, dciodvfy):
     ge_head = _fresh_ge_head()
     from dicom_node.results.builder import build_results_for_profiles
@@ -592,6 +595,7 @@ def test_a_regular_grid_profile_builds_a_seg_and_an_sr_that_validate(tmp_path, d
         ResultProfile(seg_grid="regular", max_frames=10)
 
 
+@pytest.mark.needs_shared_data
 def test_an_absent_finding_carries_no_probability():
     """A negative series' any-ICH score is not written as the Absent finding's probability."""
     ge_head = _fresh_ge_head()

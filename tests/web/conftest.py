@@ -219,7 +219,7 @@ def serve_webhooks() -> Iterator[WebhookServer]:
     state = WebhookServer("", [], [], [])
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the http.server API
+        def do_POST(self):  # the http.server API
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             status = state.statuses.pop(0) if state.statuses else 200
             if status == 200:

@@ -28,7 +28,7 @@ router = APIRouter()
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, next: str = "/"):  # noqa: A002 - the query's name
+def login_page(request: Request, next: str = "/"):  # the query's name
     """The login form; a logged-in user is sent on to ``next`` (same-site paths only)."""
     if request.session.get("uid") is not None:
         return RedirectResponse(safe_next(next), status_code=303)

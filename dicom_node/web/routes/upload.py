@@ -65,7 +65,7 @@ async def upload_slot(request: Request, user: UploadUser):
     """
     ctx = web_context(request)
     limit = ctx.settings.web.max_upload_bytes
-    receive, received = request._receive, 0  # noqa: SLF001 - Starlette has no public hook
+    receive, received = request._receive, 0  # Starlette has no public hook
 
     async def counted_receive():
         nonlocal received
@@ -76,7 +76,7 @@ async def upload_slot(request: Request, user: UploadUser):
                 raise RequestTooLarge(limit)
         return message
 
-    request._receive = counted_receive  # noqa: SLF001
+    request._receive = counted_receive
     uploader = ctx.uploader
     if not uploader.try_acquire():
         raise HTTPException(
