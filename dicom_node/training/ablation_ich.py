@@ -54,13 +54,18 @@ def rule_sets(package_rules: BloodRuleSettings | None) -> dict[str, BloodRuleSet
     Returns
     -------
     dict of str to BloodRuleSettings
-        ``"none"``, one entry per rule name, ``"all"``.
+        ``"none"``, one entry per rule name, ``"all"`` (the package's enabled
+        rules, which the node runs, and whose operating point the report gives)
+        and, when the package leaves a rule off, ``"every rule"`` (all of
+        :data:`BLOOD_RULES`).
     """
     base = package_rules or BloodRuleSettings()
     out = {"none": dataclasses.replace(base, enabled=())}
     for rule in BLOOD_RULES:
         out[rule] = dataclasses.replace(base, enabled=(rule,))
-    out["all"] = dataclasses.replace(base, enabled=BLOOD_RULES)
+    out["all"] = base
+    if set(base.enabled) != set(BLOOD_RULES):
+        out["every rule"] = dataclasses.replace(base, enabled=BLOOD_RULES)
     return out
 
 

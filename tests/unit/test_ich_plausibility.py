@@ -255,3 +255,16 @@ def test_the_dural_band_rule_drops_a_symmetric_tentorium_and_keeps_a_one_sided_b
     hu, blood = _tentorium_arms(head, head.hu, k, both=False)
     kept, _ = _blank_rules(head, blood, hu, ("dural_band",))
     assert kept.sum() > 0.8 * blood.sum(), (kept.sum(), blood.sum())
+
+
+def test_the_ablation_judges_the_package_rules_as_all_and_every_rule_apart():
+    from dicom_node.imaging.blood_rules import BLOOD_RULES, BloodRuleSettings
+    from dicom_node.training.ablation_ich import rule_sets
+
+    package = BloodRuleSettings(enabled=("intracranial", "density", "calcification", "dural"))
+    sets = rule_sets(package)
+    assert sets["all"].enabled == package.enabled  # what the node runs
+    assert set(sets["every rule"].enabled) == set(BLOOD_RULES)
+    assert sets["none"].enabled == ()
+    assert all(sets[rule].enabled == (rule,) for rule in BLOOD_RULES)
+    assert "every rule" not in rule_sets(BloodRuleSettings())  # the defaults enable all
