@@ -249,7 +249,7 @@ class ModelSettings(_Section):
     """Where the learned pipelines find their model packages."""
 
     # Folder of the ICH model package (manifest.json + model.keras); empty = the
-    # newest package shipped under models/ich/ of the source tree.
+    # newest package shipped under dicom_node/models/ich/ of the source tree.
     ich_model_dir: Path | None = None
 
 

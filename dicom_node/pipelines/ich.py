@@ -19,7 +19,7 @@ the key) or ``"region"`` (every connected blood region takes the subtype with
 the largest probability summed over the region, so one lesion is not split
 between two subtypes; touching lesions of two subtypes then get one).
 
-The model package (``models/ich/<version>/``: ``model.keras``,
+The model package (``dicom_node/models/ich/<version>/``: ``model.keras``,
 ``manifest.json``, ``MODEL_CARD.md``) is read once per pipeline object; the
 worker keeps one pipeline object per process, so the weights are loaded once
 per worker process, after their sha256 was checked against the manifest.
@@ -95,14 +95,15 @@ BATCH_SLICES = 8
 def shipped_models_dir() -> Path:
     """Return the folder of the model packages shipped with the node.
 
-    In a source checkout ``dicom_node/models`` is a symbolic link to the
-    repository's ``models/``; a built wheel holds a copy of it as package
-    data, so ``pip install`` (editable or not) finds the same packages.
+    The packages live in the package folder ``dicom_node/models`` (a real
+    folder, so checkouts without symlinks and sdists keep it); a built wheel
+    holds them as package data, so ``pip install`` (editable or not) finds the
+    same packages.
 
     Returns
     -------
     Path
-        ``dicom_node/models`` (``models/<name>/<version>/`` below it).
+        ``dicom_node/models`` (``dicom_node/models/<name>/<version>/`` below it).
     """
     return Path(__file__).resolve().parents[1] / "models"
 
@@ -114,7 +115,7 @@ def _version_key(name: str) -> tuple:
 
 
 def default_model_dir() -> Path:
-    """Return the newest shipped ICH model package, ``models/ich/<version>``.
+    """Return the newest shipped ICH model package, ``dicom_node/models/ich/<version>``.
 
     Returns
     -------
@@ -957,7 +958,7 @@ class IchPipeline:
 
     References
     ----------
-    Model card: ``models/ich/<version>/MODEL_CARD.md``.
+    Model card: ``dicom_node/models/ich/<version>/MODEL_CARD.md``.
     """
 
     name = "ich"

@@ -254,22 +254,23 @@ def write_model_card(package_dir: Path) -> Path:
           if manifest["training"].get("config", {}).get("init_from") else []),
         "```",
         *([] if manifest["training"].get("config", {}).get("init_from") else [
-            "dicom-node train ich --base ../shared/data/head-ct-ge --out models/ich/"
+            "dicom-node train ich --base ../shared/data/head-ct-ge --out dicom_node/models/ich/"
             f"{manifest['version']}"]),
-        *([f"dicom-node train ich-regions --from models/ich/"
+        *([f"dicom-node train ich-regions --from dicom_node/models/ich/"
            f"{detection['region_classifier'].get('derived_from', '<source>')} "
            f"--version {manifest['version']}"]
           if detection.get("region_classifier") else []),
-        *([f"dicom-node evaluate ich-rules --model models/ich/{manifest['version']} --cases 60 "
-           "--seed-start 200000 --mimics --set-threshold"]
+        *([f"dicom-node evaluate ich-rules --model dicom_node/models/ich/{manifest['version']} "
+           "--cases 60 --seed-start 200000 --mimics --set-threshold"]
           if detection.get("series_rule") == "region"
           and not detection.get("region_classifier") else []),
-        *([f"dicom-node evaluate ich-rules --model models/ich/{manifest['version']} --cases 120 "
-           "--seed-start 900000 --mimics --report docs/ich-rules"]
+        *([f"dicom-node evaluate ich-rules --model dicom_node/models/ich/{manifest['version']} "
+           "--cases 120 --seed-start 900000 --mimics --report docs/ich-rules"]
           if detection.get("series_rule") == "region" else []),
-        f"dicom-node evaluate ich --model models/ich/{manifest['version']} --cases 120",
-        *([f"dicom-node evaluate ich --model models/ich/{manifest['version']} --cases 120 "
-           "--mimics --report docs/ich-evaluation-mimics"] if evaluation_mimics else []),
+        f"dicom-node evaluate ich --model dicom_node/models/ich/{manifest['version']} --cases 120",
+        *([f"dicom-node evaluate ich --model dicom_node/models/ich/{manifest['version']} "
+           "--cases 120 --mimics --report docs/ich-evaluation-mimics"]
+          if evaluation_mimics else []),
         "```",
         "",
     ]

@@ -63,7 +63,7 @@ class IchTrainingConfig:
     base_dir : Path
         Folder with the base head CT series (DICOM).
     output_dir : Path
-        Model package folder to write, ``models/ich/<version>``.
+        Model package folder to write, ``dicom_node/models/ich/<version>``.
     work_dir : Path
         Cache of generated cases and checkpoints.
     version : str

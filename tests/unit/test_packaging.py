@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[2]
+MODELS = REPOSITORY / "dicom_node" / "models"
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +29,11 @@ def wheel(tmp_path_factory) -> Path:
     source = tmp_path_factory.mktemp("source")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPOSITORY / name, source / name)
-    shutil.copytree(REPOSITORY / "models", source / "models")
-    shutil.copytree(REPOSITORY / "dicom_node", source / "dicom_node", symlinks=True,
+    shutil.copytree(REPOSITORY / "dicom_node", source / "dicom_node",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    assert (source / "dicom_node" / "models").is_symlink()
+    # A real folder, not a link: it survives checkouts without symlinks and sdists.
+    assert (source / "dicom_node" / "models").is_dir()
+    assert not (source / "dicom_node" / "models").is_symlink()
     out = tmp_path_factory.mktemp("wheel")
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
@@ -44,8 +46,8 @@ def wheel(tmp_path_factory) -> Path:
 
 
 def test_the_wheel_holds_every_shipped_model_package(wheel):
-    packages = sorted(p.parent for p in (REPOSITORY / "models").glob("*/*/manifest.json"))
-    assert packages, "no model package in models/"
+    packages = sorted(p.parent for p in MODELS.glob("*/*/manifest.json"))
+    assert packages, "no model package in dicom_node/models/"
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         for package in packages:
@@ -75,7 +77,7 @@ def test_an_installed_wheel_finds_its_default_ich_model(wheel, tmp_path):
     module_file, model_dir = (Path(line) for line in probe.stdout.split())
     assert module_file.is_relative_to(target)
     assert model_dir.is_relative_to(target / "dicom_node" / "models" / "ich")
-    newest = max((p.parent.name for p in (REPOSITORY / "models/ich").glob("*/manifest.json")),
+    newest = max((p.parent.name for p in (MODELS / "ich").glob("*/manifest.json")),
                  key=lambda v: tuple(int(x) for x in v.split(".")))
     assert model_dir.name == newest
     assert (model_dir / "model.keras").is_file()
