@@ -61,7 +61,7 @@ Keat N. Artifacts in CT: recognition and avoidance. RadioGraphics
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import cv2
@@ -385,7 +385,7 @@ def calcification_site(midline_distance_mm: float, near_csf: bool, depth_mm: flo
     return "other"
 
 
-def _smoothed(hu: np.ndarray, indices: Sequence[int], sigma_px: float) -> dict[int, np.ndarray]:
+def _smoothed(hu: np.ndarray, indices: Iterable[int], sigma_px: float) -> dict[int, np.ndarray]:
     return {int(k): cv2.GaussianBlur(np.ascontiguousarray(hu[k], dtype=np.float32), (0, 0),
                                      sigma_px) for k in indices}
 

@@ -247,7 +247,7 @@ def head_grid(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     """
     if hu.ndim != 3:
         raise ValueError(f"hu must be (slices, rows, columns), got shape {hu.shape}")
-    head = (hu > HEAD_MIN_HU).any(axis=0)
+    head = np.any(hu > HEAD_MIN_HU, axis=0)
     rows = np.flatnonzero(head.any(axis=1))
     cols = np.flatnonzero(head.any(axis=0))
     if rows.size == 0:
@@ -296,7 +296,7 @@ def to_model_grid(images: np.ndarray, grid: InPlaneGrid, *, fill: float = AIR_HU
     sigma_x, sigma_y = _antialias_sigma(grid)
     out = np.empty((images.shape[0], grid.size, grid.size), dtype=np.float32)
     for k in range(images.shape[0]):
-        image = np.asarray(images[k], dtype=np.float32)
+        image: np.ndarray = np.asarray(images[k], dtype=np.float32)
         if antialias and (sigma_x > 0 or sigma_y > 0):
             image = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma_x or 1e-3, sigmaY=sigma_y or 1e-3)
         out[k] = cv2.warpAffine(

@@ -441,11 +441,12 @@ def analyse_large_vessel_occlusion(
         end_mm = voxel_centres_mm(volume, centreline.endpoints)
         end_local = frame.to_local(end_mm)
         wide = radius_mm[tuple(centreline.endpoints.T)] >= termination_min_radius_mm
-        for side in (LEFT, RIGHT):
+        for hemisphere in (LEFT, RIGHT):
             in_trunk = np.zeros(len(end_mm), dtype=bool)
             for name in trunk_regions:
-                in_trunk |= regions[name].contains(end_local, side)
-            terminations[side] = [tuple(float(x) for x in p) for p in end_mm[wide & in_trunk]]
+                in_trunk |= regions[name].contains(end_local, hemisphere)
+            terminations[hemisphere] = [(float(p[0]), float(p[1]), float(p[2]))
+                                        for p in end_mm[wide & in_trunk]]
 
     hemispheres = {
         side: HemisphereMeasures(
@@ -469,7 +470,7 @@ def analyse_large_vessel_occlusion(
             "no arterial contrast, or not an angiogram"
         )
     suspected = trunk_ratio < trunk_ratio_threshold
-    side = None
+    side: str | None = None
     segment = None
     location = None
     figures: dict = {}

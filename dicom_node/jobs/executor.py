@@ -200,7 +200,7 @@ class JobExecutor:
         from dicom_node.series.volume import load_ct_volume, read_datasets, source_images_for
 
         with self.session_factory() as session:
-            job = session.get(Job, job_id)
+            job = session.get_one(Job, job_id)  # claimed just now; NoResultFound fails the attempt
             pipeline_name = job.pipeline
             paths = self._instance_set(session, job)
             version = self._result_version(session, job)

@@ -16,8 +16,9 @@ import logging
 import random
 import traceback
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -111,7 +112,12 @@ def enqueue(
             session.add(job)
             session.flush()
     except IntegrityError:
-        return session.scalar(select(Job).where(*identity)), False
+        # A concurrent enqueue inserted the same job first: return that one. Without such a
+        # row the insert broke another constraint, and that error is the real one.
+        existing = session.scalar(select(Job).where(*identity))
+        if existing is None:
+            raise
+        return existing, False
     log_initial_state(session, job, now=now)
     return job, True
 
@@ -195,7 +201,9 @@ def claim_next(
                 )
                 .execution_options(synchronize_session=False)
             )
-            if result.rowcount == 1:
+            # A DML statement's result is a CursorResult (it has rowcount); execute() is
+            # typed as Result.
+            if cast(CursorResult[Any], result).rowcount == 1:
                 session.add(
                     StateChange(
                         entity="job",
@@ -218,7 +226,9 @@ def heartbeat(session_factory: sessionmaker[Session], job_id: int, worker_id: st
             .where(Job.id == job_id, Job.state == JobState.RUNNING, Job.worker_id == worker_id)
             .values(heartbeat_at=utcnow())
         )
-        return result.rowcount == 1
+        # A DML statement's result is a CursorResult (it has rowcount); execute() is typed
+        # as Result.
+        return cast(CursorResult[Any], result).rowcount == 1
 
 
 def mark_succeeded(session: Session, job: Job, summary: dict, now: datetime | None = None) -> None:

@@ -95,6 +95,7 @@ def run_one(
         daemon=True,
     )
     beat.start()
+    job: Job | None  # the row, looked up again after the run (it may be gone by then)
     try:
         output = execute(job_id)
     except JobCanceledError as err:
@@ -114,7 +115,10 @@ def run_one(
         )
         with session_factory.begin() as session:
             job = session.get(Job, job_id)
-            if job.state != JobState.RUNNING or job.worker_id != worker_id:
+            if job is None:  # its row was deleted while it ran: nothing to record the failure on
+                logger.warning("job %d is gone from the database; its failure is not recorded",
+                               job_id)  # fmt: skip
+            elif job.state != JobState.RUNNING or job.worker_id != worker_id:
                 pass
             elif job.cancel_requested_at is not None:  # no retry for a job the operator stopped
                 mark_canceled(session, job, f"when the attempt failed ({message[:200]})")
@@ -133,6 +137,10 @@ def run_one(
         beat.join(timeout=5)
     with session_factory.begin() as session:
         job = session.get(Job, job_id)
+        if job is None:  # its row was deleted while it ran
+            logger.warning("job %d finished but is gone from the database; its output is "
+                           "discarded", job_id)  # fmt: skip
+            return job_id
         if job.state != JobState.RUNNING or job.worker_id != worker_id:
             logger.warning(
                 "job %d finished but is %s now; its output is discarded", job_id, job.state

@@ -40,6 +40,7 @@ import os
 from dataclasses import dataclass
 from dataclasses import field as dataclasses_field
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -614,7 +615,7 @@ def findings_from_prediction(
     *,
     head: HeadCtMeasures | None = None,
     blood_rules: BloodRuleSettings | None = None,
-    region_classifier: RegionClassifier | None | bool = True,
+    region_classifier: RegionClassifier | Literal[True] | None = True,
     regions_out: dict | None = None,
 ) -> tuple[list[SegmentFinding], dict]:
     """Turn model probabilities into findings on the source grid.
@@ -705,6 +706,7 @@ def findings_from_prediction(
             cavity = head.cavity
         midline = fit_midsagittal_line(cavity.cavity, volume.pixel_spacing_mm)
     if rules is not None and rules.enabled:
+        assert cavity is not None  # traced above whenever rules are enabled
         blood, report = apply_blood_rules(
             blood, volume.hu, slab_of_slice=slab_of_slice, cavity=cavity,
             pixel_spacing_mm=volume.pixel_spacing_mm,
@@ -890,7 +892,8 @@ def _findings_max_rule(
 def analyse_volume(
     model, volume: CTVolume, package: IchModelPackage, *,
     blood_rules: BloodRuleSettings | None = None, prediction: IchPrediction | None = None,
-    region_classifier: RegionClassifier | None | bool = True, regions_out: dict | None = None,
+    region_classifier: RegionClassifier | Literal[True] | None = True,
+    regions_out: dict | None = None,
 ) -> tuple[list[SegmentFinding], dict, IchPrediction]:
     """Check the input, predict and turn the prediction into findings: the whole ``ich`` run.
 

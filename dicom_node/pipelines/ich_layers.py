@@ -22,10 +22,17 @@ Milletari F, et al. V-Net (soft Dice loss). 3DV 2016. Dice LR. Ecology
 
 from __future__ import annotations
 
+from typing import Any
+
 from dicom_node.pipelines.keras_runtime import import_keras
 
 keras = import_keras()  # TensorFlow's native start-up lines stay off stderr
 ops = keras.ops
+
+#: keras.losses.Loss and keras.metrics.Metric, as names mypy accepts for a base class
+#: (keras ships no types).
+_Loss: Any = keras.losses.Loss
+_Metric: Any = keras.metrics.Metric
 
 #: Label value of pixels whose class is unknown (for example hemorrhage of an
 #: unknown subtype in a dataset with slice-level subtype labels only).
@@ -33,7 +40,7 @@ IGNORE_LABEL = 255
 
 
 @keras.saving.register_keras_serializable(package="dicom_node")
-class DiceCrossEntropyLoss(keras.losses.Loss):
+class DiceCrossEntropyLoss(_Loss):
     """Soft Dice over the foreground classes plus weighted cross-entropy.
 
     Parameters
@@ -107,7 +114,7 @@ class DiceCrossEntropyLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="dicom_node")
-class ClassDice(keras.metrics.Metric):
+class ClassDice(_Metric):
     """Dice coefficient of one class, accumulated over all pixels seen.
 
     Parameters

@@ -70,7 +70,7 @@ def _profiles_or_default(
 ) -> dict[str | None, ResultProfile]:
     """Destination -> profile; one anonymous default when there is no destination."""
     if profiles:
-        return dict(profiles)
+        return {name: profile for name, profile in profiles.items()}
     return {None: ResultProfile()}
 
 

@@ -224,13 +224,14 @@ def mark_proven_series_complete(
         carriers = session.scalars(
             select(Association).where(Association.id.in_({r.association_id for r in rows}))
         ).all()
-        if any(c.closed_at is None for c in carriers):
+        closed_at = [c.closed_at for c in carriers if c.closed_at is not None]
+        if len(closed_at) < len(carriers):
             continue  # still being received
         if len(carriers) > 1 and not across_associations:
             continue  # several associations: only the quiet time knows the sender is done
         if not all(c.outcome == AssociationOutcome.RELEASED for c in carriers):
             continue  # an aborted or broken transfer is likely to be resent
-        last_closed = max(c.closed_at for c in carriers)
+        last_closed = max(closed_at)
         if now - last_closed < timedelta(seconds=release_grace_s):
             continue
         senders = {c.calling_ae_title for c in carriers}

@@ -128,6 +128,21 @@ class SelectionRule(BaseModel):
         return value
 
 
+#: A ranking criterion of :class:`SeriesPreference`.
+Criterion = Literal[
+    "soft_tissue_kernel",
+    "thinnest",
+    "thickest",
+    "closest_thickness",
+    "most_slices",
+    "earliest",
+]
+
+
+def _default_criteria() -> list[Criterion]:
+    return ["soft_tissue_kernel", "thinnest", "most_slices", "earliest"]
+
+
 class SeriesPreference(BaseModel):
     """Which of several eligible series of one study a pipeline analyses.
 
@@ -156,16 +171,7 @@ class SeriesPreference(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     multiple_series: Literal["best", "all"] = "best"
-    criteria: list[
-        Literal[
-            "soft_tissue_kernel",
-            "thinnest",
-            "thickest",
-            "closest_thickness",
-            "most_slices",
-            "earliest",
-        ]
-    ] = Field(default_factory=lambda: ["soft_tissue_kernel", "thinnest", "most_slices", "earliest"])
+    criteria: list[Criterion] = Field(default_factory=_default_criteria)
     soft_tissue_kernel_pattern: str = (
         r"^(STD\+?|STANDARD|SOFT|UA|UB|UC|B|C|FC[0-4]\d|[BHIJQ][1-4]\d[a-z]?|[BH]r[1-4]\d[a-z]?)$"
     )

@@ -15,10 +15,15 @@ Deep Residual U-Net. IEEE GRSL 2018;15(5):749-753 (residual units).
 
 from __future__ import annotations
 
+from typing import Any
+
 from dicom_node.pipelines.keras_runtime import import_keras
 
 keras = import_keras("train")  # TensorFlow's native start-up lines stay off stderr
 layers = keras.layers
+
+#: keras.Model, as a name mypy accepts in an annotation (keras ships no types).
+_Model = Any
 
 
 def _residual_block(x, filters: int, name: str):
@@ -35,7 +40,7 @@ def _residual_block(x, filters: int, name: str):
 
 
 def build_resunet(*, size: int, channels: int, classes: int,
-                  filters: tuple[int, ...] = (16, 32, 64, 128)) -> keras.Model:
+                  filters: tuple[int, ...] = (16, 32, 64, 128)) -> _Model:
     """Build the ResUNet.
 
     Parameters
