@@ -65,8 +65,24 @@ logger = logging.getLogger(__name__)
 #: Suffixes of files in a DICOM folder that are not DICOM and are skipped (case-insensitive).
 SIDECAR_SUFFIXES = frozenset(
     {
-        ".csv", ".txt", ".md", ".json", ".xml", ".html", ".htm", ".pdf", ".log",
-        ".ini", ".cfg", ".yaml", ".yml", ".png", ".jpg", ".jpeg", ".gif", ".zip",
+        ".csv",
+        ".txt",
+        ".md",
+        ".json",
+        ".xml",
+        ".html",
+        ".htm",
+        ".pdf",
+        ".log",
+        ".ini",
+        ".cfg",
+        ".yaml",
+        ".yml",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".gif",
+        ".zip",
     }
 )
 #: Media Storage Directory Storage: a DICOMDIR indexes files, it is not an image.
@@ -191,17 +207,14 @@ def read_dicom_folder(folder: Path, *, series_instance_uid: str | None = None) -
             continue
         uid = str(header.get("SeriesInstanceUID", "") or "")
         if not uid:
-            raise SeriesLoadError(
-                f"{path}: rule 'every instance has a SeriesInstanceUID' broken"
-            )
+            raise SeriesLoadError(f"{path}: rule 'every instance has a SeriesInstanceUID' broken")
         by_series.setdefault(uid, []).append((path, header))
     if not by_series:
         raise SeriesLoadError(f"{folder}: no DICOM file found")
     if series_instance_uid is not None:
         if series_instance_uid not in by_series:
             raise SeriesLoadError(
-                f"{folder}: no series {series_instance_uid}; found "
-                + ", ".join(sorted(by_series))
+                f"{folder}: no series {series_instance_uid}; found " + ", ".join(sorted(by_series))
             )
         chosen = series_instance_uid
     elif len(by_series) == 1:
@@ -252,10 +265,21 @@ def _ct_slice(
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = sop_instance_uid
     # Patient and General Study: nothing is known about the patient; Type 2 left empty.
-    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
-                    "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
-                    "AccessionNumber", "Manufacturer", "PositionReferenceIndicator", "KVP",
-                    "AcquisitionNumber"):
+    for keyword in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyDate",
+        "StudyTime",
+        "ReferringPhysicianName",
+        "StudyID",
+        "AccessionNumber",
+        "Manufacturer",
+        "PositionReferenceIndicator",
+        "KVP",
+        "AcquisitionNumber",
+    ):
         setattr(ds, keyword, "")
     ds.StudyInstanceUID = study_instance_uid
     ds.SeriesInstanceUID = series_instance_uid
@@ -618,8 +642,10 @@ def analyze(
     timings["build"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    folder = out_dir if out_dir is not None else DEFAULT_OUT_DIR / validate_uid(
-        series.series_instance_uid, keyword="SeriesInstanceUID"
+    folder = (
+        out_dir
+        if out_dir is not None
+        else DEFAULT_OUT_DIR / validate_uid(series.series_instance_uid, keyword="SeriesInstanceUID")
     )
     folder.mkdir(parents=True, exist_ok=True)
     files: list[dict[str, Any]] = []
@@ -629,7 +655,9 @@ def analyze(
         target = folder / f"{built.kind}-{uid}.dcm"
         built.dataset.save_as(target, enforce_file_format=True)
         entry: dict[str, Any] = {
-            "kind": built.kind, "path": str(target.resolve()), "sop_instance_uid": uid
+            "kind": built.kind,
+            "path": str(target.resolve()),
+            "sop_instance_uid": uid,
         }
         if validate:
             report = validate_result_file(target)
@@ -683,16 +711,21 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"series    {source['series_instance_uid']} (study {source['study_instance_uid']})",
     ]
     if source.get("nifti_conversion"):
-        lines.append(f"          NIfTI conversion: {source['nifti_conversion']['note']}; "
-                     f"{source['nifti_conversion']['hu']}")
+        lines.append(
+            f"          NIfTI conversion: {source['nifti_conversion']['note']}; "
+            f"{source['nifti_conversion']['hu']}"
+        )
     if source.get("ignored_files"):
         lines.append(f"ignored   {', '.join(source['ignored_files'])}")
     frame = report.get("frame_of_reference")
     if frame is not None:
         lines.append(
             f"frame of reference {frame['uid']}"
-            + (" (derived from the Series Instance UID: the source has none)"
-               if frame["derived"] else "")
+            + (
+                " (derived from the Series Instance UID: the source has none)"
+                if frame["derived"]
+                else ""
+            )
         )
     algorithm = report["algorithm"]
     lines.append(f"pipeline  {report['pipeline']} ({algorithm['name']} {algorithm['version']})")
@@ -715,12 +748,13 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines.append(f"detail    {key}: {value}")
     if len(simple) < len(details):
         lines.append(f"          ({len(details) - len(simple)} more detail(s) in --json)")
-    lines.append(
-        "timings   " + ", ".join(f"{k} {v:.2f} s" for k, v in report["timings_s"].items())
-    )
+    lines.append("timings   " + ", ".join(f"{k} {v:.2f} s" for k, v in report["timings_s"].items()))
     for entry in report["files"]:
         check = entry.get("dciodvfy")
-        verdict = "" if check is None else f"  (dciodvfy: {check['errors']} error(s), " \
-            f"{check['warnings']} warning(s))"
+        verdict = (
+            ""
+            if check is None
+            else f"  (dciodvfy: {check['errors']} error(s), {check['warnings']} warning(s))"
+        )
         lines.append(f"{entry['kind']:<4}      {entry['path']}{verdict}")
     return "\n".join(lines)

@@ -260,8 +260,12 @@ class Node:
         if self.receivers is not None:
             self.receivers.start()
             self.scheduler.add_job(
-                self.check_receivers, "interval", id="receiver-check", seconds=5,
-                max_instances=1, coalesce=True,
+                self.check_receivers,
+                "interval",
+                id="receiver-check",
+                seconds=5,
+                max_instances=1,
+                coalesce=True,
             )
         else:
             self.scp.start()
@@ -319,4 +323,3 @@ class Node:
     def workers_alive(self) -> int:
         """Number of worker processes still running."""
         return self.workers.alive()
-

@@ -77,9 +77,7 @@ def _what(kind: str, key: str) -> str:
     return f"{'user name' if kind == USER else 'address'} {key!r}"
 
 
-def _audit(
-    session: Session, outcome: str, address: str, reason: str, now: datetime
-) -> None:
+def _audit(session: Session, outcome: str, address: str, reason: str, now: datetime) -> None:
     record_in_session(
         session,
         AuditRecord(direction="web", outcome=outcome, peer_address=address,
@@ -169,11 +167,14 @@ def record_failure(
         )
         session.add(LoginFailure(kind=kind, key=key, failed_at=now))
         session.flush()
-        count = session.scalar(
-            select(func.count(LoginFailure.id)).where(
-                LoginFailure.kind == kind, LoginFailure.key == key
+        count = (
+            session.scalar(
+                select(func.count(LoginFailure.id)).where(
+                    LoginFailure.kind == kind, LoginFailure.key == key
+                )
             )
-        ) or 0  # COUNT always returns a row
+            or 0
+        )  # COUNT always returns a row
         if count < limits[kind]:
             continue
         end = now + timedelta(seconds=policy.lockout_s)

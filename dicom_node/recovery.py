@@ -98,9 +98,11 @@ def recover_at_start(
     with session_factory() as session:
         rows = dict(session.execute(select(Instance.path, Instance.sop_instance_uid)).all())
         # Retention deletes the files of purged series on purpose and keeps their rows.
-        purged = set(session.scalars(
-            select(Instance.path).join(Purge, Purge.series_id == Instance.series_id)
-        ))
+        purged = set(
+            session.scalars(
+                select(Instance.path).join(Purge, Purge.series_id == Instance.series_id)
+            )
+        )
     for relative in sorted(on_disk - rows.keys()):
         path = spool.absolute(relative)
         try:
@@ -116,8 +118,7 @@ def recover_at_start(
             quarantine.parent.mkdir(exist_ok=True)
             path.replace(quarantine)
             report.orphan_files_quarantined.append(relative)
-            logger.error("spool file %s is unreadable (%s): moved to %s", relative, err,
-                         quarantine)
+            logger.error("spool file %s is unreadable (%s): moved to %s", relative, err, quarantine)
             continue
         try:
             recorded = ingest.record(header, relative, len(data), calling_ae_title="RECOVERED")
@@ -140,13 +141,19 @@ def recover_at_start(
                     continue
                 series = instance.series
                 report.rows_without_file.append(instance.sop_instance_uid)
-                logger.error("instance %s has a row but no spool file: row removed",
-                             instance.sop_instance_uid)
+                logger.error(
+                    "instance %s has a row but no spool file: row removed",
+                    instance.sop_instance_uid,
+                )
                 session.delete(instance)
                 series.instance_count -= 1
                 if series.state != SeriesState.RECEIVING:
-                    set_state(session, series, SeriesState.RECEIVING,
-                              reason="an instance file was missing at start-up")
+                    set_state(
+                        session,
+                        series,
+                        SeriesState.RECEIVING,
+                        reason="an instance file was missing at start-up",
+                    )
                 series.last_instance_at = utcnow()
 
     with session_factory.begin() as session:
@@ -157,13 +164,24 @@ def recover_at_start(
             if job.cancel_requested_at is not None:  # an operator wanted it stopped anyway
                 mark_canceled(session, job, "by the node's restart", now=utcnow())
                 continue
-            set_state(session, job, JobState.QUEUED,
-                      reason=f"node restarted; worker {job.worker_id} is gone")
+            set_state(
+                session,
+                job,
+                JobState.QUEUED,
+                reason=f"node restarted; worker {job.worker_id} is gone",
+            )
             job.worker_id = None
             job.not_before = utcnow()
             job.attempts = max(0, job.attempts - 1)  # the crash was not the job's fault
             report.jobs_requeued.append(job.id)
-    if any((report.temp_files_removed, report.orphan_files_recorded,
-            report.orphan_files_quarantined, report.rows_without_file, report.jobs_requeued)):
+    if any(
+        (
+            report.temp_files_removed,
+            report.orphan_files_recorded,
+            report.orphan_files_quarantined,
+            report.rows_without_file,
+            report.jobs_requeued,
+        )
+    ):
         logger.warning("start-up recovery: %s", report)
     return report

@@ -332,8 +332,14 @@ _DUMMY_HASHES: dict[tuple, str] = {}
 def _dummy_hash(hasher: PasswordHasher) -> str:
     # Made once per hasher parameters: hashing it on every unknown name would cost a
     # second Argon2 run and make unknown names twice as slow to refuse as known ones.
-    key = (hasher.time_cost, hasher.memory_cost, hasher.parallelism, hasher.hash_len,
-           hasher.salt_len, hasher.type)
+    key = (
+        hasher.time_cost,
+        hasher.memory_cost,
+        hasher.parallelism,
+        hasher.hash_len,
+        hasher.salt_len,
+        hasher.type,
+    )
     if key not in _DUMMY_HASHES:
         _DUMMY_HASHES[key] = hasher.hash("not-a-user-password")
     return _DUMMY_HASHES[key]

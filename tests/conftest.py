@@ -38,8 +38,10 @@ def shared_data_required() -> bool:
 
 
 def _missing_data_message() -> str:
-    return (f"test data not found at {SHARED_DATA}: the repo expects ../shared/data next to "
-            f"the checkout")
+    return (
+        f"test data not found at {SHARED_DATA}: the repo expects ../shared/data next to "
+        f"the checkout"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -50,8 +52,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """
     skip = None
     if not SHARED_DATA.is_dir() and not shared_data_required():
-        skip = pytest.mark.skip(reason=f"{_missing_data_message()} (set "
-                                       f"{REQUIRE_SHARED_DATA_ENV}=1 to fail instead)")
+        skip = pytest.mark.skip(
+            reason=f"{_missing_data_message()} (set {REQUIRE_SHARED_DATA_ENV}=1 to fail instead)"
+        )
     for item in items:
         if SHARED_DATA_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.needs_shared_data)
@@ -105,18 +108,37 @@ def dciodvfy() -> str:
     return require_tool("dciodvfy", "dicom3tools", "/usr/bin/dciodvfy")
 
 
-def run_storescu(storescu: str, port: int, files: list[Path], *, called: str = "DICOM_NODE",
-                 calling: str = "STORESCU", extra: tuple[str, ...] = ()
-                 ) -> subprocess.CompletedProcess:
+def run_storescu(
+    storescu: str,
+    port: int,
+    files: list[Path],
+    *,
+    called: str = "DICOM_NODE",
+    calling: str = "STORESCU",
+    extra: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess:
     """Send files with dcmtk storescu to 127.0.0.1:port (TCP_NODELAY set, see dcmtk docs).
 
     ``extra`` adds options, e.g. ``("-xs",)`` to propose JPEG Lossless.
     """
     env = dict(os.environ, TCP_NODELAY="1")
     return subprocess.run(
-        [storescu, *extra, "-aet", calling, "-aec", called, "127.0.0.1", str(port),
-         *map(str, files)],
-        capture_output=True, text=True, timeout=300, env=env, check=False,
+        [
+            storescu,
+            *extra,
+            "-aet",
+            calling,
+            "-aec",
+            called,
+            "127.0.0.1",
+            str(port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
     )
 
 
@@ -152,7 +174,8 @@ class OrthancServer:
             if modality in ("SEG", "SR"):
                 for instance_id in series["Instances"]:
                     found.setdefault(modality, []).append(
-                        self.get_bytes(f"/instances/{instance_id}/file"))
+                        self.get_bytes(f"/instances/{instance_id}/file")
+                    )
         return found
 
     def get_bytes(self, path: str) -> bytes:
@@ -177,8 +200,7 @@ def running_orthanc(
     """
     exe = require_tool("Orthanc", "orthanc", "/usr/sbin/Orthanc")
     storage.mkdir(parents=True, exist_ok=True)
-    server = OrthancServer(dicom_port or free_port(), http_port or free_port(), "ORTHANC",
-                           storage)
+    server = OrthancServer(dicom_port or free_port(), http_port or free_port(), "ORTHANC", storage)
     config = {
         "Name": "dicom-node-test-pacs",
         "StorageDirectory": str(storage / "db"),
@@ -219,7 +241,6 @@ def running_orthanc(
                 process.kill()
 
 
-
 def node_settings_for_orthanc(base: Path, orthanc: OrthancServer, **sections):
     """Node settings for an end-to-end run: storage under ``base``, a free port, short quiet
     and sweep times, one worker, and ``orthanc`` as the only destination.
@@ -233,12 +254,21 @@ def node_settings_for_orthanc(base: Path, orthanc: OrthancServer, **sections):
         "dicom": {"port": free_port()},
         "series": {"stable_after_s": 1.0, "sweep_interval_s": 0.3},
         "workers": {"processes": 1, "poll_interval_s": 0.3},
-        "export": {"sweep_interval_s": 0.5, "destinations": [
-            {"name": "orthanc", "ae_title": orthanc.ae_title, "host": "127.0.0.1",
-             "port": orthanc.dicom_port}]},
+        "export": {
+            "sweep_interval_s": 0.5,
+            "destinations": [
+                {
+                    "name": "orthanc",
+                    "ae_title": orthanc.ae_title,
+                    "host": "127.0.0.1",
+                    "port": orthanc.dicom_port,
+                }
+            ],
+        },
         **sections,
     }
     return load_settings(overrides=overrides)
+
 
 @pytest.fixture
 def orthanc(tmp_path: Path) -> Iterator[OrthancServer]:

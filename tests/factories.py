@@ -9,8 +9,12 @@ from dicom_node.db.models import Delivery, Job, ResultObject, Series, Study
 
 
 def add_result_with_deliveries(
-    session: Session, ds: Dataset, destinations: tuple[str, ...] = ("pacs",),
-    *, path: str = "obj.dcm", size_bytes: int = 1,
+    session: Session,
+    ds: Dataset,
+    destinations: tuple[str, ...] = ("pacs",),
+    *,
+    path: str = "obj.dcm",
+    size_bytes: int = 1,
 ) -> tuple[ResultObject, list[Delivery]]:
     """Add a study, series and job, one result object for ``ds`` and a PENDING delivery each."""
     study = Study(study_instance_uid="1.2.3")
@@ -22,9 +26,16 @@ def add_result_with_deliveries(
     job = Job(series_id=series.id, pipeline="ich", instance_set_digest="x")
     session.add(job)
     session.flush()
-    obj = ResultObject(job_id=job.id, kind="SEG", sop_class_uid=str(ds.SOPClassUID),
-                       sop_instance_uid=str(ds.SOPInstanceUID), series_instance_uid="1.2.3.5",
-                       study_instance_uid="1.2.3", path=path, size_bytes=size_bytes)
+    obj = ResultObject(
+        job_id=job.id,
+        kind="SEG",
+        sop_class_uid=str(ds.SOPClassUID),
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        series_instance_uid="1.2.3.5",
+        study_instance_uid="1.2.3",
+        path=path,
+        size_bytes=size_bytes,
+    )
     session.add(obj)
     session.flush()
     deliveries = [Delivery(result_object_id=obj.id, destination=name) for name in destinations]

@@ -67,11 +67,15 @@ def load_seeds(shared_data: Path) -> list[Seed]:
     """Real instances of several kinds: CT, localizer, SC, JPEG Lossless, small CT, SR, SEG."""
     picks = [
         ("ge-head", shared_data / "head-ct-ge" / "01.dcm"),
-        ("phantom-localizer", next(iter(sorted((shared_data / "head-phantom-philips" /
-                                                 "S1000").iterdir())))),
+        (
+            "phantom-localizer",
+            next(iter(sorted((shared_data / "head-phantom-philips" / "S1000").iterdir()))),
+        ),
         ("phantom-sc", sorted((shared_data / "head-phantom-philips" / "S4010").iterdir())[0]),
-        ("chest-jpeg-lossless", sorted((shared_data / "chest-ct" / "jpeg-lossless-40")
-                                       .iterdir())[0]),
+        (
+            "chest-jpeg-lossless",
+            sorted((shared_data / "chest-ct" / "jpeg-lossless-40").iterdir())[0],
+        ),
         ("small-ct", shared_data / "seg-sr-examples" / "highdicom" / "ct_image.dcm"),
         ("sr", shared_data / "seg-sr-examples" / "dcmqi" / "sr-example" / "sr.dcm"),
         ("seg", shared_data / "seg-sr-examples" / "dcmqi" / "sr-example" / "seg.dcm"),
@@ -79,15 +83,29 @@ def load_seeds(shared_data: Path) -> list[Seed]:
     seeds = []
     for name, path in picks:
         ds, data = dataset_bytes(path)
-        seeds.append(Seed(name, str(ds.SOPClassUID), str(ds.SOPInstanceUID),
-                          str(ds.file_meta.TransferSyntaxUID), data))
+        seeds.append(
+            Seed(
+                name,
+                str(ds.SOPClassUID),
+                str(ds.SOPInstanceUID),
+                str(ds.file_meta.TransferSyntaxUID),
+                data,
+            )
+        )
     # The GE head re-encoded in Implicit VR Little Endian (what many modalities send).
     full = pydicom.dcmread(shared_data / "head-ct-ge" / "02.dcm")
     buffer = DicomBytesIO()
     buffer.is_little_endian, buffer.is_implicit_VR = True, True
     write_dataset(buffer, full)
-    seeds.append(Seed("ge-head-implicit", str(full.SOPClassUID), str(full.SOPInstanceUID),
-                      IMPLICIT_LE, buffer.getvalue()))
+    seeds.append(
+        Seed(
+            "ge-head-implicit",
+            str(full.SOPClassUID),
+            str(full.SOPInstanceUID),
+            IMPLICIT_LE,
+            buffer.getvalue(),
+        )
+    )
     return seeds
 
 
@@ -116,11 +134,26 @@ def mutate(seed: Seed, rng: random.Random, operations: int) -> Mutant:
     transfer_syntax_uid = seed.transfer_syntax_uid
     applied = []
     for _ in range(operations):
-        kind = rng.choice((
-            "flip", "flip", "overwrite", "insert", "delete", "truncate", "length",
-            "length", "uid-path", "uid-long", "request-uid", "request-class", "syntax",
-            "new-uid", "duplicate", "zero-run",
-        ))
+        kind = rng.choice(
+            (
+                "flip",
+                "flip",
+                "overwrite",
+                "insert",
+                "delete",
+                "truncate",
+                "length",
+                "length",
+                "uid-path",
+                "uid-long",
+                "request-uid",
+                "request-class",
+                "syntax",
+                "new-uid",
+                "duplicate",
+                "zero-run",
+            )
+        )
         at = _position(data, rng)
         if kind == "flip" and data:
             for _ in range(rng.randint(1, 8)):
@@ -135,15 +168,24 @@ def mutate(seed: Seed, rng: random.Random, operations: int) -> Mutant:
         elif kind == "truncate":
             del data[rng.randrange(len(data) + 1) if data else 0 :]
         elif kind == "length" and len(data) > 8:
-            value = rng.choice((0xFFFFFFFF, 0xFFFFFFFE, 0x7FFFFFFF, len(data) * 2,
-                                rng.randrange(1 << 32)))
+            value = rng.choice(
+                (0xFFFFFFFF, 0xFFFFFFFE, 0x7FFFFFFF, len(data) * 2, rng.randrange(1 << 32))
+            )
             data[at : at + 4] = struct.pack("<I", value)
         elif kind == "uid-path":
             uid = sop_instance_uid.encode()
             where = data.find(uid)
             if where >= 0:
-                trick = rng.choice((b"../../../../etc/passwd", b"..", b"/tmp/x", b"1.2.3/../..",
-                                    b"1.2.\x00.3", b"C:\\x"))
+                trick = rng.choice(
+                    (
+                        b"../../../../etc/passwd",
+                        b"..",
+                        b"/tmp/x",
+                        b"1.2.3/../..",
+                        b"1.2.\x00.3",
+                        b"C:\\x",
+                    )
+                )
                 data[where : where + len(uid)] = trick.ljust(len(uid), b"\x00")[: len(uid)]
         elif kind == "uid-long":
             uid = seed.sop_instance_uid.encode()
@@ -169,8 +211,9 @@ def mutate(seed: Seed, rng: random.Random, operations: int) -> Mutant:
             length = rng.randint(4, 512)
             data[at : at + length] = bytes(min(length, len(data) - at))
         applied.append(kind)
-    return Mutant(seed.name, tuple(applied), sop_class_uid, sop_instance_uid,
-                  transfer_syntax_uid, bytes(data))
+    return Mutant(
+        seed.name, tuple(applied), sop_class_uid, sop_instance_uid, transfer_syntax_uid, bytes(data)
+    )
 
 
 def mutants(seeds: list[Seed]) -> st.SearchStrategy[Mutant]:

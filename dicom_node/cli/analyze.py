@@ -32,8 +32,10 @@ def analyze(
     ] = False,
     validate: Annotated[
         bool | None,
-        typer.Option("--validate/--no-validate", help="dciodvfy every object, as the node does "
-                     "(default: results.validation)."),
+        typer.Option(
+            "--validate/--no-validate",
+            help="dciodvfy every object, as the node does (default: results.validation).",
+        ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Log at INFO on stderr.")] = False,
     config: ConfigOption = None,
@@ -56,12 +58,18 @@ def analyze(
     except ConfigurationError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
-    configure_logging("INFO" if verbose else "WARNING",
-                      log_library_warnings=settings.log_library_warnings)
+    configure_logging(
+        "INFO" if verbose else "WARNING", log_library_warnings=settings.log_library_warnings
+    )
     try:
         report = analyze_series(
-            path, pipeline=pipeline, out_dir=out, series_instance_uid=series_uid,
-            overlay=overlay, validate=validate, settings=settings,
+            path,
+            pipeline=pipeline,
+            out_dir=out,
+            series_instance_uid=series_uid,
+            overlay=overlay,
+            validate=validate,
+            settings=settings,
         )
     except (SeriesLoadError, InvalidUIDError, ConfigurationError) as err:
         typer.echo(f"error: {err}", err=True)

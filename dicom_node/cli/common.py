@@ -81,7 +81,7 @@ def uid_column(uid: str, width: int = 40) -> str:
 
     The end of a UID is what tells series of one study apart, so it is kept.
     """
-    return uid if len(uid) <= width else "..." + uid[-(width - 3):]
+    return uid if len(uid) <= width else "..." + uid[-(width - 3) :]
 
 
 def sample_head_ct_dir() -> Path:

@@ -16,9 +16,7 @@ deliveries_app = typer.Typer(help="Inspect deliveries of results.", no_args_is_h
 def deliveries_list(
     config: ConfigOption = None,
     as_json: JsonOption = False,
-    state: Annotated[
-        str | None, typer.Option(help="PENDING, RETRYING, SENT or DEAD.")
-    ] = None,
+    state: Annotated[str | None, typer.Option(help="PENDING, RETRYING, SENT or DEAD.")] = None,
     destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
     limit: Annotated[int, typer.Option(help="Most recent N deliveries.")] = 50,
 ) -> None:

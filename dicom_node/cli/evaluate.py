@@ -134,9 +134,15 @@ def evaluate_ich_rules_command(
     try:
         folder = model if model is not None else default_model_dir()
         result = evaluate_blood_rules(
-            folder, base if base is not None else sample_head_ct_dir(), cases=cases,
-            seed_start=seed_start, mimics=mimics, processes=processes,
-            min_specificity=min_specificity, min_sensitivity=min_sensitivity)
+            folder,
+            base if base is not None else sample_head_ct_dir(),
+            cases=cases,
+            seed_start=seed_start,
+            mimics=mimics,
+            processes=processes,
+            min_specificity=min_specificity,
+            min_sensitivity=min_sensitivity,
+        )
         if set_threshold:
             set_operating_point(folder, result)
     except (ValueError, DicomNodeError) as err:
@@ -164,8 +170,10 @@ def evaluate_ich_command(
     ] = Path("docs/ich-evaluation"),
     dataset: Annotated[
         str | None,
-        typer.Option(help="Evaluate on a labelled public dataset instead: physionet:PATH, "
-                     "bhsd:PATH or rsna:PATH (writes <report>.json only)."),
+        typer.Option(
+            help="Evaluate on a labelled public dataset instead: physionet:PATH, "
+            "bhsd:PATH or rsna:PATH (writes <report>.json only)."
+        ),
     ] = None,
     mimics: Annotated[
         bool, typer.Option(help="Hard mimics in every case (written to evaluation-mimics.json).")
@@ -211,9 +219,14 @@ def evaluate_ich_command(
     try:
         folder = model if model is not None else default_model_dir()
         result = evaluate_ich(
-            folder, base if base is not None else sample_head_ct_dir(), cases=cases,
-            seed_start=seed_start, processes=processes, report_path=report,
-            mimics=mimics, scanner=scanner_variety,
+            folder,
+            base if base is not None else sample_head_ct_dir(),
+            cases=cases,
+            seed_start=seed_start,
+            processes=processes,
+            report_path=report,
+            mimics=mimics,
+            scanner=scanner_variety,
             command="dicom-node " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         )
     except (ValueError, DicomNodeError) as err:

@@ -34,8 +34,6 @@ def _result_text(row: dict[str, Any]) -> str:
     return finding_text(row["findings"])
 
 
-
-
 @jobs_app.command("list")
 def jobs_list(
     config: ConfigOption = None,
@@ -88,8 +86,10 @@ def jobs_list(
     if as_json:
         typer.echo(json.dumps({"jobs": jobs, "not_eligible_series": not_eligible}, indent=2))
         return
-    typer.echo(f"{'JOB':>5}  {'STATE':<10} {'PIPELINE':<8} {'STUDY DATE':<10} "
-               f"{'ACCESSION':<16} {'SERIES':<40} RESULT")
+    typer.echo(
+        f"{'JOB':>5}  {'STATE':<10} {'PIPELINE':<8} {'STUDY DATE':<10} "
+        f"{'ACCESSION':<16} {'SERIES':<40} RESULT"
+    )
     for row in jobs:
         result = _result_text(row)
         if row["undelivered"]:
@@ -244,7 +244,9 @@ def _change_job(job_id: int, action: str, config: Path | None, as_json: bool) ->
             answer["cancel_requested"] = True
         typer.echo(json.dumps(answer))
     elif requested:
-        typer.echo(f"job {job_id}: cancel requested; the worker stops it at its next stage "
-                   "(after loading, after inference or before export) and sends nothing")
+        typer.echo(
+            f"job {job_id}: cancel requested; the worker stops it at its next stage "
+            "(after loading, after inference or before export) and sends nothing"
+        )
     else:
         typer.echo(f"job {job_id}: {before} -> {after}")

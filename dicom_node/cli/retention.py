@@ -26,9 +26,7 @@ def retention(
     candidates = purge(session_factory, settings, dry_run=dry_run)
     if as_json:
         typer.echo(
-            json.dumps(
-                {"dry_run": dry_run, "series": [c.as_json() for c in candidates]}, indent=2
-            )
+            json.dumps({"dry_run": dry_run, "series": [c.as_json() for c in candidates]}, indent=2)
         )
         return
     verb = "would purge" if dry_run else "purged"

@@ -22,8 +22,9 @@ def train_ich_command(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(help="Model package folder to write; default: "
-                          "dicom_node/models/ich/<version>."),
+        typer.Option(
+            help="Model package folder to write; default: dicom_node/models/ich/<version>."
+        ),
     ] = None,
     work_dir: Annotated[
         Path, typer.Option(help="Cache of generated cases and per-epoch checkpoints.")
@@ -70,13 +71,22 @@ def train_ich_command(
     config = IchTrainingConfig(
         base_dir=base if base is not None else sample_head_ct_dir(),
         output_dir=out if out is not None else Path("dicom_node/models/ich") / version,
-        work_dir=work_dir, version=version, train_cases=train_cases,
-        validation_cases=validation_cases, epochs=epochs, steps_per_epoch=steps,
-        batch_size=batch_size, learning_rate=learning_rate, seed=seed, processes=processes,
+        work_dir=work_dir,
+        version=version,
+        train_cases=train_cases,
+        validation_cases=validation_cases,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        processes=processes,
         downsample=downsample,
         datasets=list(dataset or []),
-        mimic_fraction=mimic_fraction, scanner_variety=scanner_variety,
-        validation_mimics=validation_mimics, init_from=init_from,
+        mimic_fraction=mimic_fraction,
+        scanner_variety=scanner_variety,
+        validation_mimics=validation_mimics,
+        init_from=init_from,
     )
     try:
         package = train_ich(config)
@@ -106,8 +116,12 @@ def train_ich_package_command(
     from dicom_node.training.ablation_ich import derive_region_package
 
     try:
-        folder = derive_region_package(source, out or Path("dicom_node/models/ich") / version,
-                                       version, add_blood_rules=tuple(add_blood_rule or ()))
+        folder = derive_region_package(
+            source,
+            out or Path("dicom_node/models/ich") / version,
+            version,
+            add_blood_rules=tuple(add_blood_rule or ()),
+        )
     except (ValueError, DicomNodeError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
@@ -144,13 +158,21 @@ def train_ich_regions_command(
 
     try:
         detection = train_region_classifier(
-            source, out or Path("dicom_node/models/ich") / version, version,
-            base_dir=base if base is not None else sample_head_ct_dir(), work_dir=work_dir,
-            cases=cases, validation_cases=validation_cases, l2=l2)
+            source,
+            out or Path("dicom_node/models/ich") / version,
+            version,
+            base_dir=base if base is not None else sample_head_ct_dir(),
+            work_dir=work_dir,
+            cases=cases,
+            validation_cases=validation_cases,
+            l2=l2,
+        )
     except (ValueError, DicomNodeError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
     v = detection["validation"]
-    typer.echo(f"wrote {out or Path('dicom_node/models/ich') / version}: threshold "
-               f"{detection['any_ich_threshold']}, validation sensitivity "
-               f"{v['sensitivity']:.2f}, specificity {v['specificity']:.2f}")
+    typer.echo(
+        f"wrote {out or Path('dicom_node/models/ich') / version}: threshold "
+        f"{detection['any_ich_threshold']}, validation sensitivity "
+        f"{v['sensitivity']:.2f}, specificity {v['specificity']:.2f}"
+    )

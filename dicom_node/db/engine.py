@@ -65,8 +65,7 @@ def secure_sqlite_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, SQLITE_FILE_MODE)
     os.close(fd)
-    for candidate in (path, path.with_name(path.name + "-wal"),
-                      path.with_name(path.name + "-shm")):
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         try:
             mode = stat.S_IMODE(candidate.stat().st_mode)
         except FileNotFoundError:

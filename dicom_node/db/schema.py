@@ -88,9 +88,7 @@ def _add_column(connection: Connection, table: str, column: str) -> None:
     ddl_type = model_column.type.compile(dialect=connection.dialect)
     preparer = connection.dialect.identifier_preparer
     connection.execute(
-        text(
-            f"ALTER TABLE {preparer.quote(table)} ADD COLUMN {preparer.quote(column)} {ddl_type}"
-        )
+        text(f"ALTER TABLE {preparer.quote(table)} ADD COLUMN {preparer.quote(column)} {ddl_type}")
     )
 
 

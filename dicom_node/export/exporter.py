@@ -335,7 +335,9 @@ class DeadDeliveryResumer:
             if error is not None:
                 logger.info(
                     "destination %s still does not answer C-ECHO (%d DEAD deliveries wait): %s",
-                    name, count, error,
+                    name,
+                    count,
+                    error,
                 )
                 continue
             with self.session_factory.begin() as session:
@@ -345,7 +347,9 @@ class DeadDeliveryResumer:
             resumed[name] = len(ids)
             logger.warning(
                 "destination %s answers C-ECHO again: %d DEAD deliveries resumed (%s)",
-                name, len(ids), RESUMED_REASON,
+                name,
+                len(ids),
+                RESUMED_REASON,
             )
         return resumed
 
@@ -354,9 +358,7 @@ class DeadDeliveryResumer:
         started = utcnow()
         error: str | None
         try:
-            peer = self.peers.get(destination.name) or peer_for(
-                destination, self.calling_ae_title
-            )
+            peer = self.peers.get(destination.name) or peer_for(destination, self.calling_ae_title)
             status = self.echoer(peer)
             error = None if status == 0x0000 else f"C-ECHO status 0x{status:04X}"
         except (DicomNodeError, OSError) as err:

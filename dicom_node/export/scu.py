@@ -277,7 +277,7 @@ def send_files(peer: Peer, paths: Sequence[Path]) -> list[int]:
                 raise DeliveryRefusedError(
                     f"{peer.ae_title} does not accept {ds.SOPClassUID.name} in "
                     f"{pydicom.uid.UID(syntax).name} ({path.name}); "
-                    "set compression = \"none\" in its result profile"
+                    'set compression = "none" in its result profile'
                 )
             response = assoc.send_c_store(ds)
             if not response or "Status" not in response:

@@ -74,8 +74,7 @@ from dicom_node.series.kernels import disk_structuring_element
 #: Rule names in the order they run.
 #: ``dural_band`` judges a candidate's whole shape, so it runs before ``dural`` cuts the
 #: candidate's thin parts away.
-BLOOD_RULES: tuple[str, ...] = ("intracranial", "density", "calcification", "dural_band",
-                                "dural")
+BLOOD_RULES: tuple[str, ...] = ("intracranial", "density", "calcification", "dural_band", "dural")
 
 
 @dataclass(frozen=True)
@@ -217,9 +216,13 @@ class Calcification:
 
     def as_dict(self) -> dict:
         """Return the focus as JSON types (rounded)."""
-        return {"site": self.site, "slice_index": self.slice_index,
-                "volume_ml": round(self.volume_ml, 3), "peak_hu": round(self.peak_hu, 1),
-                "midline_distance_mm": round(self.midline_distance_mm, 1)}
+        return {
+            "site": self.site,
+            "slice_index": self.slice_index,
+            "volume_ml": round(self.volume_ml, 3),
+            "peak_hu": round(self.peak_hu, 1),
+            "midline_distance_mm": round(self.midline_distance_mm, 1),
+        }
 
 
 @dataclass
@@ -241,9 +244,11 @@ class BloodRuleReport:
     def as_dict(self) -> dict:
         """Return the report as JSON types: skull-base foci are counted, the others listed."""
         named = [c.as_dict() for c in self.calcifications if c.site != "skull base"]
-        return {"removed_ml": {k: round(v, 3) for k, v in self.removed_ml.items()},
-                "calcifications": named[:20],
-                "skull_base_foci": sum(c.site == "skull base" for c in self.calcifications)}
+        return {
+            "removed_ml": {k: round(v, 3) for k, v in self.removed_ml.items()},
+            "calcifications": named[:20],
+            "skull_base_foci": sum(c.site == "skull base" for c in self.calcifications),
+        }
 
 
 @dataclass(frozen=True)
@@ -286,8 +291,9 @@ class MidsagittalLine:
         return (x - a * y - self.intercept * col_mm) / np.sqrt(1.0 + a * a)
 
 
-def fit_midsagittal_line(cavity: np.ndarray, pixel_spacing_mm: tuple[float, float]
-                         ) -> MidsagittalLine | None:
+def fit_midsagittal_line(
+    cavity: np.ndarray, pixel_spacing_mm: tuple[float, float]
+) -> MidsagittalLine | None:
     """Fit the mid-sagittal line to the cavity's left-right midpoints.
 
     For every row of every slab, the midpoint between the leftmost and
@@ -338,12 +344,18 @@ def fit_midsagittal_line(cavity: np.ndarray, pixel_spacing_mm: tuple[float, floa
     inliers = residual_mm < 5.0
     if inliers.sum() >= 10:
         slope, intercept = np.polyfit(r[inliers], m[inliers], 1, w=w[inliers])
-    return MidsagittalLine(float(slope), float(intercept),
-                           (float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1])))
+    return MidsagittalLine(
+        float(slope), float(intercept), (float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1]))
+    )
 
 
-def calcification_site(midline_distance_mm: float, near_csf: bool, depth_mm: float,
-                       elongated: bool, peak_hu: float = 300.0) -> str:
+def calcification_site(
+    midline_distance_mm: float,
+    near_csf: bool,
+    depth_mm: float,
+    elongated: bool,
+    peak_hu: float = 300.0,
+) -> str:
     """Name the likely site of a dense intracranial focus from where it lies.
 
     Parameters
@@ -386,8 +398,10 @@ def calcification_site(midline_distance_mm: float, near_csf: bool, depth_mm: flo
 
 
 def _smoothed(hu: np.ndarray, indices: Iterable[int], sigma_px: float) -> dict[int, np.ndarray]:
-    return {int(k): cv2.GaussianBlur(np.ascontiguousarray(hu[k], dtype=np.float32), (0, 0),
-                                     sigma_px) for k in indices}
+    return {
+        int(k): cv2.GaussianBlur(np.ascontiguousarray(hu[k], dtype=np.float32), (0, 0), sigma_px)
+        for k in indices
+    }
 
 
 def apply_blood_rules(
@@ -464,21 +478,30 @@ def apply_blood_rules(
                 s = smooth[int(k)]
                 mask[k] &= (s >= settings.min_hu) & (s <= settings.max_hu)
         elif rule == "calcification":
-            halo, found = _calcification_halo(hu, slab_of_slice, cavity, pixel_spacing_mm,
-                                              voxel_ml, settings, midline)
+            halo, found = _calcification_halo(
+                hu, slab_of_slice, cavity, pixel_spacing_mm, voxel_ml, settings, midline
+            )
             report.calcifications = found
             mask &= ~halo
         elif rule == "dural" and midline is not None and mask.any():
             mask = _drop_dural_lines(mask, midline, pixel_spacing_mm, settings, thin_ok)
         elif rule == "dural_band" and midline is not None and mask.any():
-            mask = _drop_dural_bands(mask, hu, slab_of_slice, cavity, midline,
-                                     pixel_spacing_mm, settings)
+            mask = _drop_dural_bands(
+                mask, hu, slab_of_slice, cavity, midline, pixel_spacing_mm, settings
+            )
         report.removed_ml[rule] = before - volume_ml(mask)
     return mask, report
 
 
-def _calcification_halo(hu, slab_of_slice, cavity: CranialCavity, pixel_spacing_mm, voxel_ml,
-                        settings: BloodRuleSettings, midline: MidsagittalLine | None):
+def _calcification_halo(
+    hu,
+    slab_of_slice,
+    cavity: CranialCavity,
+    pixel_spacing_mm,
+    voxel_ml,
+    settings: BloodRuleSettings,
+    midline: MidsagittalLine | None,
+):
     pixel_mm = float(np.sqrt(pixel_spacing_mm[0] * pixel_spacing_mm[1]))
     slices = hu.shape[0]
     depth = cavity.outline_depth_mm
@@ -511,28 +534,42 @@ def _calcification_halo(hu, slab_of_slice, cavity: CranialCavity, pixel_spacing_
         flat = (labels[k0:k1, r0:r1, c0:c1] == index).any(axis=0).astype(np.uint8)
         grown = cv2.dilate(flat, kernel) > 0
         # One source slice beyond the focus on each side shares its partial volume.
-        halo[max(0, k0 - 1):min(slices, k1 + 1), r0:r1, c0:c1] |= grown[None]
+        halo[max(0, k0 - 1) : min(slices, k1 + 1), r0:r1, c0:c1] |= grown[None]
         # Site of the focus, from its densest voxel.
-        values = np.where(component, np.asarray([smooth.get(k, hu[k])[box[1], box[2]]
-                                                 for k in range(k0, k1)]), -np.inf)
+        values = np.where(
+            component,
+            np.asarray([smooth.get(k, hu[k])[box[1], box[2]] for k in range(k0, k1)]),
+            -np.inf,
+        )
         kk, rr, cc = np.unravel_index(int(np.argmax(values)), values.shape)
         peak = float(values[kk, rr, cc])
         k, r, c = k0 + int(kk), box[1].start + int(rr), box[2].start + int(cc)
         offset = float(midline.distance_mm(np.array(r), np.array(c))) if midline else 0.0
-        window = hu[k, max(0, r - 9):r + 10, max(0, c - 9):c + 10]
+        window = hu[k, max(0, r - 9) : r + 10, max(0, c - 9) : c + 10]
         near_csf = bool(((window >= -5.0) & (window <= 15.0)).mean() > 0.1)
         extent = np.ptp(np.argwhere(flat), axis=0) + 1 if flat.any() else np.array([1, 1])
         elongated = bool(extent.max() >= 3 * max(1, extent.min()))
-        found.append(Calcification(
-            site=calcification_site(offset, near_csf, float(depth[slab_of_slice[k], r, c]),
-                                    elongated, peak),
-            slice_index=k, volume_ml=volume, peak_hu=peak, midline_distance_mm=offset,
-        ))
+        found.append(
+            Calcification(
+                site=calcification_site(
+                    offset, near_csf, float(depth[slab_of_slice[k], r, c]), elongated, peak
+                ),
+                slice_index=k,
+                volume_ml=volume,
+                peak_hu=peak,
+                midline_distance_mm=offset,
+            )
+        )
     return halo, found
 
 
-def _drop_dural_lines(mask: np.ndarray, midline: MidsagittalLine, pixel_spacing_mm,
-                      settings: BloodRuleSettings, thin_ok: np.ndarray | None) -> np.ndarray:
+def _drop_dural_lines(
+    mask: np.ndarray,
+    midline: MidsagittalLine,
+    pixel_spacing_mm,
+    settings: BloodRuleSettings,
+    thin_ok: np.ndarray | None,
+) -> np.ndarray:
     """Remove thin line-like blood: in the falx zone, and elsewhere unless thin is allowed.
 
     A pixel survives when it belongs to an in-plane opening of the blood mask
@@ -544,10 +581,8 @@ def _drop_dural_lines(mask: np.ndarray, midline: MidsagittalLine, pixel_spacing_
     rows, cols = mask.shape[1:]
     rr, cc = np.mgrid[0:rows, 0:cols]
     falx = np.abs(midline.distance_mm(rr, cc)) <= settings.falx_zone_mm
-    falx_kernel = disk_structuring_element(settings.dural_max_thickness_mm / 2.0,
-                                           pixel_spacing_mm)
-    line_kernel = disk_structuring_element(settings.line_max_thickness_mm / 2.0,
-                                           pixel_spacing_mm)
+    falx_kernel = disk_structuring_element(settings.dural_max_thickness_mm / 2.0, pixel_spacing_mm)
+    line_kernel = disk_structuring_element(settings.line_max_thickness_mm / 2.0, pixel_spacing_mm)
     for k in np.flatnonzero(mask.any(axis=(1, 2))):
         m = mask[k].astype(np.uint8)
         thick_falx = cv2.morphologyEx(m, cv2.MORPH_OPEN, falx_kernel) > 0
@@ -559,8 +594,9 @@ def _drop_dural_lines(mask: np.ndarray, midline: MidsagittalLine, pixel_spacing_
     return out
 
 
-def _mirror_pixels(rows: np.ndarray, cols: np.ndarray, midline: MidsagittalLine
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _mirror_pixels(
+    rows: np.ndarray, cols: np.ndarray, midline: MidsagittalLine
+) -> tuple[np.ndarray, np.ndarray]:
     """Reflect pixels (row, column indices) about the mid-sagittal line; float indices."""
     row_mm, col_mm = midline.pixel_spacing_mm
     a = midline.slope * col_mm / row_mm
@@ -572,8 +608,13 @@ def _mirror_pixels(rows: np.ndarray, cols: np.ndarray, midline: MidsagittalLine
     return y / row_mm, x / col_mm
 
 
-def dural_band_figures(band: np.ndarray, dense: np.ndarray, smooth_hu: np.ndarray,
-                       cavity_depth_mm: np.ndarray, midline: MidsagittalLine) -> dict[str, float]:
+def dural_band_figures(
+    band: np.ndarray,
+    dense: np.ndarray,
+    smooth_hu: np.ndarray,
+    cavity_depth_mm: np.ndarray,
+    midline: MidsagittalLine,
+) -> dict[str, float]:
     """Measure one dense band on one slice: the figures of the ``dural_band`` rule.
 
     Parameters
@@ -644,11 +685,13 @@ def dural_band_figures(band: np.ndarray, dense: np.ndarray, smooth_hu: np.ndarra
 
 
 def _is_dural_band(figures: dict[str, float], settings: BloodRuleSettings) -> bool:
-    return (figures["thickness_mm"] <= settings.band_max_thickness_mm
-            and figures["length_mm"] >= settings.band_min_length_mm
-            and figures["depth_mm"] >= settings.band_min_depth_mm
-            and figures["csf_fraction"] <= settings.band_max_csf_fraction
-            and figures["symmetry"] >= settings.band_min_symmetry)
+    return (
+        figures["thickness_mm"] <= settings.band_max_thickness_mm
+        and figures["length_mm"] >= settings.band_min_length_mm
+        and figures["depth_mm"] >= settings.band_min_depth_mm
+        and figures["csf_fraction"] <= settings.band_max_csf_fraction
+        and figures["symmetry"] >= settings.band_min_symmetry
+    )
 
 
 #: Largest shift (mm, rows and columns) of a band's mirror image onto its other half.
@@ -661,9 +704,15 @@ BAND_MIN_CONTRAST_HU = 12.0
 BAND_LEVEL_FRACTION = 0.6
 
 
-def _drop_dural_bands(mask: np.ndarray, hu: np.ndarray, slab_of_slice: np.ndarray,
-                      cavity: CranialCavity, midline: MidsagittalLine, pixel_spacing_mm,
-                      settings: BloodRuleSettings) -> np.ndarray:
+def _drop_dural_bands(
+    mask: np.ndarray,
+    hu: np.ndarray,
+    slab_of_slice: np.ndarray,
+    cavity: CranialCavity,
+    midline: MidsagittalLine,
+    pixel_spacing_mm,
+    settings: BloodRuleSettings,
+) -> np.ndarray:
     """Remove candidate blood that lies on a symmetric thin dense band (see module docstring)."""
     out = mask.copy()
     pixel_mm = float(np.sqrt(pixel_spacing_mm[0] * pixel_spacing_mm[1]))
@@ -674,14 +723,18 @@ def _drop_dural_bands(mask: np.ndarray, hu: np.ndarray, slab_of_slice: np.ndarra
         slab = int(slab_of_slice[k])
         inside = cavity.cavity[slab] & (cavity.depth_mm[slab] >= 2.0)
         depth = cavity.depth_mm[slab]
-        s = cv2.GaussianBlur(np.ascontiguousarray(hu[k], dtype=np.float32), (0, 0),
-                             0.75 / pixel_mm)
+        s = cv2.GaussianBlur(np.ascontiguousarray(hu[k], dtype=np.float32), (0, 0), 0.75 / pixel_mm)
         count, blobs = cv2.connectedComponents(mask[k].astype(np.uint8), connectivity=8)
         for index in range(1, count):
             blob = blobs == index
             m = blob.astype(np.uint8)
-            ring = ((cv2.dilate(m, ring_outer) > 0) & ~(cv2.dilate(m, ring_inner) > 0)
-                    & inside & (s >= 15.0) & (s <= 50.0))
+            ring = (
+                (cv2.dilate(m, ring_outer) > 0)
+                & ~(cv2.dilate(m, ring_inner) > 0)
+                & inside
+                & (s >= 15.0)
+                & (s <= 50.0)
+            )
             if ring.sum() < 10:
                 continue
             brain = float(np.median(s[ring]))

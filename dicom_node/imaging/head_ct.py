@@ -134,7 +134,7 @@ def _fill_holes(ring: np.ndarray) -> np.ndarray:
     flood = padded.copy()
     mask = np.zeros((padded.shape[0] + 2, padded.shape[1] + 2), dtype=np.uint8)
     cv2.floodFill(flood, mask, (0, 0), 1)
-    return (flood[1:-1, 1:-1] == 0)
+    return flood[1:-1, 1:-1] == 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,8 +160,9 @@ class CranialCavity:
     outline_depth_mm: np.ndarray
 
 
-def cranial_cavity(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
-                   limits: HeadCtLimits | None = None) -> CranialCavity:
+def cranial_cavity(
+    hu: np.ndarray, pixel_spacing_mm: tuple[float, float], limits: HeadCtLimits | None = None
+) -> CranialCavity:
     """Trace the cranial cavity slab by slab and measure depth from the inner table.
 
     Parameters
@@ -204,9 +205,12 @@ def cranial_cavity(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     return CranialCavity(cavity=cavity, depth_mm=depth, outline_depth_mm=outline)
 
 
-def enhanced_voxels(smoothed: np.ndarray, traced: CranialCavity,
-                    pixel_spacing_mm: tuple[float, float],
-                    limits: HeadCtLimits | None = None) -> np.ndarray:
+def enhanced_voxels(
+    smoothed: np.ndarray,
+    traced: CranialCavity,
+    pixel_spacing_mm: tuple[float, float],
+    limits: HeadCtLimits | None = None,
+) -> np.ndarray:
     """Voxels that look like contrast-filled lumen inside the head.
 
     Dense voxels (:data:`ENHANCED_HU_RANGE`) inside the bony outline, more

@@ -131,12 +131,13 @@ class IchInputSpec:
             "pixel_spacing_mm": self.pixel_spacing_mm,
             "size": self.size,
             "context_slices": self.context_slices,
-            "windows": [
-                {"center_hu": w.center_hu, "width_hu": w.width_hu} for w in self.windows
-            ],
+            "windows": [{"center_hu": w.center_hu, "width_hu": w.width_hu} for w in self.windows],
             "channel_order": "slice offset -k..+k, then window",
-            **({"slab_thickness_mm": self.slab_thickness_mm}
-               if self.slab_thickness_mm is not None else {}),
+            **(
+                {"slab_thickness_mm": self.slab_thickness_mm}
+                if self.slab_thickness_mm is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -166,8 +167,11 @@ class IchInputSpec:
                     Window(center_hu=float(w["center_hu"]), width_hu=float(w["width_hu"]))
                     for w in entry["windows"]
                 ),
-                slab_thickness_mm=(None if entry.get("slab_thickness_mm") is None
-                                   else float(entry["slab_thickness_mm"])),
+                slab_thickness_mm=(
+                    None
+                    if entry.get("slab_thickness_mm") is None
+                    else float(entry["slab_thickness_mm"])
+                ),
             )
         except (KeyError, TypeError) as err:
             raise ValueError(f"model manifest input entry is incomplete: {err}") from err
@@ -217,8 +221,9 @@ class InPlaneGrid:
     size: int
 
 
-def head_grid(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
-              spec: IchInputSpec) -> InPlaneGrid:
+def head_grid(
+    hu: np.ndarray, pixel_spacing_mm: tuple[float, float], spec: IchInputSpec
+) -> InPlaneGrid:
     """Centre the model grid on the head and scale to the model spacing.
 
     Parameters
@@ -258,9 +263,7 @@ def head_grid(hu: np.ndarray, pixel_spacing_mm: tuple[float, float],
     sx = col_mm / spec.pixel_spacing_mm
     sy = row_mm / spec.pixel_spacing_mm
     centre = (spec.size - 1) / 2.0
-    matrix = np.array(
-        [[sx, 0.0, centre - sx * cx], [0.0, sy, centre - sy * cy]], dtype=np.float64
-    )
+    matrix = np.array([[sx, 0.0, centre - sx * cx], [0.0, sy, centre - sy * cy]], dtype=np.float64)
     return InPlaneGrid(matrix=matrix, source_shape=(hu.shape[1], hu.shape[2]), size=spec.size)
 
 
@@ -269,8 +272,9 @@ def _antialias_sigma(grid: InPlaneGrid) -> tuple[float, float]:
     return max(0.0, (1.0 / sx - 1.0) / 2.0), max(0.0, (1.0 / sy - 1.0) / 2.0)
 
 
-def to_model_grid(images: np.ndarray, grid: InPlaneGrid, *, fill: float = AIR_HU,
-                  antialias: bool = True) -> np.ndarray:
+def to_model_grid(
+    images: np.ndarray, grid: InPlaneGrid, *, fill: float = AIR_HU, antialias: bool = True
+) -> np.ndarray:
     """Resample source slices onto the model grid.
 
     Parameters
@@ -300,8 +304,12 @@ def to_model_grid(images: np.ndarray, grid: InPlaneGrid, *, fill: float = AIR_HU
         if antialias and (sigma_x > 0 or sigma_y > 0):
             image = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma_x or 1e-3, sigmaY=sigma_y or 1e-3)
         out[k] = cv2.warpAffine(
-            image, grid.matrix, (grid.size, grid.size), flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill),
+            image,
+            grid.matrix,
+            (grid.size, grid.size),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=float(fill),
         )
     return out
 
@@ -333,9 +341,12 @@ def to_source_grid(images: np.ndarray, grid: InPlaneGrid) -> np.ndarray:
     out = np.zeros((images.shape[0], rows, cols, *tail), dtype=np.float32)
     for k in range(images.shape[0]):
         out[k] = cv2.warpAffine(
-            np.ascontiguousarray(images[k], dtype=np.float32), grid.matrix, (cols, rows),
+            np.ascontiguousarray(images[k], dtype=np.float32),
+            grid.matrix,
+            (cols, rows),
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0.0,
         ).reshape(rows, cols, *tail)
     return out
 
@@ -369,8 +380,9 @@ def window_channels(hu_model: np.ndarray, spec: IchInputSpec) -> np.ndarray:
     return out
 
 
-def stack_context(windowed: np.ndarray, spec: IchInputSpec,
-                  indices: np.ndarray | None = None) -> np.ndarray:
+def stack_context(
+    windowed: np.ndarray, spec: IchInputSpec, indices: np.ndarray | None = None
+) -> np.ndarray:
     """Stack each slice with its neighbours (2.5D) as float32 model input.
 
     Parameters
@@ -401,8 +413,9 @@ def stack_context(windowed: np.ndarray, spec: IchInputSpec,
     return stacked.reshape(n, h, w, -1).astype(np.float32) * (1.0 / 255.0)
 
 
-def labels_to_model_grid(labels: np.ndarray, grid: InPlaneGrid, *,
-                         min_fraction: float = 0.4) -> np.ndarray:
+def labels_to_model_grid(
+    labels: np.ndarray, grid: InPlaneGrid, *, min_fraction: float = 0.4
+) -> np.ndarray:
     """Resample a label volume onto the model grid by per-class area fractions.
 
     Parameters
@@ -470,8 +483,9 @@ class SlabGrid:
         return self.slabs == len(self.slab_of_slice)
 
 
-def slab_grid(hu: np.ndarray, slice_positions_mm: np.ndarray,
-              slab_thickness_mm: float | None) -> SlabGrid:
+def slab_grid(
+    hu: np.ndarray, slice_positions_mm: np.ndarray, slab_thickness_mm: float | None
+) -> SlabGrid:
     """Group thin source slices into slabs of about ``slab_thickness_mm``.
 
     A series whose median step along the slice normal is at least 0.7 times
@@ -521,5 +535,5 @@ def slab_grid(hu: np.ndarray, slice_positions_mm: np.ndarray,
     out = np.empty((count, hu.shape[1], hu.shape[2]), dtype=np.float32)
     for j in range(count):
         members = np.flatnonzero(slab_of_slice == j)
-        out[j] = hu[members[0]:members[-1] + 1].mean(axis=0, dtype=np.float32)
+        out[j] = hu[members[0] : members[-1] + 1].mean(axis=0, dtype=np.float32)
     return SlabGrid(slab_of_slice=slab_of_slice, hu=out)

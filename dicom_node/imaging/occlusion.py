@@ -445,8 +445,9 @@ def analyse_large_vessel_occlusion(
             in_trunk = np.zeros(len(end_mm), dtype=bool)
             for name in trunk_regions:
                 in_trunk |= regions[name].contains(end_local, hemisphere)
-            terminations[hemisphere] = [(float(p[0]), float(p[1]), float(p[2]))
-                                        for p in end_mm[wide & in_trunk]]
+            terminations[hemisphere] = [
+                (float(p[0]), float(p[1]), float(p[2])) for p in end_mm[wide & in_trunk]
+            ]
 
     hemispheres = {
         side: HemisphereMeasures(

@@ -62,8 +62,13 @@ REGION_FEATURES: tuple[str, ...] = (
 #: Heavy-tailed figures that enter the classifier as ln(1 + x): a linear term in
 #: raw elongation or area lets one large, band-like subdural (elongation 7,
 #: 600 mm2 per slice) fall far outside the fitted range and score near 0.
-LOG_FEATURES: tuple[str, ...] = ("extent_mm", "slices", "thickness_mm", "area_per_slice_mm2",
-                                 "elongation")
+LOG_FEATURES: tuple[str, ...] = (
+    "extent_mm",
+    "slices",
+    "thickness_mm",
+    "area_per_slice_mm2",
+    "elongation",
+)
 
 #: Standardised figures are clipped to +-CLIP_Z before the linear model, so no
 #: single figure outside the training range decides a region on its own.
@@ -158,7 +163,8 @@ def region_features(
             # Inside the cavity only, at most 100 HU: the mirror of a collection at the
             # inner table must not read the skull.
             peak = ndimage.maximum_filter(
-                np.where(depth_mm[k] > 0, np.clip(s, -50.0, 100.0), -50.0), size=window)
+                np.where(depth_mm[k] > 0, np.clip(s, -50.0, 100.0), -50.0), size=window
+            )
             mr, mc = _mirror_pixels(rr[at].astype(np.float64), cc[at].astype(np.float64),
                                     midline)  # fmt: skip
             mr = np.clip(np.rint(mr).astype(int), 0, s.shape[0] - 1)
@@ -293,14 +299,19 @@ class RegionClassifier:
         numpy.ndarray
             float64 (regions,) in [0, 1].
         """
-        x = _standardised(_transformed(features, self.features, self.log_features),
-                          np.asarray(self.mean), np.asarray(self.scale), self.clip_z)
+        x = _standardised(
+            _transformed(features, self.features, self.log_features),
+            np.asarray(self.mean),
+            np.asarray(self.scale),
+            self.clip_z,
+        )
         z = self.intercept + x @ np.asarray(self.coefficients)
         return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
 
 
-def _transformed(features: np.ndarray, names: Sequence[str],
-                 log_features: Sequence[str]) -> np.ndarray:
+def _transformed(
+    features: np.ndarray, names: Sequence[str], log_features: Sequence[str]
+) -> np.ndarray:
     """Columns ``names`` of a :func:`region_features` array, log features as ln(1 + x)."""
     x = np.asarray(features, dtype=np.float64)[:, [REGION_FEATURES.index(f) for f in names]]
     for i, name in enumerate(names):
@@ -309,8 +320,9 @@ def _transformed(features: np.ndarray, names: Sequence[str],
     return x
 
 
-def _standardised(x: np.ndarray, mean: np.ndarray, scale: np.ndarray,
-                  clip_z: float | None) -> np.ndarray:
+def _standardised(
+    x: np.ndarray, mean: np.ndarray, scale: np.ndarray, clip_z: float | None
+) -> np.ndarray:
     z = (x - mean) / scale
     return z if clip_z is None else np.clip(z, -clip_z, clip_z)
 

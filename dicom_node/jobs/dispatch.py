@@ -81,7 +81,8 @@ def sweep_series(
             # Proof needs no quiet period (also not after a start): associations cut by a
             # crash are LOST, not RELEASED, and prove nothing.
             mark_proven_series_complete(
-                session, release_grace_s=settings.series.release_grace_s,
+                session,
+                release_grace_s=settings.series.release_grace_s,
                 across_associations=settings.series.early_completion_across_associations,
                 now=now,
             )

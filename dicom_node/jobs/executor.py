@@ -247,8 +247,9 @@ class JobExecutor:
             )
             stages["results_built_at"] = utcnow()
             for o in objects:
-                mark_result_version(o.dataset, version.version, version.supersedes,
-                                    version.predecessors)
+                mark_result_version(
+                    o.dataset, version.version, version.supersedes, version.predecessors
+                )
             files = [self._store(o.kind, o.dataset, o.destinations) for o in objects]
             stages["results_written_at"] = utcnow()
             self._stop_if_canceled(job_id, "before export", files)
@@ -279,8 +280,9 @@ class JobExecutor:
         )
         stages["results_built_at"] = utcnow()
         for o in objects:
-            mark_result_version(o.dataset, version.version, version.supersedes,
-                                    version.predecessors)
+            mark_result_version(
+                o.dataset, version.version, version.supersedes, version.predecessors
+            )
         files = [self._store(o.kind, o.dataset, o.destinations) for o in objects]
         stages["results_written_at"] = utcnow()  # stored in the outbox and validated
         self._stop_if_canceled(job_id, "before export", files)
@@ -356,16 +358,21 @@ class JobExecutor:
         from dicom_node.results.versioning import PredecessorDocument
 
         predecessors = tuple(
-            PredecessorDocument(o.study_instance_uid, o.series_instance_uid, o.sop_class_uid,
-                                o.sop_instance_uid)
+            PredecessorDocument(
+                o.study_instance_uid, o.series_instance_uid, o.sop_class_uid, o.sop_instance_uid
+            )
             for o in session.scalars(
                 select(ResultObject)
                 .where(ResultObject.job_id == newest[1], ResultObject.kind == "SR")
                 .order_by(ResultObject.id)
             )
         )
-        return ResultVersion(newest[0] + 1, supersedes=newest[0], superseded_job_id=newest[1],
-                             predecessors=predecessors)
+        return ResultVersion(
+            newest[0] + 1,
+            supersedes=newest[0],
+            superseded_job_id=newest[1],
+            predecessors=predecessors,
+        )
 
     def _store(self, kind: str, dataset, destinations: tuple[str, ...] = ()) -> ResultFile:
         buffer = BytesIO()

@@ -122,9 +122,7 @@ def enqueue(
     return job, True
 
 
-def cancel_superseded(
-    session: Session, job: Job, now: datetime | None = None
-) -> list[int]:
+def cancel_superseded(session: Session, job: Job, now: datetime | None = None) -> list[int]:
     """Cancel the QUEUED jobs of the same series and pipeline that ``job`` supersedes.
 
     A job still waiting in the queue when instances arrive would analyse a set
@@ -276,11 +274,7 @@ def format_traceback(err: BaseException, max_chars: int = TRACEBACK_MAX_CHARS) -
         return text
     tail = max_chars - _TRACEBACK_HEAD_CHARS
     cut = len(text) - _TRACEBACK_HEAD_CHARS - tail
-    return (
-        text[:_TRACEBACK_HEAD_CHARS]
-        + f"\n[... {cut} characters left out ...]\n"
-        + text[-tail:]
-    )
+    return text[:_TRACEBACK_HEAD_CHARS] + f"\n[... {cut} characters left out ...]\n" + text[-tail:]
 
 
 def mark_failed(
@@ -476,14 +470,10 @@ def cancel(session: Session, job: Job, now: datetime | None = None) -> JobState:
 def cancel_requested(session_factory: sessionmaker[Session], job_id: int) -> bool:
     """Whether an operator asked the RUNNING job ``job_id`` to stop (:func:`cancel`)."""
     with session_factory() as session:
-        return (
-            session.scalar(select(Job.cancel_requested_at).where(Job.id == job_id)) is not None
-        )
+        return session.scalar(select(Job.cancel_requested_at).where(Job.id == job_id)) is not None
 
 
-def mark_canceled(
-    session: Session, job: Job, stage: str, now: datetime | None = None
-) -> None:
+def mark_canceled(session: Session, job: Job, stage: str, now: datetime | None = None) -> None:
     """RUNNING -> CANCELED after a cancel request: the worker stopped at ``stage``.
 
     Parameters

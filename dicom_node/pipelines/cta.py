@@ -202,8 +202,9 @@ class CtaLvoPipeline:
                 volume, vessels, plane, trunk_ratio_threshold=self.trunk_ratio_threshold
             )
         except ValueError as err:
-            raise NotAnalysableError("vessel_tree",
-                                     f"the vessel tree cannot be analysed: {err}") from err
+            raise NotAnalysableError(
+                "vessel_tree", f"the vessel tree cannot be analysed: {err}"
+            ) from err
 
         vessel_ml = volume.mask_volume_ml(vessels.mask)
         if analysis.suspected and analysis.location_mm is not None:

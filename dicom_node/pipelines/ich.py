@@ -111,8 +111,9 @@ def shipped_models_dir() -> Path:
 
 def _version_key(name: str) -> tuple:
     # (0, number) sorts before (1, text) so "1.0.0" and "latest" compare without TypeError.
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
-                 for p in name.replace("-", ".").split("."))
+    return tuple(
+        (0, int(p), "") if p.isdigit() else (1, 0, p) for p in name.replace("-", ".").split(".")
+    )
 
 
 def default_model_dir() -> Path:
@@ -279,10 +280,12 @@ class IchModelPackage:
                 region_volume_scale_ml=float(detection.get("region_volume_scale_ml", 0.2)),
                 min_region_extent_mm=float(detection.get("min_region_extent_mm", 0.0)),
                 blood_rules=BloodRuleSettings.from_manifest(detection.get("blood_rules")),
-                min_region_ml={str(k): float(v) for k, v in
-                               detection.get("min_region_ml", {}).items()},
+                min_region_ml={
+                    str(k): float(v) for k, v in detection.get("min_region_ml", {}).items()
+                },
                 region_classifier=RegionClassifier.from_manifest(
-                    detection.get("region_classifier")),
+                    detection.get("region_classifier")
+                ),
             )
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ModelPackageError(
@@ -416,8 +419,9 @@ class IchPrediction:
             p = 1.0 - self.probabilities[..., 0]
         else:
             p = self.probabilities[..., channel]
-        return np.array([cv2.blur(np.ascontiguousarray(s), (3, 3)).max() for s in p],
-                        dtype=np.float32)
+        return np.array(
+            [cv2.blur(np.ascontiguousarray(s), (3, 3)).max() for s in p], dtype=np.float32
+        )
 
     def smoothed_max(self, channel: int | None = None) -> float:
         """Largest 3x3-mean probability of a class, or of "not background", in the series.
@@ -469,8 +473,9 @@ def predict_model_grid(model, windowed: np.ndarray, spec: IchInputSpec) -> np.nd
     return out
 
 
-def predict_volume(model, volume: CTVolume, spec: IchInputSpec,
-                   slabs: SlabGrid | None = None) -> IchPrediction:
+def predict_volume(
+    model, volume: CTVolume, spec: IchInputSpec, slabs: SlabGrid | None = None
+) -> IchPrediction:
     """Resample a volume (or its slabs) to the model grid and predict.
 
     Parameters
@@ -506,8 +511,11 @@ def predict_volume(model, volume: CTVolume, spec: IchInputSpec,
         raise PipelineError(f"cannot place the model grid: {err}") from err
     hu_model = to_model_grid(np.maximum(slabs.hu, AIR_HU), grid)
     windowed = window_channels(hu_model, spec)
-    return IchPrediction(probabilities=predict_model_grid(model, windowed, spec), grid=grid,
-                         slabs=None if slabs.is_identity else slabs)
+    return IchPrediction(
+        probabilities=predict_model_grid(model, windowed, spec),
+        grid=grid,
+        slabs=None if slabs.is_identity else slabs,
+    )
 
 
 def slab_voxel_volume_ml(volume: CTVolume, slab_of_slice: np.ndarray) -> np.ndarray:
@@ -527,6 +535,7 @@ def slab_voxel_volume_ml(volume: CTVolume, slab_of_slice: np.ndarray) -> np.ndar
     """
     return np.bincount(slab_of_slice, weights=volume.voxel_volume_ml)
 
+
 def _drop_small_components(mask: np.ndarray, volume: CTVolume, min_ml: float) -> np.ndarray:
     if min_ml <= 0 or not mask.any():
         return mask
@@ -539,8 +548,9 @@ def _drop_small_components(mask: np.ndarray, volume: CTVolume, min_ml: float) ->
     return keep[labelled]
 
 
-def subtype_labels(probabilities: np.ndarray, hemorrhage: np.ndarray,
-                   assignment: str = "voxel") -> np.ndarray:
+def subtype_labels(
+    probabilities: np.ndarray, hemorrhage: np.ndarray, assignment: str = "voxel"
+) -> np.ndarray:
     """Assign each blood voxel one subtype.
 
     Parameters
@@ -576,10 +586,13 @@ def subtype_labels(probabilities: np.ndarray, hemorrhage: np.ndarray,
         return np.zeros(hemorrhage.shape, dtype=np.int64)
     inside = regions[hemorrhage]  # (n,) region of each blood voxel
     blood_probabilities = probabilities[hemorrhage]  # (n, 1 + 5)
-    sums = np.stack([
-        np.bincount(inside, weights=blood_probabilities[:, c], minlength=count + 1)
-        for c in range(1, probabilities.shape[-1])
-    ], axis=1)  # (count + 1, 5); row 0 (outside the blood) stays 0
+    sums = np.stack(
+        [
+            np.bincount(inside, weights=blood_probabilities[:, c], minlength=count + 1)
+            for c in range(1, probabilities.shape[-1])
+        ],
+        axis=1,
+    )  # (count + 1, 5); row 0 (outside the blood) stays 0
     winner = np.argmax(sums, axis=1) + 1
     winner[0] = 0
     return winner[regions]
@@ -708,10 +721,15 @@ def findings_from_prediction(
     if rules is not None and rules.enabled:
         assert cavity is not None  # traced above whenever rules are enabled
         blood, report = apply_blood_rules(
-            blood, volume.hu, slab_of_slice=slab_of_slice, cavity=cavity,
+            blood,
+            volume.hu,
+            slab_of_slice=slab_of_slice,
+            cavity=cavity,
             pixel_spacing_mm=volume.pixel_spacing_mm,
-            voxel_volume_ml=volume.voxel_volume_ml, settings=rules,
-            midline=midline, thin_ok=_subarachnoid_leading(source)[slab_of_slice],
+            voxel_volume_ml=volume.voxel_volume_ml,
+            settings=rules,
+            midline=midline,
+            thin_ok=_subarachnoid_leading(source)[slab_of_slice],
         )
     regions, count = ndimage.label(blood)
     kk, rr, cc = np.nonzero(blood)
@@ -723,8 +741,13 @@ def findings_from_prediction(
     voxels = np.bincount(inside, minlength=n).astype(np.float64)
     blood_p = probabilities[:, 1:].sum(axis=1)
     mean_p = np.bincount(inside, weights=blood_p, minlength=n) / np.maximum(voxels, 1)
-    sums = np.stack([np.bincount(inside, weights=probabilities[:, c], minlength=n)
-                     for c in range(1, ICH_CLASSES)], axis=1)  # (n, 5)
+    sums = np.stack(
+        [
+            np.bincount(inside, weights=probabilities[:, c], minlength=n)
+            for c in range(1, ICH_CLASSES)
+        ],
+        axis=1,
+    )  # (n, 5)
     winner = np.argmax(sums, axis=1) + 1
     positions = volume.slice_positions_mm
     spacing = volume.slice_spacing_mm
@@ -734,14 +757,25 @@ def findings_from_prediction(
     np.maximum.at(last, inside, kk)
     valid = last >= 0
     extent = np.zeros(n)
-    extent[valid] = (positions[last[valid]] - positions[first[valid]]
-                     + 0.5 * (spacing[first[valid]] + spacing[last[valid]]))
+    extent[valid] = (
+        positions[last[valid]]
+        - positions[first[valid]]
+        + 0.5 * (spacing[first[valid]] + spacing[last[valid]])
+    )
     evidence = mean_p * (1.0 - np.exp(-region_ml / package.region_volume_scale_ml))
     score = evidence
     if cavity is not None and (classifier is not None or regions_out is not None):
         figures = region_features(
-            volume.hu, blood, regions, count, blood_p, winner, extent_mm=extent,
-            region_ml=region_ml, depth_mm=cavity.depth_mm[slab_of_slice], midline=midline,
+            volume.hu,
+            blood,
+            regions,
+            count,
+            blood_p,
+            winner,
+            extent_mm=extent,
+            region_ml=region_ml,
+            depth_mm=cavity.depth_mm[slab_of_slice],
+            midline=midline,
             pixel_spacing_mm=volume.pixel_spacing_mm,
         )
         if regions_out is not None:
@@ -772,27 +806,47 @@ def findings_from_prediction(
         candidates = eligible & (winner == index)
         probability = float(score[candidates].max()) if candidates.any() else 0.0
         present = bool(own.any() and volume_ml >= package.min_volume_ml)
-        per_subtype[subtype] = {"probability": round(probability, 4),
-                                "volume_ml": round(volume_ml, 3), "present": present}
+        per_subtype[subtype] = {
+            "probability": round(probability, 4),
+            "volume_ml": round(volume_ml, 3),
+            "present": present,
+        }
         if present:
             union |= mask
-            findings.append(SegmentFinding(
-                label=subtype, present=True, volume_ml=float(volume_ml), mask=mask,
-                probability=probability,
-                laterality=_laterality(volume, prediction.grid, mask, subtype),
-            ))
+            findings.append(
+                SegmentFinding(
+                    label=subtype,
+                    present=True,
+                    volume_ml=float(volume_ml),
+                    mask=mask,
+                    probability=probability,
+                    laterality=_laterality(volume, prediction.grid, mask, subtype),
+                )
+            )
     if not findings:
-        findings.append(SegmentFinding(
-            label=ANY_ICH_LABEL, present=False, volume_ml=0.0,
-            mask=np.zeros(volume.shape, dtype=bool), probability=series_score,
-        ))
+        findings.append(
+            SegmentFinding(
+                label=ANY_ICH_LABEL,
+                present=False,
+                volume_ml=0.0,
+                mask=np.zeros(volume.shape, dtype=bool),
+                probability=series_score,
+            )
+        )
     order = np.argsort(-np.where(valid, score, -1.0))[:10]
     region_rows = [
-        {"subtype": ICH_SUBTYPES[int(winner[r]) - 1], "volume_ml": round(float(region_ml[r]), 3),
-         "mean_probability": round(float(mean_p[r]), 4), "extent_mm": round(float(extent[r]), 1),
-         "score": round(float(score[r]), 4), "reported": bool(reported_region[r]),
-         "first_slice_index": int(first[r]), "last_slice_index": int(last[r])}
-        for r in order if r > 0 and valid[r]
+        {
+            "subtype": ICH_SUBTYPES[int(winner[r]) - 1],
+            "volume_ml": round(float(region_ml[r]), 3),
+            "mean_probability": round(float(mean_p[r]), 4),
+            "extent_mm": round(float(extent[r]), 1),
+            "score": round(float(score[r]), 4),
+            "reported": bool(reported_region[r]),
+            "first_slice_index": int(first[r]),
+            "last_slice_index": int(last[r]),
+        }
+        for r in order
+        if r > 0 and valid[r]
     ]
     details = {
         "model": {"name": package.name, "version": package.version},
@@ -805,8 +859,10 @@ def findings_from_prediction(
         "candidate_blood_ml": round(candidate_ml, 3),
         "regions": region_rows,
         "blood_rules": report.as_dict(),
-        "slabs": {"model_slices": int(prediction.probabilities.shape[0]),
-                  "source_slices": int(volume.shape[0])},
+        "slabs": {
+            "model_slices": int(prediction.probabilities.shape[0]),
+            "source_slices": int(volume.shape[0]),
+        },
     }
     return findings, details
 
@@ -854,29 +910,44 @@ def _findings_max_rule(
     union = np.zeros(volume.shape, dtype=bool)
     per_subtype: dict[str, dict] = {}
     for index, subtype in enumerate(ICH_SUBTYPES, start=1):
-        mask = _drop_small_components(hemorrhage & (label == index), volume,
-                                      package.min_component_ml)
+        mask = _drop_small_components(
+            hemorrhage & (label == index), volume, package.min_component_ml
+        )
         volume_ml = volume.mask_volume_ml(mask)
         score = prediction.smoothed_max(index)
-        present = bool(positive and score >= package.threshold
-                       and volume_ml >= package.min_volume_ml)
-        per_subtype[subtype] = {"probability": round(score, 4), "volume_ml": round(volume_ml, 3),
-                                "present": present}
+        present = bool(
+            positive and score >= package.threshold and volume_ml >= package.min_volume_ml
+        )
+        per_subtype[subtype] = {
+            "probability": round(score, 4),
+            "volume_ml": round(volume_ml, 3),
+            "present": present,
+        }
         if present:
             union |= mask
-            findings.append(SegmentFinding(
-                label=subtype, present=True, volume_ml=float(volume_ml), mask=mask,
-                probability=float(score),
-                laterality=_laterality(volume, prediction.grid, mask, subtype),
-            ))
+            findings.append(
+                SegmentFinding(
+                    label=subtype,
+                    present=True,
+                    volume_ml=float(volume_ml),
+                    mask=mask,
+                    probability=float(score),
+                    laterality=_laterality(volume, prediction.grid, mask, subtype),
+                )
+            )
     total_ml = volume.mask_volume_ml(union)
     if not findings:
         # Negative: one any-ICH finding, absent, so the SR states "No intracranial
         # hemorrhage detected" and the SEG carries one (empty) segment.
-        findings.append(SegmentFinding(
-            label=ANY_ICH_LABEL, present=False, volume_ml=0.0,
-            mask=np.zeros(volume.shape, dtype=bool), probability=float(any_score),
-        ))
+        findings.append(
+            SegmentFinding(
+                label=ANY_ICH_LABEL,
+                present=False,
+                volume_ml=0.0,
+                mask=np.zeros(volume.shape, dtype=bool),
+                probability=float(any_score),
+            )
+        )
     details = {
         "model": {"name": package.name, "version": package.version},
         "series_rule": "max",
@@ -890,8 +961,12 @@ def _findings_max_rule(
 
 
 def analyse_volume(
-    model, volume: CTVolume, package: IchModelPackage, *,
-    blood_rules: BloodRuleSettings | None = None, prediction: IchPrediction | None = None,
+    model,
+    volume: CTVolume,
+    package: IchModelPackage,
+    *,
+    blood_rules: BloodRuleSettings | None = None,
+    prediction: IchPrediction | None = None,
     region_classifier: RegionClassifier | Literal[True] | None = True,
     regions_out: dict | None = None,
 ) -> tuple[list[SegmentFinding], dict, IchPrediction]:
@@ -930,18 +1005,28 @@ def analyse_volume(
         If the series cannot be placed on the model grid.
     """
     spec = package.spec
-    slabs = (prediction.slabs if prediction is not None and prediction.slabs is not None
-             else slab_grid(volume.hu, volume.slice_positions_mm, spec.slab_thickness_mm))
+    slabs = (
+        prediction.slabs
+        if prediction is not None and prediction.slabs is not None
+        else slab_grid(volume.hu, volume.slice_positions_mm, spec.slab_thickness_mm)
+    )
     head = check_head_ct(
-        slabs.hu, volume.pixel_spacing_mm, slab_voxel_volume_ml(volume, slabs.slab_of_slice),
+        slabs.hu,
+        volume.pixel_spacing_mm,
+        slab_voxel_volume_ml(volume, slabs.slab_of_slice),
         contrast_bolus_agent=getattr(volume, "contrast_bolus_agent", None),
     )
     if prediction is None:
         prediction = predict_volume(model, volume, spec, slabs=slabs)
-    findings, details = findings_from_prediction(volume, prediction, package, head=head,
-                                                 blood_rules=blood_rules,
-                                                 region_classifier=region_classifier,
-                                                 regions_out=regions_out)
+    findings, details = findings_from_prediction(
+        volume,
+        prediction,
+        package,
+        head=head,
+        blood_rules=blood_rules,
+        region_classifier=region_classifier,
+        regions_out=regions_out,
+    )
     details["input_checks"] = head.figures
     return findings, details, prediction
 
@@ -969,7 +1054,8 @@ class IchPipeline:
     def __init__(self, model_dir: Path | None = None) -> None:
         self.package = IchModelPackage.load(Path(model_dir) if model_dir else default_model_dir())
         self.algorithm = AlgorithmIdentity(
-            name=f"dicom-node {self.package.name}", version=self.package.version,
+            name=f"dicom-node {self.package.name}",
+            version=self.package.version,
             family="artificial intelligence",
         )
         self._model = None
@@ -1007,5 +1093,6 @@ class IchPipeline:
             If the weights cannot be loaded.
         """
         findings, details, _prediction = analyse_volume(self.model, volume, self.package)
-        return PipelineResult(pipeline=self.name, algorithm=self.algorithm, findings=findings,
-                              details=details)
+        return PipelineResult(
+            pipeline=self.name, algorithm=self.algorithm, findings=findings, details=details
+        )

@@ -75,8 +75,14 @@ class DiceCrossEntropyLoss(_Loss):
     Isensee F, et al. nnU-Net. Nat Methods 2021;18:203-211 (Dice + CE).
     """
 
-    def __init__(self, classes: int, dice_weight: float = 1.0,
-                 foreground_weight: float = 10.0, name: str = "dice_ce", **kwargs) -> None:
+    def __init__(
+        self,
+        classes: int,
+        dice_weight: float = 1.0,
+        foreground_weight: float = 10.0,
+        name: str = "dice_ce",
+        **kwargs,
+    ) -> None:
         super().__init__(name=name, **kwargs)
         self.classes = classes
         self.dice_weight = dice_weight

@@ -97,8 +97,12 @@ def import_keras(extra: str = "ich"):
                 f"{needed_by} needs Keras 3 and TensorFlow, which cannot be imported ({err}); "
                 f"they are the optional extra [{extra}]: pip install 'dicom-node[{extra}]'"
             ) from err
-        logger.info("Keras %s, backend %s: %s", keras.__version__, keras.backend.backend(),
-                    ", ".join(_devices or ["CPU only"]))
+        logger.info(
+            "Keras %s, backend %s: %s",
+            keras.__version__,
+            keras.backend.backend(),
+            ", ".join(_devices or ["CPU only"]),
+        )
         return keras
 
 

@@ -28,6 +28,7 @@ A_ABORT_INVALID_PARAMETER = bytes((0x07, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x0
 #: Largest command set accepted (a C-STORE-RQ command is about 200 bytes).
 MAX_COMMAND_BYTES = 65536
 
+
 @dataclass(frozen=True)
 class ReceiveLimits:
     """Limits on what one association may make the node buffer.
@@ -150,9 +151,7 @@ class PduStreamGuard:
             if self._pdv_is_command:
                 self._command_bytes += take
                 if self._command_bytes > self.limits.max_command_bytes:
-                    self.violation = (
-                        f"command set over {self.limits.max_command_bytes} bytes"
-                    )
+                    self.violation = f"command set over {self.limits.max_command_bytes} bytes"
                     return self.violation
             else:
                 self._dataset_bytes += take

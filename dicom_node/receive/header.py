@@ -126,9 +126,7 @@ def position_along_normal(
     return value if math.isfinite(value) else None
 
 
-def same_orientation(
-    first: tuple[float, ...] | None, second: tuple[float, ...] | None
-) -> bool:
+def same_orientation(first: tuple[float, ...] | None, second: tuple[float, ...] | None) -> bool:
     """Return True when two Image Orientation (Patient) values agree within 1e-4.
 
     References
@@ -310,8 +308,12 @@ class ScannedHeader:
     DS and IS values stay strings; the callers convert them.
     """
 
-    def __init__(self, values: dict[str, object], transfer_syntax_uid: str,
-                 pixel_data_extent: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        values: dict[str, object],
+        transfer_syntax_uid: str,
+        pixel_data_extent: tuple[int, int] | None = None,
+    ) -> None:
         self._values = values
         self.file_meta = {"TransferSyntaxUID": transfer_syntax_uid}
         #: (offset of the value in the encoded bytes, declared length) of the top-level
@@ -465,8 +467,7 @@ def scan_header(encoded: bytes, transfer_syntax_uid: str | None = None) -> Scann
         for tag, data in raw.items():
             keyword, vr = SCANNED_ATTRIBUTES[tag]
             values[keyword] = _decode(data, vr, codec)
-        return ScannedHeader(values, syntax,
-                             None if extent is None else _EXTENT.unpack(extent))
+        return ScannedHeader(values, syntax, None if extent is None else _EXTENT.unpack(extent))
     except (_UnscannableError, struct.error, UnicodeDecodeError, ValueError):
         return None
 
@@ -497,8 +498,12 @@ def _skip_fragments(encoded: bytes, pos: int) -> int | None:
     return None
 
 
-def check_pixel_data(encoded: bytes, extent: tuple[int, int] | None,
-                     ds: pydicom.Dataset | ScannedHeader, transfer_syntax_uid: str) -> None:
+def check_pixel_data(
+    encoded: bytes,
+    extent: tuple[int, int] | None,
+    ds: pydicom.Dataset | ScannedHeader,
+    transfer_syntax_uid: str,
+) -> None:
     """Check that the Pixel Data the header declares is all there.
 
     Parameters
@@ -535,12 +540,14 @@ def check_pixel_data(encoded: bytes, extent: tuple[int, int] | None,
         if _skip_fragments(encoded, offset) is None:
             raise InvalidInstanceError(
                 "Pixel Data truncated: the encapsulated fragments end without a Sequence "
-                "Delimitation Item (rule PS3.5 A.4)")
+                "Delimitation Item (rule PS3.5 A.4)"
+            )
         return
     if length > present:
         raise InvalidInstanceError(
             f"Pixel Data truncated: it declares {length} bytes but {max(present, 0)} follow "
-            "(rule PS3.5 7.1: a value is as long as its length field says)")
+            "(rule PS3.5 7.1: a value is as long as its length field says)"
+        )
     if transfer_syntax_uid not in NATIVE_SYNTAXES:
         return
     try:
@@ -555,7 +562,8 @@ def check_pixel_data(encoded: bytes, extent: tuple[int, int] | None,
         raise InvalidInstanceError(
             f"Pixel Data truncated: {length} bytes where Rows {rows} x Columns {columns} x "
             f"Samples per Pixel {samples} x Bits Allocated {bits} x {frames} frame(s) need "
-            f"{expected} (rule PS3.5 8.1.1)")
+            f"{expected} (rule PS3.5 8.1.1)"
+        )
 
 
 def parse_header(encoded: bytes, *, transfer_syntax_uid: str | None = None) -> InstanceHeader:
@@ -651,6 +659,14 @@ def parse_header(encoded: bytes, *, transfer_syntax_uid: str | None = None) -> I
         )
     except InvalidUIDError as err:
         raise InvalidInstanceError(str(err)) from err
-    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError,
-            NotImplementedError, struct.error) as err:  # pydicom on hostile bytes
+    except (
+        InvalidDicomError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        OSError,
+        NotImplementedError,
+        struct.error,
+    ) as err:  # pydicom on hostile bytes
         raise InvalidInstanceError(f"not a readable DICOM dataset: {err}") from err

@@ -77,9 +77,11 @@ class _SeriesKey:
 
 
 def _other_study_message(header: InstanceHeader, known_study_uid: str) -> str:
-    return (f"series UID already belongs to another study (rule PS3.3 C.7.3.1: a series is "
-            f"part of one study): series {header.series_instance_uid} is in study "
-            f"{known_study_uid}, not {header.study_instance_uid}")
+    return (
+        f"series UID already belongs to another study (rule PS3.3 C.7.3.1: a series is "
+        f"part of one study): series {header.series_instance_uid} is in study "
+        f"{known_study_uid}, not {header.study_instance_uid}"
+    )
 
 
 class InstanceIngest:
@@ -164,7 +166,10 @@ class InstanceIngest:
         self.spool.write(relative, encoded)
         try:
             recorded = self.record(
-                header, str(relative), len(encoded), calling_ae_title,
+                header,
+                str(relative),
+                len(encoded),
+                calling_ae_title,
                 association_id=association_id,
             )
         except InvalidInstanceError:
@@ -187,7 +192,8 @@ class InstanceIngest:
         else:
             with self.session_factory() as session:
                 known = session.scalar(
-                    select(Study.study_instance_uid).join(Series)
+                    select(Study.study_instance_uid)
+                    .join(Series)
                     .where(Series.series_instance_uid == header.series_instance_uid)
                 )
         if known is not None and known != header.study_instance_uid:
@@ -409,9 +415,12 @@ class InstanceIngest:
             select(Study).where(Study.study_instance_uid == header.study_instance_uid)
         )
         if study is None:
-            study = Study(study_instance_uid=header.study_instance_uid, created_at=now,
-                          accession_number=header.accession_number,
-                          study_date=header.study_date)
+            study = Study(
+                study_instance_uid=header.study_instance_uid,
+                created_at=now,
+                accession_number=header.accession_number,
+                study_date=header.study_date,
+            )
             session.add(study)
             session.flush()
         series = session.scalar(
@@ -424,7 +433,8 @@ class InstanceIngest:
             log_initial_state(session, series, now=now)
         elif series.study_id != study.id:
             raise InvalidInstanceError(
-                _other_study_message(header, series.study.study_instance_uid))
+                _other_study_message(header, series.study.study_instance_uid)
+            )
         elif series.state != SeriesState.RECEIVING:
             self._reopen(session, series, now)
         series.instance_count += 1
@@ -449,8 +459,12 @@ class InstanceIngest:
             )
         )
         session.flush()
-        learned.append((header.series_instance_uid,
-                        _SeriesKey(series.id, orientation, header.study_instance_uid)))
+        learned.append(
+            (
+                header.series_instance_uid,
+                _SeriesKey(series.id, orientation, header.study_instance_uid),
+            )
+        )
 
     @staticmethod
     def _new_series(

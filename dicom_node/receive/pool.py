@@ -82,8 +82,9 @@ def receiver_process_main(settings_data: dict[str, Any], port: int, control) -> 
     engine = make_engine(settings.storage.url, sqlite_synchronous="NORMAL")
     ingest = InstanceIngest(Spool(settings.storage.spool_path), make_session_factory(engine))
     dicom = settings.dicom.model_copy(update={"port": port})
-    audit = AuditLog(ingest.session_factory if settings.audit.database else None,
-                     enabled=settings.audit.enabled)
+    audit = AuditLog(
+        ingest.session_factory if settings.audit.database else None, enabled=settings.audit.enabled
+    )
     scp = StorageSCP(dicom, ingest, on_association_closed=closed, reuse_port=True, audit=audit)
     scp.start()
     try:
@@ -307,8 +308,9 @@ class ReceiverPool:
         for process, _ in receivers:
             process.join(timeout_s)
             if process.is_alive():
-                logger.warning("receiver %s did not stop in %.0f s, terminating", process.name,
-                               timeout_s)
+                logger.warning(
+                    "receiver %s did not stop in %.0f s, terminating", process.name, timeout_s
+                )
                 process.terminate()
                 process.join(5)
         if self._relay is not None:

@@ -112,7 +112,10 @@ class DiskWatermark:
                 self._checked_at = None
                 return False, f"free space of {self.path} unknown: {err}"
             self._checked_at, self._free, self._total, self._admitted = (
-                time.monotonic(), free, total, 0
+                time.monotonic(),
+                free,
+                total,
+                0,
             )
             why_not = self._room(free, total, size_bytes)
             if why_not is not None:
@@ -136,8 +139,7 @@ class DiskWatermark:
         after = free - size_bytes
         if self.min_free_bytes and after < self.min_free_bytes:
             return (
-                f"{free} bytes free, {self.min_free_bytes} must remain "
-                "(dicom.min_free_disk_bytes)"
+                f"{free} bytes free, {self.min_free_bytes} must remain (dicom.min_free_disk_bytes)"
             )
         if self.min_free_percent and total and 100.0 * after / total < self.min_free_percent:
             return (

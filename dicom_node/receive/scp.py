@@ -207,13 +207,16 @@ class StorageSCP:
         )
         self.guard = ConnectionGuard(
             allow_list=AddressAllowList(settings.allowed_networks),
-            limits=ReceiveLimits(settings.max_accepted_pdu_bytes, settings.max_dataset_bytes,
-                                 stall_timeout_s=settings.network_timeout_s),
+            limits=ReceiveLimits(
+                settings.max_accepted_pdu_bytes,
+                settings.max_dataset_bytes,
+                stall_timeout_s=settings.network_timeout_s,
+            ),
             tls_context=server_context(settings.tls) if settings.tls.enabled else None,
             handshake_timeout_s=settings.tls.handshake_timeout_s,
             max_connections_per_address=(
-                settings.max_associations_per_address
-                or max(1, settings.max_associations // 2)),
+                settings.max_associations_per_address or max(1, settings.max_associations // 2)
+            ),
             on_refused=self.auditor.refused,
         )
 
@@ -399,13 +402,15 @@ class StorageSCP:
         calling = event.assoc.requestor.ae_title
         request = cast(C_STORE, event.request)  # EVT_C_STORE carries a C-STORE request
         affected_uid = str(request.AffectedSOPInstanceUID or "")
-        for name, uid in (("Affected SOP Instance UID", affected_uid),
-                          ("Affected SOP Class UID", str(request.AffectedSOPClassUID or ""))):
+        for name, uid in (
+            ("Affected SOP Instance UID", affected_uid),
+            ("Affected SOP Class UID", str(request.AffectedSOPClassUID or "")),
+        ):
             if len(uid) > 64:
-                logger.warning("C-STORE from %s refused (0xC210): %s of %d characters",
-                               calling, name, len(uid))
-                return failure_status(STATUS_CANNOT_UNDERSTAND,
-                                      f"{name} longer than 64 characters")
+                logger.warning(
+                    "C-STORE from %s refused (0xC210): %s of %d characters", calling, name, len(uid)
+                )
+                return failure_status(STATUS_CANNOT_UNDERSTAND, f"{name} longer than 64 characters")
         try:
             encoded = self._part10(event)
             header = parse_header(encoded, transfer_syntax_uid=str(event.context.transfer_syntax))
@@ -423,16 +428,19 @@ class StorageSCP:
                 header.sop_instance_uid,
                 affected_uid[:64],
             )
-            return failure_status(STATUS_CANNOT_UNDERSTAND,
-                                  "SOP Instance UID differs from Affected SOP Instance UID")
+            return failure_status(
+                STATUS_CANNOT_UNDERSTAND, "SOP Instance UID differs from Affected SOP Instance UID"
+            )
         if header.sop_class_uid != str(request.AffectedSOPClassUID):
             logger.warning(
                 "C-STORE from %s refused (0xA900): SOPClassUID %s does not match the request",
                 calling,
                 header.sop_class_uid,
             )
-            return failure_status(STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                                  "SOP Class UID differs from Affected SOP Class UID")
+            return failure_status(
+                STATUS_DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                "SOP Class UID differs from Affected SOP Class UID",
+            )
         with self._open_lock:
             entry = self._open.get(event.assoc)
         association_id = entry[0] if entry is not None else None

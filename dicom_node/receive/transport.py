@@ -196,8 +196,9 @@ ABORT_LINGER_S = 2.0
 ABORT_LINGER_BYTES = 64 * 1024**2
 
 
-def linger_after_abort(raw: socket.socket, *, seconds: float = ABORT_LINGER_S,
-                       max_bytes: int = ABORT_LINGER_BYTES) -> int:
+def linger_after_abort(
+    raw: socket.socket, *, seconds: float = ABORT_LINGER_S, max_bytes: int = ABORT_LINGER_BYTES
+) -> int:
     """Half-close after an A-ABORT and drain the peer's data, so the abort is read.
 
     A socket closed with unread input makes TCP send a reset, and a peer that is
@@ -245,8 +246,10 @@ class _StalledError(OSError):
     """The peer stopped inside a PDU: the rest did not come within the stall timeout."""
 
     def __init__(self, received: int, wanted: int, timeout_s: float | None) -> None:
-        super().__init__(f"stalled inside a PDU: {received} of {wanted} bytes of a read "
-                         f"arrived in {timeout_s:g} s")
+        super().__init__(
+            f"stalled inside a PDU: {received} of {wanted} bytes of a read "
+            f"arrived in {timeout_s:g} s"
+        )
 
 
 #: C-STORE-RQ command field (PS3.7 E.1-1).
@@ -439,8 +442,9 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         or one that already holds ``max_connections_per_address`` connections."""
         host = self._host(client_address)
         if not self.guard.allow_list.allows(host):
-            self.guard.refused(client_address, "source address not in dicom.allowed_networks",
-                               utcnow())
+            self.guard.refused(
+                client_address, "source address not in dicom.allowed_networks", utcnow()
+            )
             return False
         cap = self.guard.max_connections_per_address
         with self._per_address_lock:
@@ -449,8 +453,12 @@ class GuardedAssociationServer(ThreadedAssociationServer):
                 self._per_address[host] = open_now + 1
                 self._host_of[_connection_key(client_address)] = host
                 return True
-        self.guard.refused(client_address, f"{open_now} connections from this address are open "
-                           f"(dicom.max_associations_per_address = {cap})", utcnow())
+        self.guard.refused(
+            client_address,
+            f"{open_now} connections from this address are open "
+            f"(dicom.max_associations_per_address = {cap})",
+            utcnow(),
+        )
         return False
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:

@@ -436,10 +436,21 @@ def key_slice_indices(result: PipelineResult, max_key_slices: int) -> list[int]:
 #: highdicom's SEG and SR do, so every result object of a study repeats the same values
 #: (PS3.3 C.7.1.1 Patient, C.7.2.1 General Study, C.7.2.2 Patient Study; checked by dcentvfy).
 PATIENT_STUDY_KEYWORDS = (
-    "StudyDescription", "PatientIdentityRemoved", "DeidentificationMethod",
-    "DeidentificationMethodCodeSequence", "IssuerOfPatientID", "OtherPatientIDsSequence",
-    "PatientAge", "PatientSize", "PatientWeight", "EthnicGroup", "PatientComments",
-    "AdmittingDiagnosesDescription", "ReferringPhysicianName", "AccessionNumber", "StudyID",
+    "StudyDescription",
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence",
+    "IssuerOfPatientID",
+    "OtherPatientIDsSequence",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "EthnicGroup",
+    "PatientComments",
+    "AdmittingDiagnosesDescription",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+    "StudyID",
 )
 
 

@@ -107,7 +107,8 @@ def resample_to_regular_grid(
     """
     if pixel_array.ndim != 4 or pixel_array.shape[0] != len(source_images):
         raise ResultBuildError(
-            f"masks of shape {pixel_array.shape} do not match {len(source_images)} source images")
+            f"masks of shape {pixel_array.shape} do not match {len(source_images)} source images"
+        )
     try:
         orientation = np.array([float(v) for v in source_images[0].ImageOrientationPatient])
         spacing = [float(v) for v in source_images[0].PixelSpacing]
@@ -126,8 +127,11 @@ def resample_to_regular_grid(
     steps = np.diff(along[order])
     if steps.size and steps.min() < 1e-3:
         raise ResultBuildError("two source images share one position along the plane normal")
-    step = float(steps.min()) if steps.size else max(float(source_images[0].get(
-        "SliceThickness", 1.0) or 1.0), 1e-3)
+    step = (
+        float(steps.min())
+        if steps.size
+        else max(float(source_images[0].get("SliceThickness", 1.0) or 1.0), 1e-3)
+    )
     span = float(along[order][-1] - along[order][0])
     planes = int(round(span / step)) + 1
     if planes > max_planes:
@@ -143,10 +147,12 @@ def resample_to_regular_grid(
         shift_rows = int(round(float(offset @ col_dir) / row_spacing))
         shift_columns = int(round(float(offset @ row_dir) / column_spacing))
         out[k] = _shifted(pixel_array[nearest], shift_rows, shift_columns)
-        plane_positions.append(hd.PlanePositionSequence(
-            coordinate_system=hd.CoordinateSystemNames.PATIENT,
-            image_position=[round(float(v), 4) for v in target],
-        ))
+        plane_positions.append(
+            hd.PlanePositionSequence(
+                coordinate_system=hd.CoordinateSystemNames.PATIENT,
+                image_position=[round(float(v), 4) for v in target],
+            )
+        )
     return RegularGrid(
         pixel_array=out,
         plane_positions=plane_positions,
@@ -155,7 +161,8 @@ def resample_to_regular_grid(
             image_orientation=[float(v) for v in orientation],
         ),
         pixel_measures=hd.PixelMeasuresSequence(
-            pixel_spacing=spacing, slice_thickness=round(step, 4),
+            pixel_spacing=spacing,
+            slice_thickness=round(step, 4),
             spacing_between_slices=round(step, 4),
         ),
         step_mm=step,

@@ -447,9 +447,17 @@ def planar_roi_location_group(
         raise ResultBuildError(f"cannot build the TID 1410 location group: {err}") from err
 
 
-def _comprehensive_3d_sr(evidence, content, equipment, algorithm, *, series_instance_uid: str,
-                         series_number: int, sop_instance_uid: str,
-                         series_description: str) -> hd.sr.Comprehensive3DSR:
+def _comprehensive_3d_sr(
+    evidence,
+    content,
+    equipment,
+    algorithm,
+    *,
+    series_instance_uid: str,
+    series_number: int,
+    sop_instance_uid: str,
+    series_description: str,
+) -> hd.sr.Comprehensive3DSR:
     """The Comprehensive 3D SR instance both report builders emit (preliminary, unverified).
 
     Contributing Equipment names the algorithm (IHE AIR); highdicom's own
@@ -610,9 +618,14 @@ def build_measurement_report(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             document = _comprehensive_3d_sr(
-                [*sources, *instances], report[0], equipment, result.algorithm,
-                series_instance_uid=series_instance_uid, series_number=series_number,
-                sop_instance_uid=sop_instance_uid, series_description=series_description,
+                [*sources, *instances],
+                report[0],
+                equipment,
+                result.algorithm,
+                series_instance_uid=series_instance_uid,
+                series_number=series_number,
+                sop_instance_uid=sop_instance_uid,
+                series_description=series_description,
             )
     except (ValueError, TypeError, AttributeError, KeyError) as err:
         raise ResultBuildError(f"highdicom rejected the measurement report: {err}") from err
@@ -832,9 +845,14 @@ def build_not_analysable_report(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             document = _comprehensive_3d_sr(
-                sources, root, equipment, algorithm,
-                series_instance_uid=series_instance_uid, series_number=series_number,
-                sop_instance_uid=sop_instance_uid, series_description=series_description,
+                sources,
+                root,
+                equipment,
+                algorithm,
+                series_instance_uid=series_instance_uid,
+                series_number=series_number,
+                sop_instance_uid=sop_instance_uid,
+                series_description=series_description,
             )
     except (ValueError, TypeError, AttributeError, KeyError) as err:
         raise ResultBuildError(f"highdicom rejected the not-analysable report: {err}") from err

@@ -379,8 +379,10 @@ def check_validation_setting(validation: str) -> str | None:
         return None
     if validation == "dciodvfy":
         raise ConfigurationError(f'results.validation = "dciodvfy", but {INSTALL_HINT}')
-    return ("dciodvfy (dicom3tools) is not installed: result objects are checked by highdicom "
-            'only (apt-get install dicom3tools, or set results.validation = "off" to silence this)')
+    return (
+        "dciodvfy (dicom3tools) is not installed: result objects are checked by highdicom "
+        'only (apt-get install dicom3tools, or set results.validation = "off" to silence this)'
+    )
 
 
 def run_dciodvfy(

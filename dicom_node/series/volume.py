@@ -409,8 +409,9 @@ class CTVolume:
         slices, rows, columns = self.hu.shape
         if not -slices <= slice_index < slices:
             raise IndexError(f"slice_index {slice_index} out of range for {slices} slices")
-        return self.pixel_to_patient(slice_index, np.arange(rows)[:, None],
-                                     np.arange(columns)[None, :])
+        return self.pixel_to_patient(
+            slice_index, np.arange(rows)[:, None], np.arange(columns)[None, :]
+        )
 
     def pixel_to_patient(self, slice_index: int, rows, columns) -> np.ndarray:
         """Return LPS coordinates of (fractional) pixel positions of one slice.

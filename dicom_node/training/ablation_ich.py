@@ -69,8 +69,12 @@ def rule_sets(package_rules: BloodRuleSettings | None) -> dict[str, BloodRuleSet
     return out
 
 
-def operating_point(scores: Sequence[float], truth: Sequence[bool],
-                    min_specificity: float = 0.95, min_sensitivity: float = 0.0) -> dict:
+def operating_point(
+    scores: Sequence[float],
+    truth: Sequence[bool],
+    min_specificity: float = 0.95,
+    min_sensitivity: float = 0.0,
+) -> dict:
     """Lowest threshold whose specificity reaches ``min_specificity``, unless it costs sensitivity.
 
     When that threshold leaves the sensitivity below ``min_sensitivity``, the
@@ -109,8 +113,9 @@ def operating_point(scores: Sequence[float], truth: Sequence[bool],
 
     def between(below: float) -> float:
         above = s[s > below]
-        return float(0.5 * (below + above.min())) if above.size else float(
-            np.nextafter(below, np.inf))
+        return (
+            float(0.5 * (below + above.min())) if above.size else float(np.nextafter(below, np.inf))
+        )
 
     negatives = np.sort(s[~t])
     allowed = int(np.floor((1.0 - min_specificity) * negatives.size + 1e-9))
@@ -123,16 +128,18 @@ def operating_point(scores: Sequence[float], truth: Sequence[bool],
         # Highest threshold that still calls all but `may_miss` positives.
         lowest_kept = positives[may_miss]
         below = s[s < lowest_kept]
-        threshold = (float(0.5 * (below.max() + lowest_kept)) if below.size
-                     else float(lowest_kept))
+        threshold = float(0.5 * (below.max() + lowest_kept)) if below.size else float(lowest_kept)
         rule = "sensitivity floor"
     called = s >= threshold
     sensitivity = float(called[t].mean())
     specificity = float((~called[~t]).mean())
-    return {"threshold": round(threshold, 4), "sensitivity": sensitivity,
-            "specificity": specificity, "rule": rule,
-            "target_met": bool(specificity >= min_specificity
-                               and sensitivity >= min_sensitivity)}
+    return {
+        "threshold": round(threshold, 4),
+        "sensitivity": sensitivity,
+        "specificity": specificity,
+        "rule": rule,
+        "target_met": bool(specificity >= min_specificity and sensitivity >= min_sensitivity),
+    }
 
 
 def _case_row(case, findings, details) -> dict:
@@ -145,8 +152,13 @@ def _case_row(case, findings, details) -> dict:
             reported.add(finding.label)
     present = {lesion.subtype for lesion in case.lesions}
     dice: dict[str, float] = {}
-    row = {"positive": bool((truth > 0).any()), "score": float(details.get("series_score", 0.0)),
-           "called": bool(reported), "reported": sorted(reported), "dice": dice}
+    row = {
+        "positive": bool((truth > 0).any()),
+        "score": float(details.get("series_score", 0.0)),
+        "called": bool(reported),
+        "reported": sorted(reported),
+        "dice": dice,
+    }
     for subtype in ICH_SUBTYPES:
         value = subtype_label(subtype)
         if (truth == value).any():
@@ -193,10 +205,17 @@ def summarise_rule_set(rows: Sequence[dict], threshold: float) -> dict:
     }
 
 
-def evaluate_blood_rules(model_dir: Path, base_dir: Path, *, cases: int = 60,
-                         seed_start: int = VALIDATION_SEED_START, mimics: bool = True,
-                         processes: int = 2, min_specificity: float = 0.95,
-                         min_sensitivity: float = 0.90) -> dict:
+def evaluate_blood_rules(
+    model_dir: Path,
+    base_dir: Path,
+    *,
+    cases: int = 60,
+    seed_start: int = VALIDATION_SEED_START,
+    mimics: bool = True,
+    processes: int = 2,
+    min_specificity: float = 0.95,
+    min_sensitivity: float = 0.90,
+) -> dict:
     """Run the ablation on synthetic cases and choose the operating point of the full set.
 
     Parameters
@@ -251,13 +270,15 @@ def evaluate_blood_rules(model_dir: Path, base_dir: Path, *, cases: int = 60,
     sets = rule_sets(package.blood_rules)
     rows: dict[str, list[dict]] = {name: [] for name in sets}
     refused = 0
-    for n, case in enumerate(iter_synthetic_cases(base, plan, processes=max(1, processes),
-                                                  mimics=1.0 if mimics else 0.0)):
+    for n, case in enumerate(
+        iter_synthetic_cases(base, plan, processes=max(1, processes), mimics=1.0 if mimics else 0.0)
+    ):
         prediction = None
         for name, settings in sets.items():
             try:
                 findings, details, prediction = analyse_volume(
-                    model, case.volume, package, blood_rules=settings, prediction=prediction)
+                    model, case.volume, package, blood_rules=settings, prediction=prediction
+                )
             except NotAnalysableError:
                 findings, details = [], {"series_score": 0.0}
                 if name == "none":
@@ -272,8 +293,9 @@ def evaluate_blood_rules(model_dir: Path, base_dir: Path, *, cases: int = 60,
         "mimics": bool(mimics),
         "not_analysable": refused,
         "rule_sets": {name: summarise_rule_set(r, package.threshold) for name, r in rows.items()},
-        "operating_point": operating_point([r["score"] for r in rows["all"]], truth,
-                                           min_specificity, min_sensitivity),
+        "operating_point": operating_point(
+            [r["score"] for r in rows["all"]], truth, min_specificity, min_sensitivity
+        ),
         "scores": {name: [round(r["score"], 4) for r in rs] for name, rs in rows.items()},
         "truth": truth,
         "seconds": round(time.monotonic() - started, 1),
@@ -312,12 +334,18 @@ def markdown_table(report: dict) -> str:
             f"{row['spurious_epidural']} |"
         )
     point = report["operating_point"]
-    how = ("at specificity >= target" if point.get("rule", "specificity") == "specificity"
-           else "at the sensitivity floor (the specificity target costs too many bleeds)")
-    lines += ["", f"Operating point of `all` {how}: threshold "
-              f"{point['threshold']}, sensitivity {point['sensitivity']:.2f}, specificity "
-              f"{point['specificity']:.2f}; both targets met: "
-              f"{'yes' if point.get('target_met') else 'no'}."]
+    how = (
+        "at specificity >= target"
+        if point.get("rule", "specificity") == "specificity"
+        else "at the sensitivity floor (the specificity target costs too many bleeds)"
+    )
+    lines += [
+        "",
+        f"Operating point of `all` {how}: threshold "
+        f"{point['threshold']}, sensitivity {point['sensitivity']:.2f}, specificity "
+        f"{point['specificity']:.2f}; both targets met: "
+        f"{'yes' if point.get('target_met') else 'no'}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -336,11 +364,16 @@ def write_report(report: dict, path: Path) -> None:
     path.with_suffix(".md").write_text(markdown_table(report), encoding="utf-8")
 
 
-def derive_region_package(source_dir: Path, output_dir: Path, version: str, *,
-                          slab_thickness_mm: float = 5.0,
-                          blood_rules: BloodRuleSettings | None = None,
-                          add_blood_rules: Sequence[str] = (),
-                          note: str = "") -> Path:
+def derive_region_package(
+    source_dir: Path,
+    output_dir: Path,
+    version: str,
+    *,
+    slab_thickness_mm: float = 5.0,
+    blood_rules: BloodRuleSettings | None = None,
+    add_blood_rules: Sequence[str] = (),
+    note: str = "",
+) -> Path:
     """Write a package with a package's weights and the region rule, slabs and blood rules.
 
     The weights file is copied unchanged (same sha256); the manifest gets
@@ -397,36 +430,43 @@ def derive_region_package(source_dir: Path, output_dir: Path, version: str, *,
     detection = manifest["detection"]
     kept = {}
     if detection.get("series_rule") == "region":
-        kept = {k: detection[k] for k in ("region_volume_scale_ml", "min_region_extent_mm",
-                                          "min_region_ml") if k in detection}
+        kept = {
+            k: detection[k]
+            for k in ("region_volume_scale_ml", "min_region_extent_mm", "min_region_ml")
+            if k in detection
+        }
         if blood_rules is None:
             blood_rules = BloodRuleSettings.from_manifest(detection.get("blood_rules"))
     if add_blood_rules:
         base = blood_rules or BloodRuleSettings(dural_max_thickness_mm=4.0)
         enabled = tuple(base.enabled) + tuple(r for r in add_blood_rules if r not in base.enabled)
         blood_rules = dataclasses.replace(base, enabled=enabled)
-    detection.update({
-        "any_ich_score": "largest region evidence: mean blood probability x "
-                         "(1 - exp(-volume / region_volume_scale_ml)) over connected blood "
-                         "regions that pass the blood rules",
-        "series_rule": "region",
-        "any_ich_threshold": 0.5,
-        "threshold_rule": "provisional; set by dicom-node evaluate ich-rules --set-threshold",
-        "region_volume_scale_ml": 0.2,
-        "min_region_extent_mm": 2.0,
-        "min_region_ml": {"epidural hemorrhage": 1.0, "subdural hemorrhage": 1.0},
-        "blood_rules": (blood_rules or BloodRuleSettings(dural_max_thickness_mm=4.0)).to_manifest(),
-        "subtype_assignment": "region",
-        **kept,
-    })
+    detection.update(
+        {
+            "any_ich_score": "largest region evidence: mean blood probability x "
+            "(1 - exp(-volume / region_volume_scale_ml)) over connected blood "
+            "regions that pass the blood rules",
+            "series_rule": "region",
+            "any_ich_threshold": 0.5,
+            "threshold_rule": "provisional; set by dicom-node evaluate ich-rules --set-threshold",
+            "region_volume_scale_ml": 0.2,
+            "min_region_extent_mm": 2.0,
+            "min_region_ml": {"epidural hemorrhage": 1.0, "subdural hemorrhage": 1.0},
+            "blood_rules": (
+                blood_rules or BloodRuleSettings(dural_max_thickness_mm=4.0)
+            ).to_manifest(),
+            "subtype_assignment": "region",
+            **kept,
+        }
+    )
     detection.pop("validation", None)
     manifest.setdefault("notes", [])
     manifest["notes"].append(
         f"{version} uses the weights of {source.version} unchanged (same sha256) with the "
         "region series rule, 5 mm slabs for thin-slice series and the blood plausibility "
-        "rules." + (f" {note}" if note else ""))
-    (output_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n",
-                                            encoding="utf-8")
+        "rules." + (f" {note}" if note else "")
+    )
+    (output_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     write_model_card(output_dir)
     return output_dir
 
@@ -465,15 +505,19 @@ def set_operating_point(model_dir: Path, report: dict) -> dict:
     detection["threshold_rule"] = (
         "lowest region-score threshold with specificity >= target on the validation cases "
         f"({mimics} hard mimics, full base resolution)"
-        if point.get("rule", "specificity") == "specificity" else
-        "specificity target not reachable without dropping sensitivity below its floor: "
+        if point.get("rule", "specificity") == "specificity"
+        else "specificity target not reachable without dropping sensitivity below its floor: "
         "highest region-score threshold that keeps the sensitivity floor on the validation "
-        f"cases ({mimics} hard mimics, full base resolution)")
-    detection["validation"] = {"cases": report["cases"], "seeds": report["seeds"],
-                               "mimics": report["mimics"],
-                               "sensitivity": point["sensitivity"],
-                               "specificity": point["specificity"],
-                               "target_met": point.get("target_met")}
+        f"cases ({mimics} hard mimics, full base resolution)"
+    )
+    detection["validation"] = {
+        "cases": report["cases"],
+        "seeds": report["seeds"],
+        "mimics": report["mimics"],
+        "sensitivity": point["sensitivity"],
+        "specificity": point["specificity"],
+        "target_met": point.get("target_met"),
+    }
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     write_model_card(Path(model_dir))
     return detection
@@ -530,31 +574,39 @@ def evaluate_rules_on_series(model_dir: Path, series_dirs: Sequence[Path]) -> di
         for name, settings in rule_sets(package.blood_rules).items():
             try:
                 findings, details, prediction = analyse_volume(
-                    model, volume, package, blood_rules=settings, prediction=prediction)
+                    model, volume, package, blood_rules=settings, prediction=prediction
+                )
             except NotAnalysableError as err:
                 rows = {"not_analysable": f"{err.gate}: {err.reason}"}
                 break
-            rows[name] = {"score": round(details["series_score"], 4),
-                          "candidate_ml": details["candidate_blood_ml"],
-                          "removed_ml": details["blood_rules"]["removed_ml"],
-                          "findings": {f.label: round(f.volume_ml, 2)
-                                       for f in findings if f.present}}
+            rows[name] = {
+                "score": round(details["series_score"], 4),
+                "candidate_ml": details["candidate_blood_ml"],
+                "removed_ml": details["blood_rules"]["removed_ml"],
+                "findings": {f.label: round(f.volume_ml, 2) for f in findings if f.present},
+            }
         result[f"{folder.parent.name}/{folder.name}"] = rows
     return result
 
 
 def real_series_table(result: dict) -> str:
     """Markdown table of :func:`evaluate_rules_on_series`: one row per series and rule set."""
-    lines = ["| series | rule set | score | findings (mL) | removed (mL) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| series | rule set | score | findings (mL) | removed (mL) |",
+        "|---|---|---|---|---|",
+    ]
     for series, rows in result.items():
         if "not_analysable" in rows:
             reason = rows["not_analysable"][:90]
             lines.append(f"| {series} | - | - | not analysable: {reason} | - |")
             continue
         for name, row in rows.items():
-            found = ", ".join(f"{k.replace(' hemorrhage', '')} {v:g}"
-                              for k, v in row["findings"].items()) or "none"
+            found = (
+                ", ".join(
+                    f"{k.replace(' hemorrhage', '')} {v:g}" for k, v in row["findings"].items()
+                )
+                or "none"
+            )
             removed = ", ".join(f"{k} {v:g}" for k, v in row["removed_ml"].items()) or "-"
             lines.append(f"| {series} | {name} | {row['score']:.3f} | {found} | {removed} |")
     return "\n".join(lines) + "\n"

@@ -197,9 +197,11 @@ def deform_case(
     new_depth = np.empty(volume.shape, dtype=np.float32)
     depth = anatomy.depth_mm.astype(np.float32, copy=False)
     outside_bits = (1 << padding_bit) if padded else 0
+
     def warp(image: np.ndarray, interpolation: int, outside: float) -> np.ndarray:
-        return cv2.remap(image, map_x, map_y, interpolation,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=outside)
+        return cv2.remap(
+            image, map_x, map_y, interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=outside
+        )
 
     for k in range(slices):
         source = hu[k].astype(np.float32, copy=True)

@@ -258,8 +258,9 @@ def _read_csv_rows(path: Path, required: Sequence[str]) -> Iterator[dict[str, st
         raise DatasetError(f"{path}: cannot be read as CSV ({err})") from err
 
 
-def _number(path: Path, row: Mapping[str, str], column: str, rule: str,
-            valid: Callable[[float], bool]) -> float:
+def _number(
+    path: Path, row: Mapping[str, str], column: str, rule: str, valid: Callable[[float], bool]
+) -> float:
     value = row[column]
     try:
         number = float(value)
@@ -277,8 +278,9 @@ def _flag(path: Path, row: Mapping[str, str], column: str) -> bool:
 
 
 def _integer(path: Path, row: Mapping[str, str], column: str) -> int:
-    return int(_number(path, row, column, "is an integer",
-                       lambda n: bool(np.isfinite(n)) and n == int(n)))
+    return int(
+        _number(path, row, column, "is an integer", lambda n: bool(np.isfinite(n)) and n == int(n))
+    )
 
 
 def _load_nifti(path: Path) -> nib.Nifti1Pair:
@@ -287,9 +289,7 @@ def _load_nifti(path: Path) -> nib.Nifti1Pair:
     except Exception as err:  # nibabel raises many types for a bad file
         raise DatasetError(f"{path}: cannot be read as NIfTI ({err})") from err
     if not isinstance(image, nib.Nifti1Pair):  # NIfTI-1 or -2, single file or pair
-        raise DatasetError(
-            f"{path}: not a NIfTI file (nibabel reads it as {type(image).__name__})"
-        )
+        raise DatasetError(f"{path}: not a NIfTI file (nibabel reads it as {type(image).__name__})")
     if len(image.shape) != 3:
         raise DatasetError(f"{path}: rule 'a 3-D volume' broken: shape {image.shape}")
     return image

@@ -71,8 +71,13 @@ def roc_auc(
     return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
 
 
-def evaluation_plan(cases: int, seed_start: int = EVALUATION_SEED_START,
-                    negative_fraction: float = 0.25, *, mimics: bool = False) -> list[tuple]:
+def evaluation_plan(
+    cases: int,
+    seed_start: int = EVALUATION_SEED_START,
+    negative_fraction: float = 0.25,
+    *,
+    mimics: bool = False,
+) -> list[tuple]:
     """A balanced list of (seed, subtypes) for the held-out set.
 
     Parameters
@@ -168,9 +173,11 @@ def score_case(case, package, model) -> dict:
         "any_dice": dice_coefficient(truth > 0, predicted > 0) if (truth > 0).any() else None,
         "subtype": {},
         "slice_truth": (truth > 0).reshape(truth.shape[0], -1).any(axis=1).tolist(),
-        "slice_scores": ([float(v) for v in prediction.slice_scores()]
-                         if prediction is not None and prediction.slabs is None
-                         else [0.0] * int(truth.shape[0])),
+        "slice_scores": (
+            [float(v) for v in prediction.slice_scores()]
+            if prediction is not None and prediction.slabs is None
+            else [0.0] * int(truth.shape[0])
+        ),
         "not_analysable": details.get("not_analysable"),
         "mimics": [f"{m.kind}: {m.site}" for m in getattr(case, "mimics", ())],
     }
@@ -217,9 +224,11 @@ def summarise(rows: Sequence[dict], threshold: float) -> dict:
             "dice_mean": float(np.mean(dice)) if dice else None,
             "dice_median": float(np.median(dice)) if dice else None,
             "detected_fraction": float(np.mean([i["reported"] for i in items])) if items else None,
-            "volume_error_ml_mean": float(np.mean(
-                [i["predicted_volume_ml"] - i["true_volume_ml"] for i in items]
-            )) if items else None,
+            "volume_error_ml_mean": float(
+                np.mean([i["predicted_volume_ml"] - i["true_volume_ml"] for i in items])
+            )
+            if items
+            else None,
         }
         if dice:
             dice_means.append(float(np.mean(dice)))
@@ -240,7 +249,8 @@ def summarise(rows: Sequence[dict], threshold: float) -> dict:
             "true_negatives": tn,
             "mean_subtype_dice": float(np.mean(dice_means)) if dice_means else None,
             "any_ich_dice_median": float(np.median([r["any_dice"] for r in positives]))
-            if positives else None,
+            if positives
+            else None,
             "volume_error_ml_mean": float(np.mean(errors)) if errors else None,
             "volume_abs_error_ml_median": float(np.median(np.abs(errors))) if errors else None,
             "slice_auc": roc_auc(slice_scores, slice_truth),
@@ -275,10 +285,18 @@ def markdown_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate_ich(model_dir: Path, base_dir: Path, *, cases: int = 120,
-                 seed_start: int = EVALUATION_SEED_START, processes: int = 2,
-                 report_path: Path | None = None, command: str = "",
-                 mimics: bool = False, scanner: bool = False) -> dict:
+def evaluate_ich(
+    model_dir: Path,
+    base_dir: Path,
+    *,
+    cases: int = 120,
+    seed_start: int = EVALUATION_SEED_START,
+    processes: int = 2,
+    report_path: Path | None = None,
+    command: str = "",
+    mimics: bool = False,
+    scanner: bool = False,
+) -> dict:
     """Evaluate a package; write ``evaluation.json`` (with mimics: ``evaluation-mimics.json``).
 
     Parameters
@@ -343,37 +361,44 @@ def evaluate_ich(model_dir: Path, base_dir: Path, *, cases: int = 120,
     model = load_keras_model(package.path / WEIGHTS_NAME)
     plan = evaluation_plan(cases, seed_start, mimics=mimics)
     base = load_base_volume(Path(base_dir))
-    generated = iter_synthetic_cases(base, plan, processes=max(1, processes),
-                                     scanner=scanner)
-    rows = [score_case(case, package, model)
-            for case in track(generated, total=len(plan), description="evaluating")]
+    generated = iter_synthetic_cases(base, plan, processes=max(1, processes), scanner=scanner)
+    rows = [
+        score_case(case, package, model)
+        for case in track(generated, total=len(plan), description="evaluating")
+    ]
     report = summarise(rows, package.threshold)
     findings, details, _prediction = analyse_volume(model, base, package)
-    report.update({
-        "model": {"name": package.name, "version": package.version},
-        "seeds": [plan[0][0], plan[-1][0]],
-        "mimics": bool(mimics),
-        "scanner_variety": bool(scanner),
-        "real_head": {
-            "any_ich_probability": details["any_ich_probability"],
-            "positive": any(f.present for f in findings),
-            "total_volume_ml": details["total_volume_ml"],
-        },
-        "cases": rows,
-        "command": command or (f"dicom-node evaluate ich --model {model_dir} --cases {cases}"
-                               + (" (mimics)" if mimics else "")
-                               + (" (scanner variety)" if scanner else "")),
-        "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores",
-        "seconds": round(time.monotonic() - started, 1),
-    })
+    report.update(
+        {
+            "model": {"name": package.name, "version": package.version},
+            "seeds": [plan[0][0], plan[-1][0]],
+            "mimics": bool(mimics),
+            "scanner_variety": bool(scanner),
+            "real_head": {
+                "any_ich_probability": details["any_ich_probability"],
+                "positive": any(f.present for f in findings),
+                "total_volume_ml": details["total_volume_ml"],
+            },
+            "cases": rows,
+            "command": command
+            or (
+                f"dicom-node evaluate ich --model {model_dir} --cases {cases}"
+                + (" (mimics)" if mimics else "")
+                + (" (scanner variety)" if scanner else "")
+            ),
+            "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores",
+            "seconds": round(time.monotonic() - started, 1),
+        }
+    )
     name = EVALUATION_MIMICS_NAME if mimics else EVALUATION_NAME
     (package.path / name).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     write_model_card(package.path)
     if report_path is not None:
         report_path = Path(report_path)
         slim = {k: v for k, v in report.items() if k != "cases"}
-        report_path.with_suffix(".json").write_text(json.dumps(slim, indent=2) + "\n",
-                                                    encoding="utf-8")
+        report_path.with_suffix(".json").write_text(
+            json.dumps(slim, indent=2) + "\n", encoding="utf-8"
+        )
         report_path.with_suffix(".md").write_text(markdown_report(report), encoding="utf-8")
     logger.info("evaluation: %s", report["summary"])
     return report

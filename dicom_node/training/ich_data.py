@@ -201,8 +201,13 @@ def mimic_names(case) -> tuple[str, ...]:
 _WORKER_STATE: dict = {}
 
 
-def _init_worker(base: CTVolume, anatomy, spec: IchInputSpec | None,
-                 mimics: float | bool = 0.0, scanner: bool = False) -> None:
+def _init_worker(
+    base: CTVolume,
+    anatomy,
+    spec: IchInputSpec | None,
+    mimics: float | bool = 0.0,
+    scanner: bool = False,
+) -> None:
     cv2.setNumThreads(1)
     _WORKER_STATE.update(base=base, anatomy=anatomy, spec=spec, mimics=mimics, scanner=scanner)
 
@@ -217,16 +222,27 @@ def _make_one(item):
             mimics = rest[0]
     else:
         seed, subtypes = item, None
-    case = make_case(_WORKER_STATE["base"], _WORKER_STATE["anatomy"], seed=seed,
-                     subtypes=subtypes, mimics=mimics,
-                     scanner=bool(_WORKER_STATE.get("scanner", False)))
+    case = make_case(
+        _WORKER_STATE["base"],
+        _WORKER_STATE["anatomy"],
+        seed=seed,
+        subtypes=subtypes,
+        mimics=mimics,
+        scanner=bool(_WORKER_STATE.get("scanner", False)),
+    )
     spec = _WORKER_STATE["spec"]
     return case if spec is None else case_on_model_grid(case, spec)
 
 
-def iter_synthetic_cases(base: CTVolume, seeds: Sequence, spec: IchInputSpec | None = None, *,
-                         processes: int = 2, mimics: float | bool = 0.0,
-                         scanner: bool = False) -> Iterator:
+def iter_synthetic_cases(
+    base: CTVolume,
+    seeds: Sequence,
+    spec: IchInputSpec | None = None,
+    *,
+    processes: int = 2,
+    mimics: float | bool = 0.0,
+    scanner: bool = False,
+) -> Iterator:
     """Generate synthetic cases in worker processes, yielding them in order.
 
     The anatomy of ``base`` is derived once, here, so a base without a head
@@ -283,8 +299,14 @@ def iter_synthetic_cases(base: CTVolume, seeds: Sequence, spec: IchInputSpec | N
 
 
 def generate_model_grid_cases(
-    base: CTVolume, seeds: Sequence, spec: IchInputSpec, *, processes: int = 2,
-    progress: bool = True, mimics: float | bool = 0.0, scanner: bool = False,
+    base: CTVolume,
+    seeds: Sequence,
+    spec: IchInputSpec,
+    *,
+    processes: int = 2,
+    progress: bool = True,
+    mimics: float | bool = 0.0,
+    scanner: bool = False,
 ) -> list[ModelGridCase]:
     """Generate synthetic cases on the model grid, with a progress bar.
 
@@ -317,10 +339,12 @@ def generate_model_grid_cases(
     """
     from rich.progress import track
 
-    iterator = iter_synthetic_cases(base, seeds, spec, processes=processes, mimics=mimics,
-                                    scanner=scanner)
-    return list(track(iterator, total=len(seeds), description="synthetic cases",
-                      disable=not progress))
+    iterator = iter_synthetic_cases(
+        base, seeds, spec, processes=processes, mimics=mimics, scanner=scanner
+    )
+    return list(
+        track(iterator, total=len(seeds), description="synthetic cases", disable=not progress)
+    )
 
 
 def save_cases(path: Path, cases: Sequence[ModelGridCase]) -> None:
@@ -371,20 +395,28 @@ def load_cases(path: Path) -> list[ModelGridCase]:
     """
     with np.load(path) as data:
         windowed, labels, seeds, lesions = (
-            data["windowed"], data["labels"], data["seeds"], data["lesions"]
+            data["windowed"],
+            data["labels"],
+            data["seeds"],
+            data["lesions"],
         )
         # Files written before mimics existed have no "mimics" entry.
-        mimics = ([tuple(json.loads(str(v))) for v in data["mimics"]] if "mimics" in data.files
-                  else [()] * len(seeds))
+        mimics = (
+            [tuple(json.loads(str(v))) for v in data["mimics"]]
+            if "mimics" in data.files
+            else [()] * len(seeds)
+        )
     cases = []
     for i in range(len(seeds)):
         rows = lesions[lesions[:, 0] == i]
-        cases.append(ModelGridCase(
-            windowed=windowed[i],
-            labels=labels[i],
-            subtypes=tuple(ICH_SUBTYPES[int(r[1])] for r in rows),
-            volumes_ml=tuple(float(r[2]) for r in rows),
-            seed=int(seeds[i]),
-            mimics=mimics[i],
-        ))
+        cases.append(
+            ModelGridCase(
+                windowed=windowed[i],
+                labels=labels[i],
+                subtypes=tuple(ICH_SUBTYPES[int(r[1])] for r in rows),
+                volumes_ml=tuple(float(r[2]) for r in rows),
+                seed=int(seeds[i]),
+                mimics=mimics[i],
+            )
+        )
     return cases

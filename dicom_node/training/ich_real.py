@@ -127,8 +127,10 @@ def model_grid_case_from_volume(volume, spec: IchInputSpec) -> ModelGridCase:
     voxel_ml = abs(float(np.linalg.det(np.asarray(volume.affine)[:3, :3]))) / 1000.0
     return ModelGridCase(
         windowed=window_channels(to_model_grid(np.maximum(volume.hu, AIR_HU), grid), spec),
-        labels=labels, subtypes=tuple(present),
-        volumes_ml=tuple(counts[s] * voxel_ml for s in present), seed=-1,
+        labels=labels,
+        subtypes=tuple(present),
+        volumes_ml=tuple(counts[s] * voxel_ml for s in present),
+        seed=-1,
     )
 
 
@@ -230,8 +232,12 @@ def evaluate_dataset(model_dir: Path, dataset: str) -> dict:
         slice_truth.extend(bool(v) for v in truth_slices)
         slice_scores.extend(float(v) for v in scores)
         # Unrounded: details["any_ich_probability"] is rounded to 4 decimals.
-        row = {"case_id": item.case_id, "positive": bool(np.any(truth_slices)),
-               "score": prediction.smoothed_max(None), "slices": int(volume.shape[0])}
+        row = {
+            "case_id": item.case_id,
+            "positive": bool(np.any(truth_slices)),
+            "score": prediction.smoothed_max(None),
+            "slices": int(volume.shape[0]),
+        }
         if isinstance(item, LabelledVolume):
             for subtype in ICH_SUBTYPES:
                 truth = item.labels == subtype_label(subtype)
@@ -250,11 +256,13 @@ def evaluate_dataset(model_dir: Path, dataset: str) -> dict:
         "positive_series": int(truth.sum()),
         "series_auc": roc_auc([r["score"] for r in rows], truth),
         "sensitivity": float((called & truth).sum() / truth.sum()) if truth.any() else None,
-        "specificity": float((~called & ~truth).sum() / (~truth).sum())
-        if (~truth).any() else None,
+        "specificity": float((~called & ~truth).sum() / (~truth).sum()) if (~truth).any() else None,
         "slice_auc": roc_auc(slice_scores, slice_truth),
         "dice_mean": {s: float(np.mean(v)) if v else None for s, v in dice.items()},
         "threshold": package.threshold,
     }
-    return {"model": {"name": package.name, "version": package.version},
-            "summary": summary, "cases": rows}
+    return {
+        "model": {"name": package.name, "version": package.version},
+        "summary": summary,
+        "cases": rows,
+    }

@@ -314,8 +314,11 @@ def find_landmarks(volume: CTVolume, anatomy: HeadAnatomy) -> HeadLandmarks:
         up = -up
     k_all, r_all, c_all = np.nonzero(intracranial[:, ::2, ::2])
     centre = np.mean(
-        [volume.pixel_to_patient(int(k), 2.0 * r, 2.0 * c) for k, r, c in
-         zip(k_all[::50], r_all[::50], c_all[::50], strict=True)], axis=0
+        [
+            volume.pixel_to_patient(int(k), 2.0 * r, 2.0 * c)
+            for k, r, c in zip(k_all[::50], r_all[::50], c_all[::50], strict=True)
+        ],
+        axis=0,
     )
     # Midline per slice: through (centroid row, midline column) along the axis.
     slope = (axis[1] / col_mm) / (axis[0] / row_mm) if abs(axis[0]) > 1e-6 else 0.0
@@ -338,25 +341,40 @@ def find_landmarks(volume: CTVolume, anatomy: HeadAnatomy) -> HeadLandmarks:
             inside &= cv2.dilate(anatomy.ventricles[k].astype(np.uint8), near_ventricle) == 0
         rows = rows_k[(rows_k > rows_k.min() + 3) & (rows_k < rows_k.max() - 3)]
         predicted = a0 + a1 * rows.astype(np.float64)
-        fit = _fit_falx(volume.hu[k].astype(np.float32), inside, predicted, rows,
-                        volume.pixel_spacing_mm)
+        fit = _fit_falx(
+            volume.hu[k].astype(np.float32), inside, predicted, rows, volume.pixel_spacing_mm
+        )
         if fit is not None:
             midline[k] = fit
             from_falx[k] = True
     landmarks = HeadLandmarks(
-        centre_mm=centre, up=up, posterior=posterior, left=left, midline=midline,
-        midline_from_falx=from_falx, ventricle_centre_mm=None, atria_mm=None, pineal_mm=None,
+        centre_mm=centre,
+        up=up,
+        posterior=posterior,
+        left=left,
+        midline=midline,
+        midline_from_falx=from_falx,
+        ventricle_centre_mm=None,
+        atria_mm=None,
+        pineal_mm=None,
     )
     ventricle_centre, atria, pineal = _ventricle_landmarks(volume, anatomy, landmarks)
     logger.debug(
         "landmarks of series %s: falx found on %d slices, atria %s, pineal %s",
-        volume.series_instance_uid, int(from_falx.sum()),
+        volume.series_instance_uid,
+        int(from_falx.sum()),
         None if atria is None else np.round(atria, 1).tolist(),
         None if pineal is None else np.round(pineal, 1).tolist(),
     )
     return HeadLandmarks(
-        centre_mm=centre, up=up, posterior=posterior, left=left, midline=midline,
-        midline_from_falx=from_falx, ventricle_centre_mm=ventricle_centre, atria_mm=atria,
+        centre_mm=centre,
+        up=up,
+        posterior=posterior,
+        left=left,
+        midline=midline,
+        midline_from_falx=from_falx,
+        ventricle_centre_mm=ventricle_centre,
+        atria_mm=atria,
         pineal_mm=pineal,
     )
 
@@ -471,8 +489,10 @@ class TentoriumModel:
         """Height (mm, about the apex) of the mid-surface above (x, y)."""
         r = np.float32(TENTORIUM_RIDGE_ROUNDING_MM)
         lateral = np.sqrt(x * x + r * r) - r
-        return (-np.float32(np.tan(np.deg2rad(self.ridge_deg))) * np.maximum(y, 0.0)
-                - np.float32(np.tan(np.deg2rad(self.slope_deg))) * lateral)
+        return (
+            -np.float32(np.tan(np.deg2rad(self.ridge_deg))) * np.maximum(y, 0.0)
+            - np.float32(np.tan(np.deg2rad(self.slope_deg))) * lateral
+        )
 
     def height_mm(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Distance (mm) above the mid-surface, normal to the leaves (negative below)."""

@@ -733,6 +733,7 @@ def _subdural_tentorium(
     for k in range(sampler.shape[0]):
         if not sampler.anatomy.intracranial[k].any():
             continue
+
         def dot(e: np.ndarray, k: int = k) -> np.ndarray:
             return sampler.project(e, k, middle, full)
 
@@ -1300,23 +1301,27 @@ def make_case(
             landmarks = find_landmarks(volume, anatomy)
             anatomical = [n for n in names if n not in ACQUISITION_MIMICS]
             acquisition = [n for n in names if n in ACQUISITION_MIMICS]
-            mimic_specs += insert_mimics(hu, volume, anatomy, anatomical, mimic_rng,
-                                         landmarks=landmarks)
+            mimic_specs += insert_mimics(
+                hu, volume, anatomy, anatomical, mimic_rng, landmarks=landmarks
+            )
     labels = np.zeros(volume.shape, dtype=np.uint8)
     for lesion in lesions:
         _blend(hu, labels, lesion, anatomy.brain, noise, rng, volume.pixel_spacing_mm)
     if acquisition and mimic_rng is not None:
-        mimic_specs += insert_mimics(hu, volume, anatomy, acquisition, mimic_rng,
-                                     landmarks=landmarks)
+        mimic_specs += insert_mimics(
+            hu, volume, anatomy, acquisition, mimic_rng, landmarks=landmarks
+        )
     if scanner:
-        mimic_specs += vary_scanner(hu, volume, anatomy,
-                                    np.random.default_rng([seed, SCANNER_SEED_KEY]))
+        mimic_specs += vary_scanner(
+            hu, volume, anatomy, np.random.default_rng([seed, SCANNER_SEED_KEY])
+        )
     logger.debug(
         "synthetic case seed %d: %s%s",
         seed,
         ", ".join(f"{s.subtype} {s.inserted_volume_ml:.1f} mL" for s in specs) or "negative",
         "; mimics: " + ", ".join(f"{m.kind} ({m.site})" for m in mimic_specs)
-        if mimic_specs else "",
+        if mimic_specs
+        else "",
     )
     return SyntheticCase(
         volume=dataclasses.replace(volume, hu=hu),

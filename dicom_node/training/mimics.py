@@ -234,8 +234,12 @@ def _tuple3(p: np.ndarray) -> tuple[float, float, float]:
 
 
 def _measure(
-    kind: str, site: str, old: dict[int, tuple[tuple[slice, slice], np.ndarray]],
-    hu: np.ndarray, volume: CTVolume, centre: np.ndarray | None = None,
+    kind: str,
+    site: str,
+    old: dict[int, tuple[tuple[slice, slice], np.ndarray]],
+    hu: np.ndarray,
+    volume: CTVolume,
+    centre: np.ndarray | None = None,
 ) -> MimicSpec:
     """Spec of a mimic from the crops before (``old``) and the image after."""
     peak, change = 0.0, 0.0
@@ -262,8 +266,14 @@ def _measure(
             weight_sum += float(ww.sum())
     if centre is None:
         centre = weighted / weight_sum if weight_sum > 0 else np.zeros(3)
-    return MimicSpec(kind=kind, site=site, centre_mm=_tuple3(centre), peak_hu=round(peak, 3),
-                     change_hu=round(change, 3), slices=tuple(slices))
+    return MimicSpec(
+        kind=kind,
+        site=site,
+        centre_mm=_tuple3(centre),
+        peak_hu=round(peak, 3),
+        change_hu=round(change, 3),
+        slices=tuple(slices),
+    )
 
 
 # ----------------------------------------------------------------- calcifications
@@ -275,7 +285,10 @@ class _Blob:
 
 
 def _blob_fraction(
-    volume: CTVolume, k: int, box: tuple[int, int, int, int], blobs: Sequence[_Blob],
+    volume: CTVolume,
+    k: int,
+    box: tuple[int, int, int, int],
+    blobs: Sequence[_Blob],
     thickness_mm: float,
 ) -> np.ndarray:
     """Fraction (h, w) of each pixel's voxel inside the blobs (sub-pixel, sub-slice sampling)."""
@@ -362,8 +375,9 @@ def add_calcification(
     """
     if not blobs:
         raise ValueError("a calcification needs at least one blob")
-    items = [_Blob(np.asarray(c, float), np.asarray(a, float), np.asarray(s, float))
-             for c, a, s in blobs]
+    items = [
+        _Blob(np.asarray(c, float), np.asarray(a, float), np.asarray(s, float)) for c, a, s in blobs
+    ]
     if any(float(b.semi_mm.min()) <= 0 for b in items):
         raise ValueError("semi-axes must be positive")
     row_mm, col_mm = volume.pixel_spacing_mm
@@ -374,8 +388,10 @@ def add_calcification(
     margin_mm = 3.0 * psf_sigma_mm + 2.0 * max(row_mm, col_mm)
     for k in range(slices):
         reach = [float(b.centre @ volume.normal - along[k]) for b in items]
-        near = [abs(d) <= float(b.semi_mm.max()) + thickness[k] / 2.0
-                for d, b in zip(reach, items, strict=True)]
+        near = [
+            abs(d) <= float(b.semi_mm.max()) + thickness[k] / 2.0
+            for d, b in zip(reach, items, strict=True)
+        ]
         if not any(near):
             continue
         r_all, c_all = [], []
@@ -384,8 +400,12 @@ def add_calcification(
             extent = float(b.semi_mm.max()) + margin_mm
             r_all += [r - extent / row_mm, r + extent / row_mm]
             c_all += [c - extent / col_mm, c + extent / col_mm]
-        box = (max(int(np.floor(min(r_all))), 0), min(int(np.ceil(max(r_all))) + 1, rows),
-               max(int(np.floor(min(c_all))), 0), min(int(np.ceil(max(c_all))) + 1, columns))
+        box = (
+            max(int(np.floor(min(r_all))), 0),
+            min(int(np.ceil(max(r_all))) + 1, rows),
+            max(int(np.floor(min(c_all))), 0),
+            min(int(np.ceil(max(c_all))) + 1, columns),
+        )
         if box[1] - box[0] < 2 or box[3] - box[2] < 2:
             continue
         f = _blob_fraction(volume, k, box, items, float(thickness[k]))
@@ -422,8 +442,13 @@ def _random_axes(rng: np.random.Generator) -> np.ndarray:
 
 
 def _cluster(
-    centre: np.ndarray, diameter_mm: float, rng: np.random.Generator, *,
-    elongation: float = 1.0, axes: np.ndarray | None = None, max_blobs: int = 3,
+    centre: np.ndarray,
+    diameter_mm: float,
+    rng: np.random.Generator,
+    *,
+    elongation: float = 1.0,
+    axes: np.ndarray | None = None,
+    max_blobs: int = 3,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """1-``max_blobs`` ellipsoids: a main one of the given diameter, smaller ones beside it."""
     radius = diameter_mm / 2.0
@@ -435,8 +460,9 @@ def _cluster(
         offset = rng.standard_normal(3)
         offset *= radius * rng.uniform(0.5, 1.0) / max(float(np.linalg.norm(offset)), 1e-9)
         r = radius * rng.uniform(0.35, 0.7)
-        blobs.append((centre + offset, _random_axes(rng),
-                      np.maximum(r * rng.uniform(0.7, 1.0, size=3), 0.4)))
+        blobs.append(
+            (centre + offset, _random_axes(rng), np.maximum(r * rng.uniform(0.7, 1.0, size=3), 0.4))
+        )
     return blobs
 
 
@@ -457,20 +483,29 @@ def _pineal_site(landmarks: HeadLandmarks) -> np.ndarray:
 
 def _pineal(hu, volume, anatomy, landmarks, rng) -> list[MimicSpec]:
     site = _pineal_site(landmarks)
-    centre = (site + rng.normal(0.0, 2.0) * landmarks.posterior
-              + rng.normal(0.0, 2.0) * landmarks.up + rng.normal(0.0, 0.5) * landmarks.left)
+    centre = (
+        site
+        + rng.normal(0.0, 2.0) * landmarks.posterior
+        + rng.normal(0.0, 2.0) * landmarks.up
+        + rng.normal(0.0, 0.5) * landmarks.left
+    )
     blobs = _cluster(centre, _diameter("pineal", rng), rng)
     return [add_calcification(hu, volume, blobs, _peak("pineal", rng), site="pineal")]
 
 
 def _habenula(hu, volume, anatomy, landmarks, rng) -> list[MimicSpec]:
     site = _pineal_site(landmarks)
-    centre = (site - rng.uniform(3.0, 7.0) * landmarks.posterior
-              + rng.uniform(0.0, 3.0) * landmarks.up + rng.normal(0.0, 0.5) * landmarks.left)
+    centre = (
+        site
+        - rng.uniform(3.0, 7.0) * landmarks.posterior
+        + rng.uniform(0.0, 3.0) * landmarks.up
+        + rng.normal(0.0, 0.5) * landmarks.left
+    )
     # A small curvilinear focus across the midline (the habenular commissure).
     axes = np.stack([landmarks.left, landmarks.posterior, landmarks.up])
-    blobs = _cluster(centre, _diameter("habenula", rng), rng, elongation=1.6, axes=axes,
-                     max_blobs=2)
+    blobs = _cluster(
+        centre, _diameter("habenula", rng), rng, elongation=1.6, axes=axes, max_blobs=2
+    )
     return [add_calcification(hu, volume, blobs, _peak("habenula", rng), site="habenula")]
 
 
@@ -482,41 +517,50 @@ def _choroid(hu, volume, anatomy, landmarks, rng) -> list[MimicSpec]:
     specs = []
     for atrium, side in zip(landmarks.atria_mm, ("left", "right"), strict=True):
         centre = atrium + rng.normal(0.0, 1.5, size=3)
-        size = float(np.clip(diameter * rng.uniform(0.75, 1.25), *CALCIFICATION_SIZE_MM[
-            "choroid plexus"]))
+        size = float(
+            np.clip(diameter * rng.uniform(0.75, 1.25), *CALCIFICATION_SIZE_MM["choroid plexus"])
+        )
         blobs = _cluster(centre, size, rng, elongation=rng.uniform(1.0, 1.6))
         low, high = CALCIFICATION_PEAK_HU["choroid plexus"]
         side_peak = float(np.clip(peak * rng.uniform(0.8, 1.2), low, high))
-        specs.append(add_calcification(hu, volume, blobs, side_peak,
-                                       site=f"choroid plexus {side}"))
+        specs.append(add_calcification(hu, volume, blobs, side_peak, site=f"choroid plexus {side}"))
     return specs
 
 
 def _globus_pallidus(hu, volume, anatomy, landmarks, rng) -> list[MimicSpec]:
     site = _pineal_site(landmarks)
-    middle = (site - rng.uniform(25.0, 35.0) * landmarks.posterior
-              - rng.uniform(0.0, 10.0) * landmarks.up)
+    middle = (
+        site - rng.uniform(25.0, 35.0) * landmarks.posterior - rng.uniform(0.0, 10.0) * landmarks.up
+    )
     lateral = rng.uniform(15.0, 22.0)
     diameter = _diameter("globus pallidus", rng)
     peak = _peak("globus pallidus", rng)
     specs = []
     for sign, side in ((1.0, "left"), (-1.0, "right")):
-        centre = landmarks.to_midline(volume, middle) + sign * (
-            lateral + rng.normal(0.0, 1.0)) * landmarks.left
+        centre = (
+            landmarks.to_midline(volume, middle)
+            + sign * (lateral + rng.normal(0.0, 1.0)) * landmarks.left
+        )
         k = nearest_slice(volume, centre)
         r, c = slice_pixel(volume, k, centre)
         ri, ci = int(round(float(r))), int(round(float(c)))
-        if not (0 <= ri < hu.shape[1] and 0 <= ci < hu.shape[2]) or not anatomy.intracranial[
-                k, ri, ci]:
+        if (
+            not (0 <= ri < hu.shape[1] and 0 <= ci < hu.shape[2])
+            or not anatomy.intracranial[k, ri, ci]
+        ):
             raise NoMimicSiteError("the globus pallidus site lies outside the head")
         blobs = _cluster(centre, diameter * rng.uniform(0.8, 1.2), rng)
-        specs.append(add_calcification(hu, volume, blobs, peak * rng.uniform(0.85, 1.15),
-                                       site=f"globus pallidus {side}"))
+        specs.append(
+            add_calcification(
+                hu, volume, blobs, peak * rng.uniform(0.85, 1.15), site=f"globus pallidus {side}"
+            )
+        )
     return specs
 
 
-def _falx_rows(volume: CTVolume, anatomy: HeadAnatomy, landmarks: HeadLandmarks, k: int,
-               min_depth_mm: float) -> tuple[np.ndarray, np.ndarray]:
+def _falx_rows(
+    volume: CTVolume, anatomy: HeadAnatomy, landmarks: HeadLandmarks, k: int, min_depth_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows of slice k where the falx curve lies inside the head, and its columns there."""
     rows = np.arange(volume.shape[1])
     cols = landmarks.midline_columns(k, rows)
@@ -525,16 +569,22 @@ def _falx_rows(volume: CTVolume, anatomy: HeadAnatomy, landmarks: HeadLandmarks,
     return rows[ok], cols[ok]
 
 
-def _supratentorial_slices(volume: CTVolume, anatomy: HeadAnatomy,
-                           landmarks: HeadLandmarks) -> np.ndarray:
+def _supratentorial_slices(
+    volume: CTVolume, anatomy: HeadAnatomy, landmarks: HeadLandmarks
+) -> np.ndarray:
     """Slices with a large intracranial section at or above the ventricles' centre."""
     area = anatomy.intracranial.sum(axis=(1, 2))
-    level = (landmarks.ventricle_centre_mm if landmarks.ventricle_centre_mm is not None
-             else landmarks.centre_mm) @ landmarks.up
-    centres = np.array([
-        volume.pixel_to_patient(k, volume.shape[1] / 2.0, volume.shape[2] / 2.0) @ landmarks.up
-        for k in range(volume.shape[0])
-    ])
+    level = (
+        landmarks.ventricle_centre_mm
+        if landmarks.ventricle_centre_mm is not None
+        else landmarks.centre_mm
+    ) @ landmarks.up
+    centres = np.array(
+        [
+            volume.pixel_to_patient(k, volume.shape[1] / 2.0, volume.shape[2] / 2.0) @ landmarks.up
+            for k in range(volume.shape[0])
+        ]
+    )
     return np.flatnonzero((area >= 0.3 * area.max()) & (centres >= level - 5.0))
 
 
@@ -557,8 +607,9 @@ def _falx_plaque(hu, volume, anatomy, landmarks, rng) -> list[MimicSpec]:
     centre = centre + rng.uniform(-0.3, 0.3) * _thickness_mm(volume)[k] * landmarks.up
     length = _diameter("falx plaque", rng)
     axes = np.stack([landmarks.posterior, landmarks.up, landmarks.left])
-    semi = np.array([length / 2.0, rng.uniform(0.25, 0.5) * length / 2.0 + 0.75,
-                     rng.uniform(0.5, 1.2)])
+    semi = np.array(
+        [length / 2.0, rng.uniform(0.25, 0.5) * length / 2.0 + 0.75, rng.uniform(0.5, 1.2)]
+    )
     blobs = [(centre, axes, semi)]
     return [add_calcification(hu, volume, blobs, _peak("falx plaque", rng), site="falx plaque")]
 
@@ -569,7 +620,7 @@ def _smooth_profile(n: int, sigma: float, rng: np.random.Generator) -> np.ndarra
     if n <= 1:
         return np.zeros(max(n, 0))
     white = rng.standard_normal(n + 6 * int(sigma) + 2)
-    smooth = ndimage.gaussian_filter1d(white, max(sigma, 0.5))[3 * int(sigma) + 1:][:n]
+    smooth = ndimage.gaussian_filter1d(white, max(sigma, 0.5))[3 * int(sigma) + 1 :][:n]
     return (smooth - smooth.mean()) / max(float(smooth.std()), 1e-9)
 
 
@@ -618,8 +669,9 @@ def _dense_falx(hu, volume, anatomy, landmarks, rng) -> list[MimicSpec]:
             far = (~anatomy.ventricles[k]).astype(np.uint8)
             distance = cv2.distanceTransform(far, cv2.DIST_L2, 5)[r0:r1, c0:c1] * col_mm
             f *= np.clip((distance - 8.0) / 4.0, 0.0, 1.0)
-        f = cv2.GaussianBlur(f.astype(np.float32), (0, 0), PSF_SIGMA_MM / col_mm,
-                             sigmaY=PSF_SIGMA_MM / row_mm)
+        f = cv2.GaussianBlur(
+            f.astype(np.float32), (0, 0), PSF_SIGMA_MM / col_mm, sigmaY=PSF_SIGMA_MM / row_mm
+        )
         if f.max() < 0.05:
             continue
         index = (slice(r0, r1), slice(c0, c1))
@@ -627,8 +679,9 @@ def _dense_falx(hu, volume, anatomy, landmarks, rng) -> list[MimicSpec]:
         bg = cv2.GaussianBlur(crop, (0, 0), 1.5 / col_mm, sigmaY=1.5 / row_mm)
         fmax = float(f.max())
         # The band reads ``reading`` where it is complete (noise aside).
-        density = np.float32(np.median(bg[f >= 0.5 * fmax]) + (reading - np.median(
-            bg[f >= 0.5 * fmax])) / fmax)
+        density = np.float32(
+            np.median(bg[f >= 0.5 * fmax]) + (reading - np.median(bg[f >= 0.5 * fmax])) / fmax
+        )
         density = np.float32(min(float(density), 150.0))
         old[k] = (index, hu[k][index].copy())
         hu[k][index] += f * np.maximum(density - bg, 0.0)
@@ -652,22 +705,35 @@ def _dense_tentorium(hu, volume, anatomy, landmarks, rng) -> list[MimicSpec]:
 class _PlaneDot:
     """``P . e`` (mm) for the points P of rows x columns of slice k, moved t mm along its normal."""
 
-    def __init__(self, volume: CTVolume, k: int, rows: np.ndarray, cols: np.ndarray,
-                 t: float) -> None:
+    def __init__(
+        self, volume: CTVolume, k: int, rows: np.ndarray, cols: np.ndarray, t: float
+    ) -> None:
         self.volume, self.origin, self.rows, self.cols, self.t = (
-            volume, volume.image_positions_mm[k], rows, cols, t)
+            volume,
+            volume.image_positions_mm[k],
+            rows,
+            cols,
+            t,
+        )
 
     def __call__(self, e: np.ndarray) -> np.ndarray:
         v = self.volume
         row_mm, col_mm = v.pixel_spacing_mm
-        return (np.float32(self.origin @ e + self.t * (v.normal @ e))
-                + self.rows * np.float32(row_mm * (v.column_direction @ e))
-                + self.cols * np.float32(col_mm * (v.row_direction @ e)))
+        return (
+            np.float32(self.origin @ e + self.t * (v.normal @ e))
+            + self.rows * np.float32(row_mm * (v.column_direction @ e))
+            + self.cols * np.float32(col_mm * (v.row_direction @ e))
+        )
 
 
 def _draw_tentorium(
-    hu: np.ndarray, volume: CTVolume, anatomy: HeadAnatomy, model: TentoriumModel,
-    density: float, sheet_mm: float, rng: np.random.Generator,
+    hu: np.ndarray,
+    volume: CTVolume,
+    anatomy: HeadAnatomy,
+    model: TentoriumModel,
+    density: float,
+    sheet_mm: float,
+    rng: np.random.Generator,
 ) -> dict[int, tuple[tuple[slice, slice], np.ndarray]]:
     row_mm, col_mm = volume.pixel_spacing_mm
     thickness = _thickness_mm(volume)
@@ -675,14 +741,17 @@ def _draw_tentorium(
     apex_up = float(np.asarray(model.apex_mm) @ np.asarray(model.up))
     old: dict[int, tuple[tuple[slice, slice], np.ndarray]] = {}
     # Smooth variation of the density over the sheet (a field on the image grid).
-    field = cv2.GaussianBlur(rng.standard_normal(volume.shape[1:]).astype(np.float32), (0, 0),
-                             15.0 / col_mm)
+    field = cv2.GaussianBlur(
+        rng.standard_normal(volume.shape[1:]).astype(np.float32), (0, 0), 15.0 / col_mm
+    )
     field = np.clip(0.75 + 0.25 * field / max(float(field.std()), 1e-6), 0.3, 1.0)
     for k in range(volume.shape[0]):
         if not anatomy.intracranial[k].any():
             continue
-        centre_up = float(volume.pixel_to_patient(k, volume.shape[1] / 2.0,
-                                      volume.shape[2] / 2.0) @ np.asarray(model.up))
+        centre_up = float(
+            volume.pixel_to_patient(k, volume.shape[1] / 2.0, volume.shape[2] / 2.0)
+            @ np.asarray(model.up)
+        )
         if centre_up > apex_up + sheet_mm + thickness[k]:
             continue
         rows = np.flatnonzero(anatomy.intracranial[k].any(axis=1))
@@ -707,7 +776,8 @@ def _draw_tentorium(
         for j in range(samples):
             t = ((j + 0.5) / samples - 0.5) * thickness[k]
             xs, ys, zs = model.head_coordinates(
-                _PlaneDot(volume, k, rr[br0:br1], cc[:, bc0:bc1], t))
+                _PlaneDot(volume, k, rr[br0:br1], cc[:, bc0:bc1], t)
+            )
             h = model.height_mm(xs, ys, zs)
             fade = np.exp(-((model.distance_from_apex_mm(xs, ys) / np.float32(fade_mm)) ** 2))
             f += ((np.abs(h) <= sheet_mm / 2.0) & model.on_sheet(xs, ys)) * fade
@@ -733,10 +803,14 @@ def _skull_base_slices(hu, volume, anatomy, landmarks) -> list[tuple[int, np.nda
     row_mm, col_mm = volume.pixel_spacing_mm
     area = anatomy.intracranial.sum(axis=(1, 2))
     reach = cv2.getStructuringElement(
-        cv2.MORPH_ELLIPSE, (2 * int(12.0 / col_mm) + 1, 2 * int(12.0 / row_mm) + 1))
+        cv2.MORPH_ELLIPSE, (2 * int(12.0 / col_mm) + 1, 2 * int(12.0 / row_mm) + 1)
+    )
     # The posterior fossa: 20 mm or more below the pineal gland (the head's centre without one).
-    level = (landmarks.pineal_mm - 20.0 * landmarks.up if landmarks.pineal_mm is not None
-             else landmarks.centre_mm - 10.0 * landmarks.up)
+    level = (
+        landmarks.pineal_mm - 20.0 * landmarks.up
+        if landmarks.pineal_mm is not None
+        else landmarks.centre_mm - 10.0 * landmarks.up
+    )
     out = []
     for k in range(volume.shape[0]):
         if area[k] < 0.15 * area.max():
@@ -751,8 +825,9 @@ def _skull_base_slices(hu, volume, anatomy, landmarks) -> list[tuple[int, np.nda
             continue
         lateral = landmarks.lateral_mm(volume, k, r, c)
         back = (volume.pixel_to_patient(k, r, c) - landmarks.centre_mm) @ landmarks.posterior
-        keep = (np.abs(lateral) >= 10.0) & (np.abs(lateral) <= 50.0) & (back >= -30.0) & (
-            back <= 15.0)
+        keep = (
+            (np.abs(lateral) >= 10.0) & (np.abs(lateral) <= 50.0) & (back >= -30.0) & (back <= 15.0)
+        )
         left = keep & (lateral > 0)
         right = keep & (lateral < 0)
         if left.sum() * row_mm * col_mm < 20.0 or right.sum() * row_mm * col_mm < 20.0:
@@ -772,8 +847,9 @@ def _band(p0, p1, sigma_px, beyond_px, box) -> np.ndarray:
     s = (rr - p0[0]) * u[0] + (cc - p0[1]) * u[1]
     perp = (rr - p0[0]) * u[1] - (cc - p0[1]) * u[0]
     outside = np.maximum(np.maximum(-s, s - length), 0.0)
-    return (np.exp(-0.5 * (perp / sigma_px) ** 2)
-            * np.exp(-0.5 * (outside / max(beyond_px, 1e-3)) ** 2)).astype(np.float32)
+    return (
+        np.exp(-0.5 * (perp / sigma_px) ** 2) * np.exp(-0.5 * (outside / max(beyond_px, 1e-3)) ** 2)
+    ).astype(np.float32)
 
 
 def _beam_hardening(hu, volume, anatomy, landmarks, rng) -> list[MimicSpec]:
@@ -788,11 +864,16 @@ def _beam_hardening(hu, volume, anatomy, landmarks, rng) -> list[MimicSpec]:
     sigma = float(rng.uniform(2.0, 5.0)) / pixel
     streaks = []
     for _ in range(int(rng.integers(2, 7))):
-        streaks.append((float(rng.uniform(*STREAK_HU)) * (1 if rng.random() < 0.5 else -1),
-                        float(rng.uniform(0.4, 1.2)) / pixel,
-                        float(rng.uniform(20.0, 50.0)) / pixel,
-                        float(np.deg2rad(rng.uniform(-35.0, 35.0))), rng.random() < 0.5,
-                        float(rng.random())))
+        streaks.append(
+            (
+                float(rng.uniform(*STREAK_HU)) * (1 if rng.random() < 0.5 else -1),
+                float(rng.uniform(0.4, 1.2)) / pixel,
+                float(rng.uniform(20.0, 50.0)) / pixel,
+                float(np.deg2rad(rng.uniform(-35.0, 35.0))),
+                rng.random() < 0.5,
+                float(rng.random()),
+            )
+        )
     neighbour = int(rng.choice([-1, 1])) if rng.random() < 0.5 else 0
     neighbour_weight = float(rng.uniform(0.3, 0.7))
     jitter = rng.normal(0.0, 2.0 / pixel, size=4)
@@ -818,12 +899,13 @@ def _beam_hardening(hu, volume, anatomy, landmarks, rng) -> list[MimicSpec]:
         delta = bar * _band(p0, p1, sigma, 5.0 / pixel, box)
         direction = (p1 - p0) / max(float(np.linalg.norm(p1 - p0)), 1e-6)
         for amplitude, width, decay, turn, from_left, where in streaks:
-            start = (left_k if from_left else right_k)
+            start = left_k if from_left else right_k
             origin = start[int(where * (len(start) - 1))].astype(np.float64)
             sign = 1.0 if from_left else -1.0
             cos, sin = np.cos(turn), np.sin(turn)
-            d = sign * np.array([cos * direction[0] - sin * direction[1],
-                                 sin * direction[0] + cos * direction[1]])
+            d = sign * np.array(
+                [cos * direction[0] - sin * direction[1], sin * direction[0] + cos * direction[1]]
+            )
             rr = np.arange(rows, dtype=np.float32)[:, None]
             cc = np.arange(columns, dtype=np.float32)[None, :]
             s = (rr - origin[0]) * d[0] + (cc - origin[1]) * d[1]
@@ -853,13 +935,15 @@ def _bone_partial_volume(hu, volume, anatomy, landmarks, rng) -> list[MimicSpec]
     row_mm, col_mm = volume.pixel_spacing_mm
     pixel = float(np.sqrt(row_mm * col_mm))
     reach = cv2.getStructuringElement(
-        cv2.MORPH_ELLIPSE, (2 * int(5.0 / col_mm) + 1, 2 * int(5.0 / row_mm) + 1))
+        cv2.MORPH_ELLIPSE, (2 * int(5.0 / col_mm) + 1, 2 * int(5.0 / row_mm) + 1)
+    )
     old = {}
     for k in sorted(int(v) for v in chosen):
         width = float(rng.uniform(1.0, 3.0)) * pixel
         target = float(rng.uniform(*BONE_RIM_HU))
-        field = cv2.GaussianBlur(rng.standard_normal(hu.shape[1:]).astype(np.float32), (0, 0),
-                                 8.0 / pixel)
+        field = cv2.GaussianBlur(
+            rng.standard_normal(hu.shape[1:]).astype(np.float32), (0, 0), 8.0 / pixel
+        )
         field /= max(float(field.std()), 1e-6)
         keep = float(rng.uniform(0.3, 1.0))
         threshold = float(np.quantile(field, 1.0 - keep))
@@ -918,8 +1002,9 @@ def _motion(hu, volume, anatomy, landmarks, rng) -> list[MimicSpec]:
         source = hu[k].astype(np.float32, copy=True)
         padding = source < _PADDING_MAX_HU
         source[padding] = -1000.0
-        ghost = cv2.warpAffine(source, matrix, (columns, rows), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
+        ghost = cv2.warpAffine(
+            source, matrix, (columns, rows), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         blended = (1.0 - weight) * source + weight * ghost
         blended[padding] = hu[k][padding]
         index = (slice(0, rows), slice(0, columns))
@@ -1039,8 +1124,7 @@ def insert_mimics(
             made = _INSERTERS[name](hu, volume, anatomy, landmarks, rng)
             specs.extend(spec for spec in made if spec.slices)
         except NoMimicSiteError as err:
-            logger.debug("mimic %s skipped in series %s: %s", name,
-                         volume.series_instance_uid, err)
+            logger.debug("mimic %s skipped in series %s: %s", name, volume.series_instance_uid, err)
     return tuple(specs)
 
 
@@ -1052,7 +1136,10 @@ def _scan_noise_sd(hu: np.ndarray, anatomy: HeadAnatomy) -> tuple[float, int]:
 
 
 def vary_scanner(
-    hu: np.ndarray, volume: CTVolume, anatomy: HeadAnatomy, rng: np.random.Generator,
+    hu: np.ndarray,
+    volume: CTVolume,
+    anatomy: HeadAnatomy,
+    rng: np.random.Generator,
 ) -> tuple[MimicSpec, ...]:
     """Change kernel, noise and field of view of a head CT as another scanner would, in place.
 
@@ -1107,8 +1194,9 @@ def vary_scanner(
     pad_value = float(hu.min()) if has_padding else -1024.0
     k_all, r_all, c_all = np.nonzero(anatomy.intracranial[:, ::4, ::4])
     if k_all.size:
-        head = volume.pixel_to_patient(int(np.median(k_all)), 4.0 * r_all.mean(),
-                                       4.0 * c_all.mean())
+        head = volume.pixel_to_patient(
+            int(np.median(k_all)), 4.0 * r_all.mean(), 4.0 * c_all.mean()
+        )
     else:
         head = volume.pixel_to_patient(slices // 2, rows / 2.0, columns / 2.0)
     before = hu.copy()
@@ -1121,8 +1209,16 @@ def vary_scanner(
         i = int(np.argmax(np.abs(values))) if values.size else 0
         change = float(values[i]) if values.size else 0.0
         changed = np.flatnonzero(np.abs(delta).reshape(slices, -1).max(axis=1) > 1e-3)
-        specs.append(MimicSpec(kind=kind, site=site, centre_mm=_tuple3(head), peak_hu=0.0,
-                               change_hu=round(change, 3), slices=tuple(int(k) for k in changed)))
+        specs.append(
+            MimicSpec(
+                kind=kind,
+                site=site,
+                centre_mm=_tuple3(head),
+                peak_hu=0.0,
+                change_hu=round(change, 3),
+                slices=tuple(int(k) for k in changed),
+            )
+        )
         before[...] = hu
 
     source = np.where(padding, np.float32(-1000.0), hu)
@@ -1205,8 +1301,10 @@ def vary_scanner(
                 site = f"cut at the {side}"
             else:
                 centre_r, centre_c = (rows - 1) / 2.0, (columns - 1) / 2.0
-                radius_needed = float(np.max(np.hypot((br - centre_r) * row_mm,
-                                                      (bc - centre_c) * col_mm))) + 3.0
+                radius_needed = (
+                    float(np.max(np.hypot((br - centre_r) * row_mm, (bc - centre_c) * col_mm)))
+                    + 3.0
+                )
                 radius = radius_needed + float(rng.uniform(0.0, 20.0))
                 rr, cc = np.mgrid[0:rows, 0:columns]
                 fov = np.hypot((rr - centre_r) * row_mm, (cc - centre_c) * col_mm) <= radius
@@ -1219,8 +1317,9 @@ def vary_scanner(
 
 
 # ----------------------------------------------------------------- implausible inputs
-def clip_to_window(hu: np.ndarray, center_hu: float = 40.0, width_hu: float = 80.0, *,
-                   eight_bit: bool = True) -> np.ndarray:
+def clip_to_window(
+    hu: np.ndarray, center_hu: float = 40.0, width_hu: float = 80.0, *, eight_bit: bool = True
+) -> np.ndarray:
     """An image windowed as a screenshot or a "windowed export" would store it.
 
     Parameters
@@ -1255,12 +1354,14 @@ def clip_to_window(hu: np.ndarray, center_hu: float = 40.0, width_hu: float = 80
     clipped = np.clip(np.asarray(hu, dtype=np.float32), low, low + width_hu)
     if eight_bit:
         return np.round((clipped - np.float32(low)) * np.float32(255.0 / width_hu)).astype(
-            np.float32)
+            np.float32
+        )
     return clipped.astype(np.float32)
 
 
-def zero_fill_background(hu: np.ndarray, threshold_hu: float = -200.0,
-                         fill_hu: float = 0.0) -> np.ndarray:
+def zero_fill_background(
+    hu: np.ndarray, threshold_hu: float = -200.0, fill_hu: float = 0.0
+) -> np.ndarray:
     """A volume whose air (and padding) was set to a constant, as some exports do.
 
     Parameters

@@ -23,7 +23,7 @@ EVALUATION_MIMICS_NAME = "evaluation-mimics.json"
 _ASSIGNMENT_TEXT = {
     "voxel": "Each blood voxel takes its most probable subtype.",
     "region": "Each connected blood region takes the subtype with the largest probability "
-              "summed over the region.",
+    "summed over the region.",
 }
 
 
@@ -45,11 +45,17 @@ def _evaluation_section(evaluation: dict | None) -> list[str]:
         "never used in training or threshold selection, generated at the full 512 x 512 "
         "resolution and run through the same code as the node's `ich` pipeline.",
         "",
-        *([f"Hard mimics of hemorrhage (physiologic calcifications, dense falx or tentorium, "
-           f"beam hardening, partial-volume bone, motion) in every case: "
-           f"{'yes' if evaluation.get('mimics') else 'no'}; scanner variety (kernel, noise, "
-           f"field of view): {'yes' if evaluation.get('scanner_variety') else 'no'}.", ""]
-          if "mimics" in evaluation else []),
+        *(
+            [
+                f"Hard mimics of hemorrhage (physiologic calcifications, dense falx or tentorium, "
+                f"beam hardening, partial-volume bone, motion) in every case: "
+                f"{'yes' if evaluation.get('mimics') else 'no'}; scanner variety (kernel, noise, "
+                f"field of view): {'yes' if evaluation.get('scanner_variety') else 'no'}.",
+                "",
+            ]
+            if "mimics" in evaluation
+            else []
+        ),
         "| measure | result | target (issue 3) |",
         "|---|---|---|",
         f"| any-ICH AUC (series) | {_fmt(s['any_ich_auc'], 3)} | >= 0.95 |",
@@ -90,21 +96,29 @@ def _validation_text(validation: dict | None) -> str:
         return ""
     mimics = validation.get("mimics")
     kind = "" if mimics is None else (" with hard mimics" if mimics else " without mimics")
-    return (f", {validation['cases']} validation cases{kind}: sensitivity "
-            f"{_fmt(validation['sensitivity'])}, specificity "
-            f"{_fmt(validation['specificity'])}")
+    return (
+        f", {validation['cases']} validation cases{kind}: sensitivity "
+        f"{_fmt(validation['sensitivity'])}, specificity "
+        f"{_fmt(validation['specificity'])}"
+    )
 
 
 def _subtype_text(detection: dict) -> str:
     """How a subtype comes to be reported, for the series rule in ``detection``."""
     if detection.get("series_rule") == "region":
-        least = ", ".join(f"{name} {ml:g} mL" for name, ml in
-                          detection.get("min_region_ml", {}).items())
-        return ("A subtype is reported when the series is positive and a region of it holds "
-                f">= {detection['min_volume_ml']} mL after the blood rules"
-                + (f" (at least {least})" if least else "") + ". ")
-    return (f"A subtype is reported when the series is positive, its own smoothed probability "
-            f"reaches the threshold and its mask holds >= {detection['min_volume_ml']} mL. ")
+        least = ", ".join(
+            f"{name} {ml:g} mL" for name, ml in detection.get("min_region_ml", {}).items()
+        )
+        return (
+            "A subtype is reported when the series is positive and a region of it holds "
+            f">= {detection['min_volume_ml']} mL after the blood rules"
+            + (f" (at least {least})" if least else "")
+            + ". "
+        )
+    return (
+        f"A subtype is reported when the series is positive, its own smoothed probability "
+        f"reaches the threshold and its mask holds >= {detection['min_volume_ml']} mL. "
+    )
 
 
 def _region_lines(manifest: dict) -> list[str]:
@@ -117,10 +131,16 @@ def _region_lines(manifest: dict) -> list[str]:
     return [
         "- Before the model, the node checks that the series is a plain human head CT in HU "
         "(a skull that closes round brain and CSF, air outside, no zero-filled background, no "
-        "phantom, no contrast bolus) and otherwise answers \"not analysable: <reason>\" "
+        'phantom, no contrast bolus) and otherwise answers "not analysable: <reason>" '
         "(`dicom_node.imaging.head_ct`).",
-        *([f"- Series thinner than {slab:g} mm are averaged into {slab:g} mm slabs for the "
-           "model; masks return to every source frame."] if slab else []),
+        *(
+            [
+                f"- Series thinner than {slab:g} mm are averaged into {slab:g} mm slabs for the "
+                "model; masks return to every source frame."
+            ]
+            if slab
+            else []
+        ),
         "- After the model, blood rules " + ", ".join(rules.get("enabled", [])) + " remove "
         f"predicted blood outside the cranial cavity, outside {rules.get('min_hu', 0):g}-"
         f"{rules.get('max_hu', 0):g} HU, on calcifications (>= "
@@ -157,11 +177,15 @@ def write_model_card(package_dir: Path) -> Path:
     package_dir = Path(package_dir)
     manifest = json.loads((package_dir / "manifest.json").read_text(encoding="utf-8"))
     evaluation_path = package_dir / EVALUATION_NAME
-    evaluation = (json.loads(evaluation_path.read_text(encoding="utf-8"))
-                  if evaluation_path.is_file() else None)
+    evaluation = (
+        json.loads(evaluation_path.read_text(encoding="utf-8"))
+        if evaluation_path.is_file()
+        else None
+    )
     mimics_path = package_dir / EVALUATION_MIMICS_NAME
-    evaluation_mimics = (json.loads(mimics_path.read_text(encoding="utf-8"))
-                         if mimics_path.is_file() else None)
+    evaluation_mimics = (
+        json.loads(mimics_path.read_text(encoding="utf-8")) if mimics_path.is_file() else None
+    )
     data = manifest["training"]["data"]
     detection = manifest["detection"]
     spec = manifest["input"]
@@ -185,10 +209,12 @@ def write_model_card(package_dir: Path) -> Path:
         "side (2.5D). Slices are never resampled along the slice axis; masks return to the "
         "source frames by the inverse in-plane map.",
         "- Output: softmax per pixel over background and five subtypes: "
-        + ", ".join(label["finding"] for label in manifest["labels"]) + ".",
+        + ", ".join(label["finding"] for label in manifest["labels"])
+        + ".",
         f"- Detection: any-ICH score = {detection['any_ich_score']}; positive at >= "
         f"{detection['any_ich_threshold']} ({detection['threshold_rule']}"
-        + _validation_text(detection.get("validation")) + "). "
+        + _validation_text(detection.get("validation"))
+        + "). "
         + _subtype_text(detection)
         + _ASSIGNMENT_TEXT[detection.get("subtype_assignment", "voxel")],
         *_region_lines(manifest),
@@ -206,35 +232,59 @@ def write_model_card(package_dir: Path) -> Path:
         f"- Base anatomy: {data['base_series']['source']}, {data['base_series']['slices']} "
         f"slices, block-averaged in plane by {data['base_series']['in_plane_downsample']} for "
         "speed; random affine and elastic deformation, intensity and noise changes per case.",
-        "- Lesions per subtype: " + ", ".join(
-            f"{k} {v}" for k, v in data["lesions_per_subtype"].items()) + ".",
-        "- Lesion volumes (mL, label mask): " + ", ".join(
-            f"{k} {v[0]}-{v[1]}" for k, v in data["lesion_volume_ml_range"].items() if v) + ".",
+        "- Lesions per subtype: "
+        + ", ".join(f"{k} {v}" for k, v in data["lesions_per_subtype"].items())
+        + ".",
+        "- Lesion volumes (mL, label mask): "
+        + ", ".join(f"{k} {v[0]}-{v[1]}" for k, v in data["lesion_volume_ml_range"].items() if v)
+        + ".",
         f"- Generator: `{data['generator']}` (epidural lens, subdural crescent, subarachnoid "
         "sulcal/cisternal blood, intraparenchymal irregular lesion with optional edema, "
         "dependent intraventricular blood; partial volume over the slice thickness; noise "
         "matched to the scan).",
-        *([f"- Hard mimics of hemorrhage (calcifications at their usual sites, dense falx and "
-           f"tentorium, beam hardening, partial-volume bone, motion) in "
-           f"{data['cases_with_mimics']} of the {data['cases']} training cases; scanner variety "
-           f"(kernel, noise, field of view): {'yes' if data.get('scanner_variety') else 'no'}; "
-           f"validation cases with mimics: "
-           f"{'yes' if data.get('validation_mimics') else 'no'}."]
-          if data.get("cases_with_mimics") else []),
-        *([f"- Fine-tuned: training started from the weights of "
-           f"`{manifest['training']['config']['init_from']}`, not from a random "
-           "initialisation (see Notes for the chain)."]
-          if manifest["training"].get("config", {}).get("init_from") else []),
+        *(
+            [
+                f"- Hard mimics of hemorrhage (calcifications at their usual sites, dense falx and "
+                f"tentorium, beam hardening, partial-volume bone, motion) in "
+                f"{data['cases_with_mimics']} of the {data['cases']} training cases; scanner "
+                "variety "
+                "(kernel, noise, field of view): "
+                f"{'yes' if data.get('scanner_variety') else 'no'}; "
+                f"validation cases with mimics: "
+                f"{'yes' if data.get('validation_mimics') else 'no'}."
+            ]
+            if data.get("cases_with_mimics")
+            else []
+        ),
+        *(
+            [
+                f"- Fine-tuned: training started from the weights of "
+                f"`{manifest['training']['config']['init_from']}`, not from a random "
+                "initialisation (see Notes for the chain)."
+            ]
+            if manifest["training"].get("config", {}).get("init_from")
+            else []
+        ),
         f"- Extra real datasets: {', '.join(data['extra_datasets']) or 'none'}.",
         f"- Training time: {manifest['training']['seconds']:.0f} s on "
         f"{manifest['training']['machine']} (config: {manifest['training']['config']}).",
         "",
         "## Evaluation",
         *_evaluation_section(evaluation),
-        *(["### Held-out set with hard mimics in every case", "",
-           *_evaluation_section(evaluation_mimics)] if evaluation_mimics else []),
-        *(["## Notes", *(f"- {note}" for note in manifest.get("notes", [])), ""]
-          if manifest.get("notes") else []),
+        *(
+            [
+                "### Held-out set with hard mimics in every case",
+                "",
+                *_evaluation_section(evaluation_mimics),
+            ]
+            if evaluation_mimics
+            else []
+        ),
+        *(
+            ["## Notes", *(f"- {note}" for note in manifest.get("notes", [])), ""]
+            if manifest.get("notes")
+            else []
+        ),
         "## Limits",
         "- One real anatomy. Every training and evaluation series is the same head, deformed; "
         "the held-out set tests new deformations and lesion placements, not new patients, "
@@ -243,34 +293,66 @@ def write_model_card(package_dir: Path) -> Path:
         "hemorrhage has mixed density, clot retraction, beam-hardening and motion artefacts.",
         "- 2 mm in-plane model pixels: thin subarachnoid blood is partly lost to partial "
         "volume; volumes below about 0.5 mL are unreliable.",
-        ("- Calcification and dense-dura mimics were drawn synthetically; no tumour, contrast, "
-         "post-operative or pediatric case was seen in training: such findings may be called "
-         "hemorrhage." if data.get("cases_with_mimics") else
-         "- No calcification, tumour, contrast, post-operative or pediatric cases were seen in "
-         "training: such findings may be called hemorrhage."),
+        (
+            "- Calcification and dense-dura mimics were drawn synthetically; no tumour, contrast, "
+            "post-operative or pediatric case was seen in training: such findings may be called "
+            "hemorrhage."
+            if data.get("cases_with_mimics")
+            else "- No calcification, tumour, contrast, post-operative or pediatric cases were "
+            "seen in training: such findings may be called hemorrhage."
+        ),
         "",
         "## Reproduce",
-        *(["The weights were fine-tuned in stages; the commands are in the Notes above.", ""]
-          if manifest["training"].get("config", {}).get("init_from") else []),
+        *(
+            ["The weights were fine-tuned in stages; the commands are in the Notes above.", ""]
+            if manifest["training"].get("config", {}).get("init_from")
+            else []
+        ),
         "```",
-        *([] if manifest["training"].get("config", {}).get("init_from") else [
-            "dicom-node train ich --base ../shared/data/head-ct-ge --out dicom_node/models/ich/"
-            f"{manifest['version']}"]),
-        *([f"dicom-node train ich-regions --from dicom_node/models/ich/"
-           f"{detection['region_classifier'].get('derived_from', '<source>')} "
-           f"--version {manifest['version']}"]
-          if detection.get("region_classifier") else []),
-        *([f"dicom-node evaluate ich-rules --model dicom_node/models/ich/{manifest['version']} "
-           "--cases 60 --seed-start 200000 --mimics --set-threshold"]
-          if detection.get("series_rule") == "region"
-          and not detection.get("region_classifier") else []),
-        *([f"dicom-node evaluate ich-rules --model dicom_node/models/ich/{manifest['version']} "
-           "--cases 120 --seed-start 900000 --mimics --report docs/ich-rules"]
-          if detection.get("series_rule") == "region" else []),
+        *(
+            []
+            if manifest["training"].get("config", {}).get("init_from")
+            else [
+                "dicom-node train ich --base ../shared/data/head-ct-ge --out dicom_node/models/ich/"
+                f"{manifest['version']}"
+            ]
+        ),
+        *(
+            [
+                f"dicom-node train ich-regions --from dicom_node/models/ich/"
+                f"{detection['region_classifier'].get('derived_from', '<source>')} "
+                f"--version {manifest['version']}"
+            ]
+            if detection.get("region_classifier")
+            else []
+        ),
+        *(
+            [
+                "dicom-node evaluate ich-rules --model "
+                f"dicom_node/models/ich/{manifest['version']} "
+                "--cases 60 --seed-start 200000 --mimics --set-threshold"
+            ]
+            if detection.get("series_rule") == "region" and not detection.get("region_classifier")
+            else []
+        ),
+        *(
+            [
+                "dicom-node evaluate ich-rules --model "
+                f"dicom_node/models/ich/{manifest['version']} "
+                "--cases 120 --seed-start 900000 --mimics --report docs/ich-rules"
+            ]
+            if detection.get("series_rule") == "region"
+            else []
+        ),
         f"dicom-node evaluate ich --model dicom_node/models/ich/{manifest['version']} --cases 120",
-        *([f"dicom-node evaluate ich --model dicom_node/models/ich/{manifest['version']} "
-           "--cases 120 --mimics --report docs/ich-evaluation-mimics"]
-          if evaluation_mimics else []),
+        *(
+            [
+                f"dicom-node evaluate ich --model dicom_node/models/ich/{manifest['version']} "
+                "--cases 120 --mimics --report docs/ich-evaluation-mimics"
+            ]
+            if evaluation_mimics
+            else []
+        ),
         "```",
         "",
     ]

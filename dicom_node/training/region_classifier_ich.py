@@ -30,9 +30,16 @@ REGION_SEED_START = 100000
 BLOOD_OVERLAP = 0.3
 
 
-def collect_regions(model_dir: Path, base_dir: Path, *, cases: int = 240,
-                    seed_start: int = REGION_SEED_START, mimic_share: float = 0.75,
-                    negative_fraction: float = 0.4, processes: int = 1) -> dict:
+def collect_regions(
+    model_dir: Path,
+    base_dir: Path,
+    *,
+    cases: int = 240,
+    seed_start: int = REGION_SEED_START,
+    mimic_share: float = 0.75,
+    negative_fraction: float = 0.4,
+    processes: int = 1,
+) -> dict:
     """Run a package on synthetic cases and measure every eligible region.
 
     Parameters
@@ -77,8 +84,7 @@ def collect_regions(model_dir: Path, base_dir: Path, *, cases: int = 240,
     model = load_keras_model(package.path / WEIGHTS_NAME)
     plan = evaluation_plan(cases, seed_start, negative_fraction=negative_fraction)
     rng = np.random.default_rng(seed_start)
-    plan = [(seed, subtypes, 1.0 if rng.random() < mimic_share else 0.0)
-            for seed, subtypes in plan]
+    plan = [(seed, subtypes, 1.0 if rng.random() < mimic_share else 0.0) for seed, subtypes in plan]
     base = load_base_volume(Path(base_dir))
     features, overlap, case_index, positive = [], [], [], []
     for n, case in enumerate(iter_synthetic_cases(base, plan, processes=max(1, processes))):
@@ -101,8 +107,13 @@ def collect_regions(model_dir: Path, base_dir: Path, *, cases: int = 240,
             features.append(out["features"][r])
             overlap.append(share[r])
             case_index.append(n)
-        logger.info("case %d/%d seed %d: %d eligible regions", n + 1, len(plan), case.seed,
-                    int(eligible.sum()))
+        logger.info(
+            "case %d/%d seed %d: %d eligible regions",
+            n + 1,
+            len(plan),
+            case.seed,
+            int(eligible.sum()),
+        )
     return {
         "features": np.array(features, dtype=np.float64).reshape(len(features), -1),
         "overlap": np.array(overlap, dtype=np.float64),
@@ -152,8 +163,16 @@ def load_or_collect(path: Path, **kwargs) -> dict:
     return regions
 
 
-def write_classifier_package(source_dir: Path, output_dir: Path, version: str, classifier,
-                             validation: dict, *, l2: float, note: str = "") -> dict:
+def write_classifier_package(
+    source_dir: Path,
+    output_dir: Path,
+    version: str,
+    classifier,
+    validation: dict,
+    *,
+    l2: float,
+    note: str = "",
+) -> dict:
     """Write a package: a package's weights and rules plus a region classifier and its threshold.
 
     The weights file is copied unchanged (same sha256). The threshold is the
@@ -212,20 +231,25 @@ def write_classifier_package(source_dir: Path, output_dir: Path, version: str, c
     manifest = json.loads(json.dumps(source.manifest))
     manifest["version"] = version
     detection = manifest["detection"]
-    detection["region_classifier"] = {**classifier.to_manifest(), "l2": l2,
-                                      "derived_from": source.version}
+    detection["region_classifier"] = {
+        **classifier.to_manifest(),
+        "l2": l2,
+        "derived_from": source.version,
+    }
     detection["any_ich_score"] = (
         "largest P(blood) of the region classifier (logistic regression over region figures: "
         "size, network probability, HU, depth, midline distance, mirror symmetry, thickness, "
-        "subtype) over connected blood regions that pass the blood rules")
+        "subtype) over connected blood regions that pass the blood rules"
+    )
     detection["any_ich_threshold"] = point["threshold"]
     detection["threshold_rule"] = (
         "lowest region-classifier threshold with specificity >= 0.95 on the validation cases "
         "(hard mimics in every case, full base resolution)"
-        if point["rule"] == "specificity" else
-        "specificity target not reachable without dropping sensitivity below its floor: "
+        if point["rule"] == "specificity"
+        else "specificity target not reachable without dropping sensitivity below its floor: "
         "highest region-classifier threshold that keeps sensitivity 0.90 on the validation "
-        "cases (hard mimics in every case, full base resolution)")
+        "cases (hard mimics in every case, full base resolution)"
+    )
     detection["validation"] = {"cases": int(truth.size),
                                "seeds": [int(v) for v in validation["seeds"]], "mimics": True,
                                "sensitivity": point["sensitivity"],
@@ -234,7 +258,8 @@ def write_classifier_package(source_dir: Path, output_dir: Path, version: str, c
     manifest.setdefault("notes", []).append(
         f"{version} uses the weights and blood rules of {source.version} unchanged (same "
         "sha256) and decides the series with a region classifier (false-positive reduction) "
-        f"fitted on {classifier.fitted_on}." + (f" {note}" if note else ""))
+        f"fitted on {classifier.fitted_on}." + (f" {note}" if note else "")
+    )
     (output_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n",
                                             encoding="utf-8")  # fmt: skip
     write_model_card(output_dir)
@@ -245,9 +270,17 @@ def write_classifier_package(source_dir: Path, output_dir: Path, version: str, c
 VALIDATION_SEED_START = 200_000
 
 
-def train_region_classifier(source_dir: Path, output_dir: Path, version: str, *,
-                            base_dir: Path, work_dir: Path, cases: int = 200,
-                            validation_cases: int = 60, l2: float = 1.0) -> dict:
+def train_region_classifier(
+    source_dir: Path,
+    output_dir: Path,
+    version: str,
+    *,
+    base_dir: Path,
+    work_dir: Path,
+    cases: int = 200,
+    validation_cases: int = 60,
+    l2: float = 1.0,
+) -> dict:
     """Fit the region classifier of an ICH package and write a package with it.
 
     Measures the candidate regions of ``cases`` synthetic series (seeds
@@ -292,18 +325,32 @@ def train_region_classifier(source_dir: Path, output_dir: Path, version: str, *,
 
     common = {"model_dir": source_dir, "base_dir": base_dir}
     work_dir = Path(work_dir)
-    train = load_or_collect(work_dir / f"train-{REGION_SEED_START}-{cases}.npz", **common,
-                            cases=cases, seed_start=REGION_SEED_START, mimic_share=0.75,
-                            negative_fraction=0.4)
+    train = load_or_collect(
+        work_dir / f"train-{REGION_SEED_START}-{cases}.npz",
+        **common,
+        cases=cases,
+        seed_start=REGION_SEED_START,
+        mimic_share=0.75,
+        negative_fraction=0.4,
+    )
     validation = load_or_collect(
-        work_dir / f"validation-{VALIDATION_SEED_START}-{validation_cases}.npz", **common,
-        cases=validation_cases, seed_start=VALIDATION_SEED_START, mimic_share=1.0,
-        negative_fraction=0.25)
+        work_dir / f"validation-{VALIDATION_SEED_START}-{validation_cases}.npz",
+        **common,
+        cases=validation_cases,
+        seed_start=VALIDATION_SEED_START,
+        mimic_share=1.0,
+        negative_fraction=0.25,
+    )
     classifier = fit_region_classifier(
-        train["features"], region_labels(train), l2=l2, log_features=LOG_FEATURES,
+        train["features"],
+        region_labels(train),
+        l2=l2,
+        log_features=LOG_FEATURES,
         clip_z=CLIP_Z,
-        fitted_on=(f"{len(train['features'])} candidate regions of {cases} synthetic cases "
-                   f"(seeds {REGION_SEED_START}-{REGION_SEED_START + cases - 1}, 75 % with "
-                   "hard mimics, 40 % without blood) on the real base head"))
-    return write_classifier_package(source_dir, output_dir, version, classifier, validation,
-                                    l2=l2)
+        fitted_on=(
+            f"{len(train['features'])} candidate regions of {cases} synthetic cases "
+            f"(seeds {REGION_SEED_START}-{REGION_SEED_START + cases - 1}, 75 % with "
+            "hard mimics, 40 % without blood) on the real base head"
+        ),
+    )
+    return write_classifier_package(source_dir, output_dir, version, classifier, validation, l2=l2)

@@ -39,8 +39,9 @@ def _residual_block(x, filters: int, name: str):
     return layers.Activation("relu", name=f"{name}_out")(y)
 
 
-def build_resunet(*, size: int, channels: int, classes: int,
-                  filters: tuple[int, ...] = (16, 32, 64, 128)) -> _Model:
+def build_resunet(
+    *, size: int, channels: int, classes: int, filters: tuple[int, ...] = (16, 32, 64, 128)
+) -> _Model:
     """Build the ResUNet.
 
     Parameters

@@ -147,17 +147,25 @@ def _mimic_key(mimics: float | bool, scanner: bool) -> str:
     return key + ("-sv" if scanner else "")
 
 
-def _cached_cases(path: Path, base, seeds: Sequence, spec: IchInputSpec,
-                  processes: int, *, mimics: float | bool = 0.0,
-                  scanner: bool = False) -> list[ModelGridCase]:
+def _cached_cases(
+    path: Path,
+    base,
+    seeds: Sequence,
+    spec: IchInputSpec,
+    processes: int,
+    *,
+    mimics: float | bool = 0.0,
+    scanner: bool = False,
+) -> list[ModelGridCase]:
     if path.is_file():
         cases = load_cases(path)
         if [c.seed for c in cases] == [s[0] if isinstance(s, tuple) else s for s in seeds]:
             logger.info("using %d cached cases from %s", len(cases), path)
             return cases
     started = time.monotonic()
-    cases = generate_model_grid_cases(base, seeds, spec, processes=processes, mimics=mimics,
-                                      scanner=scanner)
+    cases = generate_model_grid_cases(
+        base, seeds, spec, processes=processes, mimics=mimics, scanner=scanner
+    )
     save_cases(path, cases)
     logger.info("generated %d cases in %.0f s", len(cases), time.monotonic() - started)
     return cases
@@ -222,8 +230,9 @@ class SliceBatches(_PyDataset):
             picks.append(self.positive[rng.integers(0, len(self.positive), n_pos)])
         picks.append(self.negative[rng.integers(0, len(self.negative), self.batch_size - n_pos)])
         chosen = np.concatenate(picks)
-        x = np.empty((self.batch_size, self.spec.size, self.spec.size, self.spec.channels),
-                     dtype=np.float32)
+        x = np.empty(
+            (self.batch_size, self.spec.size, self.spec.size, self.spec.channels), dtype=np.float32
+        )
         y = np.empty((self.batch_size, self.spec.size, self.spec.size), dtype=np.uint8)
         for i, (c, k) in enumerate(chosen):
             case = self.cases[int(c)]
@@ -235,8 +244,7 @@ class SliceBatches(_PyDataset):
         return x, y
 
 
-def save_inference_model(model, path: Path, spec: IchInputSpec,
-                         filters: tuple[int, ...]) -> None:
+def save_inference_model(model, path: Path, spec: IchInputSpec, filters: tuple[int, ...]) -> None:
     """Save the trained weights in an uncompiled copy of the network (no optimizer state).
 
     Parameters
@@ -253,8 +261,9 @@ def save_inference_model(model, path: Path, spec: IchInputSpec,
     """
     from dicom_node.training.resunet import build_resunet
 
-    inference = build_resunet(size=spec.size, channels=spec.channels, classes=ICH_CLASSES,
-                              filters=tuple(filters))
+    inference = build_resunet(
+        size=spec.size, channels=spec.channels, classes=ICH_CLASSES, filters=tuple(filters)
+    )
     inference.set_weights(model.get_weights())
     inference.save(path)
 
@@ -350,10 +359,16 @@ def label_entries() -> list[dict]:
         try:
             fc = codes.finding_codes(subtype)
             coded = {
-                "finding_type": [fc.finding_type.value, fc.finding_type.scheme_designator,
-                                 fc.finding_type.meaning],
-                "finding_site": [fc.finding_site.value, fc.finding_site.scheme_designator,
-                                 fc.finding_site.meaning],
+                "finding_type": [
+                    fc.finding_type.value,
+                    fc.finding_type.scheme_designator,
+                    fc.finding_type.meaning,
+                ],
+                "finding_site": [
+                    fc.finding_site.value,
+                    fc.finding_site.scheme_designator,
+                    fc.finding_site.meaning,
+                ],
             }
         except (ResultBuildError, AttributeError) as err:
             logger.warning("no codes for %s: %s", subtype, err)
@@ -448,8 +463,9 @@ def train_ich(config: IchTrainingConfig) -> Path:
     from dicom_node.training.resunet import build_resunet
 
     train_seeds = range(config.train_seed_start, config.train_seed_start + config.train_cases)
-    validation_seeds = range(config.validation_seed_start,
-                             config.validation_seed_start + config.validation_cases)
+    validation_seeds = range(
+        config.validation_seed_start, config.validation_seed_start + config.validation_cases
+    )
     if set(train_seeds) & set(validation_seeds):
         raise ValueError("training and validation seed ranges overlap")
     config.work_dir.mkdir(parents=True, exist_ok=True)
@@ -458,24 +474,37 @@ def train_ich(config: IchTrainingConfig) -> Path:
     base = downsample_volume(full, config.downsample)
     spec = config.spec
     # The cache name carries what the cases depend on besides the seeds.
-    key = (f"d{config.downsample}-s{spec.size}-p{spec.pixel_spacing_mm:g}"
-           + _mimic_key(config.mimic_fraction, config.scanner_variety))
-    train_cases = _cached_cases(config.work_dir / f"train-{key}.npz", base, list(train_seeds), spec,
-                                config.processes, mimics=config.mimic_fraction,
-                                scanner=config.scanner_variety)
+    key = f"d{config.downsample}-s{spec.size}-p{spec.pixel_spacing_mm:g}" + _mimic_key(
+        config.mimic_fraction, config.scanner_variety
+    )
+    train_cases = _cached_cases(
+        config.work_dir / f"train-{key}.npz",
+        base,
+        list(train_seeds),
+        spec,
+        config.processes,
+        mimics=config.mimic_fraction,
+        scanner=config.scanner_variety,
+    )
     from dicom_node.training.evaluate_ich import evaluation_plan
 
-    validation_plan = evaluation_plan(config.validation_cases, config.validation_seed_start,
-                                      mimics=config.validation_mimics)
+    validation_plan = evaluation_plan(
+        config.validation_cases, config.validation_seed_start, mimics=config.validation_mimics
+    )
     validation_scanner = config.validation_mimics and config.scanner_variety
     # Validation cases are made at the base's full resolution, the resolution the node
     # sees: scores of cases made on the downsampled head run higher, and a threshold
     # chosen on them is too strict for real series.
-    validation_key = (f"s{spec.size}-p{spec.pixel_spacing_mm:g}"
-                      + _mimic_key(1.0 if config.validation_mimics else 0.0, validation_scanner))
+    validation_key = f"s{spec.size}-p{spec.pixel_spacing_mm:g}" + _mimic_key(
+        1.0 if config.validation_mimics else 0.0, validation_scanner
+    )
     validation_cases = _cached_cases(
-        config.work_dir / f"validation-full-{validation_key}.npz", full,
-        validation_plan, spec, config.processes, scanner=validation_scanner,
+        config.work_dir / f"validation-full-{validation_key}.npz",
+        full,
+        validation_plan,
+        spec,
+        config.processes,
+        scanner=validation_scanner,
     )
     extra = []
     for dataset in config.datasets:
@@ -483,8 +512,12 @@ def train_ich(config: IchTrainingConfig) -> Path:
 
         extra.extend(model_grid_cases_from_dataset(dataset, spec))
     batches = SliceBatches(
-        [*train_cases, *extra], spec, batch_size=config.batch_size, steps=config.steps_per_epoch,
-        positive_fraction=config.positive_fraction, seed=config.seed,
+        [*train_cases, *extra],
+        spec,
+        batch_size=config.batch_size,
+        steps=config.steps_per_epoch,
+        positive_fraction=config.positive_fraction,
+        seed=config.seed,
     )
     checkpoints = config.work_dir / "checkpoints"
     checkpoints.mkdir(exist_ok=True)
@@ -506,14 +539,21 @@ def train_ich(config: IchTrainingConfig) -> Path:
             model = load_keras_model(start.path / WEIGHTS_NAME)
             logger.info("fine-tuning from %s %s", start.name, start.version)
         else:
-            model = build_resunet(size=spec.size, channels=spec.channels, classes=ICH_CLASSES,
-                                  filters=config.filters)
+            model = build_resunet(
+                size=spec.size, channels=spec.channels, classes=ICH_CLASSES, filters=config.filters
+            )
         metrics = [ClassDice(i, f"dice_{s.split()[0]}") for i, s in enumerate(ICH_SUBTYPES, 1)]
-        model.compile(optimizer=keras.optimizers.Adam(schedule),
-                      loss=DiceCrossEntropyLoss(ICH_CLASSES), metrics=metrics)
+        model.compile(
+            optimizer=keras.optimizers.Adam(schedule),
+            loss=DiceCrossEntropyLoss(ICH_CLASSES),
+            metrics=metrics,
+        )
     started = time.monotonic()
     history = model.fit(
-        batches, epochs=config.epochs, initial_epoch=initial_epoch, verbose=2,
+        batches,
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        verbose=2,
         callbacks=[keras.callbacks.ModelCheckpoint(str(checkpoints / "epoch-{epoch:02d}.keras"))],
     )
     train_s = time.monotonic() - started
@@ -530,8 +570,11 @@ def train_ich(config: IchTrainingConfig) -> Path:
         "version": config.version,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "framework": {"keras": keras.__version__, "backend": keras.backend.backend()},
-        "architecture": {"type": "2.5D residual U-Net", "filters": list(config.filters),
-                         "parameters": int(model.count_params())},
+        "architecture": {
+            "type": "2.5D residual U-Net",
+            "filters": list(config.filters),
+            "parameters": int(model.count_params()),
+        },
         "input": spec.to_manifest(),
         "output": {"classes": ["background", *ICH_SUBTYPES], "activation": "softmax"},
         "labels": label_entries(),
@@ -539,11 +582,14 @@ def train_ich(config: IchTrainingConfig) -> Path:
             "any_ich_score": "max over slices of the 3x3 mean of 1 - P(background)",
             "any_ich_threshold": round(threshold, 4),
             "threshold_rule": "Youden's J on the validation cases (full base resolution)",
-            "validation": {"cases": len(validation_cases), "sensitivity": sensitivity,
-                           "specificity": specificity,
-                           "seeds": [validation_seeds.start, validation_seeds.stop - 1],
-                           "mimics": bool(config.validation_mimics),
-                           "scanner_variety": bool(validation_scanner)},
+            "validation": {
+                "cases": len(validation_cases),
+                "sensitivity": sensitivity,
+                "specificity": specificity,
+                "seeds": [validation_seeds.start, validation_seeds.stop - 1],
+                "mimics": bool(config.validation_mimics),
+                "scanner_variety": bool(validation_scanner),
+            },
             # One subtype per connected blood region (pipelines/ich.py); chosen on
             # the validation seeds, where it raised 1.0.0's mean subtype Dice.
             "subtype_assignment": "region",
@@ -552,8 +598,11 @@ def train_ich(config: IchTrainingConfig) -> Path:
         },
         "weights_sha256": sha256_file(weights),
         "training": {
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()
-                       if k not in ("spec", "base_dir", "output_dir", "work_dir")},
+            "config": {
+                k: (str(v) if isinstance(v, Path) else v)
+                for k, v in asdict(config).items()
+                if k not in ("spec", "base_dir", "output_dir", "work_dir")
+            },
             "data": _training_summary(config, train_cases, base),
             "seconds": round(train_s, 1),
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
@@ -561,9 +610,15 @@ def train_ich(config: IchTrainingConfig) -> Path:
         },
         "intended_use": "research and integration testing only; not for clinical use",
     }
-    (config.output_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n",
-                                                   encoding="utf-8")
+    (config.output_dir / MANIFEST_NAME).write_text(
+        json.dumps(manifest, indent=2) + "\n", encoding="utf-8"
+    )
     write_model_card(config.output_dir)
-    logger.info("wrote %s (threshold %.3f, validation sensitivity %.2f specificity %.2f)",
-                config.output_dir, threshold, sensitivity, specificity)
+    logger.info(
+        "wrote %s (threshold %.3f, validation sensitivity %.2f specificity %.2f)",
+        config.output_dir,
+        threshold,
+        sensitivity,
+        specificity,
+    )
     return config.output_dir

@@ -216,9 +216,7 @@ class UploadIngest:
             return
         ok, why = self.disk.has_room(max(0, int(size_bytes)))
         if not ok:
-            raise UploadNoRoom(
-                f"{what}: not enough free disk space, {why}; try again later", what
-            )
+            raise UploadNoRoom(f"{what}: not enough free disk space, {why}; try again later", what)
 
     def ingest_files(self, files: Iterable[tuple[str, BinaryIO]]) -> UploadReport:
         """Store every DICOM file given, unpacking zips (not zips inside zips).
@@ -331,9 +329,10 @@ class UploadIngest:
                 info.file_size = max(allowed, 0) + 2 * READ_CHUNK_BYTES
                 compressed = max(1, min(member.compress_size, archive_bytes))
                 try:
-                    with archive.open(info) as source, self._stream(
-                        label, source, compressed, budget
-                    ) as (tmp, size):
+                    with (
+                        archive.open(info) as source,
+                        self._stream(label, source, compressed, budget) as (tmp, size),
+                    ):
                         if size != member.file_size:
                             report.outcomes.append(FileOutcome(
                                 label, "error",

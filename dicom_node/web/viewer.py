@@ -340,10 +340,8 @@ class SliceRenderer:
                     mask = (labels == number).astype(np.uint8)
                     if not mask.any():
                         continue
-                    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL,
-                                                   cv2.CHAIN_APPROX_NONE)
-                    cv2.drawContours(image, contours, -1, bgr, thickness=1,
-                                     lineType=cv2.LINE_AA)
+                    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+                    cv2.drawContours(image, contours, -1, bgr, thickness=1, lineType=cv2.LINE_AA)
         ok, encoded = cv2.imencode(".png", image)
         if not ok:  # pragma: no cover - OpenCV fails only on invalid input
             raise ViewerUnavailable("could not encode the slice as PNG")

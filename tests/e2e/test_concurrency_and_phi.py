@@ -54,13 +54,20 @@ SENDERS = 8
 #: Level of the node's log; DICOM_NODE_TEST_LOG_LEVEL=DEBUG searches the debug output too.
 LOG_LEVEL = os.environ.get("DICOM_NODE_TEST_LOG_LEVEL", "INFO")
 #: Attributes whose values are patient identifiers (PS3.15 E.1-1 basic profile, the core).
-IDENTIFYING = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate",
-               "AccessionNumber")
+IDENTIFYING = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "AccessionNumber")
 #: Attributes that are not identifiers; an identifier found inside one of them, or in the
 #: node's own configuration (the phantom's PatientName "HEAD" is a word of its Study
 #: Description and of the selection rules), cannot be told apart in a log.
-DESCRIPTIVE = ("BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName",
-               "Modality", "Manufacturer", "ImageType", "ConvolutionKernel")
+DESCRIPTIVE = (
+    "BodyPartExamined",
+    "StudyDescription",
+    "SeriesDescription",
+    "ProtocolName",
+    "Modality",
+    "Manufacturer",
+    "ImageType",
+    "ConvolutionKernel",
+)
 CONFIGURATION = resources.files("dicom_node").joinpath("defaults.toml").read_text("utf-8")
 
 
@@ -105,8 +112,18 @@ def wait_for_port(port: int, timeout_s: float = 120) -> None:
 
 
 def storescu_command(storescu: str, port: int, folder: Path, calling: str) -> list[str]:
-    return [storescu, "-aet", calling, "-aec", "DICOM_NODE", "+sd", "+r", "127.0.0.1",
-            str(port), str(folder)]
+    return [
+        storescu,
+        "-aet",
+        calling,
+        "-aec",
+        "DICOM_NODE",
+        "+sd",
+        "+r",
+        "127.0.0.1",
+        str(port),
+        str(folder),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +155,9 @@ def run(tmp_path_factory, shared_data, storescu) -> Run:
         datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(folder.iterdir())]
         identifiers_of(datasets[:1], name, identifiers, skipped)
         sent[str(datasets[0].SeriesInstanceUID)] = len(datasets)
-    eligible.add(str(pydicom.dcmread(next(phantom.iterdir()),
-                                     stop_before_pixels=True).SeriesInstanceUID))
+    eligible.add(
+        str(pydicom.dcmread(next(phantom.iterdir()), stop_before_pixels=True).SeriesInstanceUID)
+    )
 
     with running_orthanc(base / "orthanc") as orthanc:
         port = free_port()
@@ -151,7 +169,7 @@ port = {port}
 # The eight modalities here all send from 127.0.0.1; on a network each has its own address.
 max_associations_per_address = {SENDERS}
 [storage]
-base_dir = "{base / 'node'}"
+base_dir = "{base / "node"}"
 [series]
 stable_after_s = 3.0
 sweep_interval_s = 0.5
@@ -169,26 +187,40 @@ port = {orthanc.dicom_port}
         log_path = base / "node.log"
         exe = shutil.which("dicom-node")
         with open(log_path, "w") as log:
-            node = subprocess.Popen([exe, "serve", "--config", str(config)], stdout=log,
-                                    stderr=subprocess.STDOUT)
+            node = subprocess.Popen(
+                [exe, "serve", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
+            )
         try:
             wait_for_port(port)
             env = dict(os.environ, TCP_NODELAY="1")
             started = time.monotonic()
-            processes = [subprocess.Popen(storescu_command(storescu, port, folder, f"CT_{i}"),
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True, env=env)
-                         for i, folder in enumerate(folders)]
+            processes = [
+                subprocess.Popen(
+                    storescu_command(storescu, port, folder, f"CT_{i}"),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+                for i, folder in enumerate(folders)
+            ]
             results = []
             for process in processes:
                 out, err = process.communicate(timeout=300)
-                results.append(subprocess.CompletedProcess(process.args, process.returncode,
-                                                           out, err))
+                results.append(
+                    subprocess.CompletedProcess(process.args, process.returncode, out, err)
+                )
             send_s = time.monotonic() - started
             for folder in (phantom, chest):
-                results.append(subprocess.run(storescu_command(storescu, port, folder, "PACS"),
-                                              capture_output=True, text=True, env=env,
-                                              timeout=300))
+                results.append(
+                    subprocess.run(
+                        storescu_command(storescu, port, folder, "PACS"),
+                        capture_output=True,
+                        text=True,
+                        env=env,
+                        timeout=300,
+                    )
+                )
             settings = load_settings(config)
             engine = make_engine(settings.storage.url)
             factory = make_session_factory(engine)
@@ -197,10 +229,12 @@ port = {orthanc.dicom_port}
                 with factory() as session:
                     jobs = session.scalars(select(Job)).all()
                     deliveries = session.scalars(select(Delivery)).all()
-                done = (len(jobs) >= len(eligible)
-                        and all(j.state in (JobState.SUCCEEDED, JobState.FAILED) for j in jobs)
-                        and deliveries and all(d.state in (DeliveryState.SENT, DeliveryState.DEAD)
-                                               for d in deliveries))
+                done = (
+                    len(jobs) >= len(eligible)
+                    and all(j.state in (JobState.SUCCEEDED, JobState.FAILED) for j in jobs)
+                    and deliveries
+                    and all(d.state in (DeliveryState.SENT, DeliveryState.DEAD) for d in deliveries)
+                )
                 if done:
                     break
                 assert time.monotonic() < deadline, [(j.id, str(j.state)) for j in jobs]
@@ -215,9 +249,18 @@ port = {orthanc.dicom_port}
                 node.wait(60)
             except subprocess.TimeoutExpired:
                 node.kill()
-    return Run(log=log_path.read_text(errors="replace"), senders=results, send_s=send_s,
-               sent=sent, eligible=eligible, identifiers=identifiers, skipped=skipped,
-               settings=settings, orthanc_instances=orthanc_instances, analysis_s=analysis_s)
+    return Run(
+        log=log_path.read_text(errors="replace"),
+        senders=results,
+        send_s=send_s,
+        sent=sent,
+        eligible=eligible,
+        identifiers=identifiers,
+        skipped=skipped,
+        settings=settings,
+        orthanc_instances=orthanc_instances,
+        analysis_s=analysis_s,
+    )
 
 
 def session_of(run: Run):
@@ -226,22 +269,28 @@ def session_of(run: Run):
 
 
 def test_eight_simultaneous_senders_lose_no_instance(run):
-    assert all(r.returncode == 0 for r in run.senders), [r.stderr[-500:] for r in run.senders
-                                                         if r.returncode]
+    assert all(r.returncode == 0 for r in run.senders), [
+        r.stderr[-500:] for r in run.senders if r.returncode
+    ]
     engine, session = session_of(run)
     with session:
-        counts = dict(session.execute(
-            select(Series.series_instance_uid, func.count(Instance.id))
-            .join(Instance, Instance.series_id == Series.id)
-            .group_by(Series.series_instance_uid)).all())
+        counts = dict(
+            session.execute(
+                select(Series.series_instance_uid, func.count(Instance.id))
+                .join(Instance, Instance.series_id == Series.id)
+                .group_by(Series.series_instance_uid)
+            ).all()
+        )
         paths = session.scalars(select(Instance.path)).all()
     engine.dispose()
     assert counts == run.sent
     spool = run.settings.storage.spool_path
     assert all((spool / p).is_file() for p in paths)
-    print(f"\n{SENDERS} simultaneous senders: {SENDERS * 28} instances in {run.send_s:.1f} s; "
-          f"{sum(run.sent.values())} instances in {len(run.sent)} series received, "
-          f"all results delivered {run.analysis_s:.0f} s after the first instance")
+    print(
+        f"\n{SENDERS} simultaneous senders: {SENDERS * 28} instances in {run.send_s:.1f} s; "
+        f"{sum(run.sent.values())} instances in {len(run.sent)} series received, "
+        f"all results delivered {run.analysis_s:.0f} s after the first instance"
+    )
 
 
 def test_no_database_is_locked_error(run):
@@ -251,8 +300,11 @@ def test_no_database_is_locked_error(run):
 def test_every_series_is_analysed_once_and_delivered_once(run):
     engine, session = session_of(run)
     with session:
-        rows = session.execute(select(Series.series_instance_uid, Series.state, Job.state)
-                               .outerjoin(Job, Job.series_id == Series.id)).all()
+        rows = session.execute(
+            select(Series.series_instance_uid, Series.state, Job.state).outerjoin(
+                Job, Job.series_id == Series.id
+            )
+        ).all()
         objects = session.scalar(select(func.count(ResultObject.id)))
         states = set(session.scalars(select(Delivery.state)))
     engine.dispose()
@@ -264,7 +316,8 @@ def test_every_series_is_analysed_once_and_delivered_once(run):
         if uid not in run.eligible:
             assert series_state == SeriesState.NOT_ELIGIBLE
     assert {uid: js for uid, js in jobs.items() if uid in run.eligible} == {
-        uid: [JobState.SUCCEEDED] for uid in run.eligible}
+        uid: [JobState.SUCCEEDED] for uid in run.eligible
+    }
     assert states == {DeliveryState.SENT}
     assert run.orthanc_instances == objects  # each result object reached Orthanc once
 
@@ -278,14 +331,15 @@ def test_every_association_is_audited(run):
     stored = sorted(r.instances for r in incoming if r.outcome == "RELEASED")
     assert stored == sorted(run.sent.values())
     assert {r.calling_ae_title for r in incoming} >= {f"CT_{i}" for i in range(SENDERS)}
-    assert outgoing and all(r.outcome == "SENT" and r.destination == "orthanc"
-                            for r in outgoing)
+    assert outgoing and all(r.outcome == "SENT" and r.destination == "orthanc" for r in outgoing)
     assert "direction=in outcome=RELEASED" in run.log
 
 
 def test_the_logs_hold_no_patient_name_or_id(run):
     assert run.identifiers and len(run.log) > 10_000
     found = {value: where for value, where in run.identifiers.items() if value in run.log}
-    print(f"\nsearched {len(run.log)} characters of log for {len(run.identifiers)} patient "
-          f"identifiers: {sorted(run.identifiers)}; not searchable: {run.skipped}")
+    print(
+        f"\nsearched {len(run.log)} characters of log for {len(run.identifiers)} patient "
+        f"identifiers: {sorted(run.identifiers)}; not searchable: {run.skipped}"
+    )
     assert not found, found

@@ -88,7 +88,6 @@ def run(tmp_path_factory, shared_data, storescu):
             node.stop()
 
 
-
 def test_the_cta_pipeline_ran_and_found_the_left_occlusion(run):
     job = run["job"]
     assert job.state == JobState.SUCCEEDED, job.error

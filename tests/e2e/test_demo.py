@@ -17,8 +17,13 @@ def test_demo_reports_both_findings_and_writes_seg_and_sr(tmp_path):
     exe = shutil.which("dicom-node")
     assert exe, "the console script is installed by 'pip install -e .'"
     workdir = tmp_path / "demo"
-    result = subprocess.run([exe, "demo", "--workdir", str(workdir)], capture_output=True,
-                            text=True, timeout=600, cwd=tmp_path)
+    result = subprocess.run(
+        [exe, "demo", "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "== sample head CT" in out and "== synthetic bleed" in out
@@ -34,8 +39,13 @@ def test_demo_reports_both_findings_and_writes_seg_and_sr(tmp_path):
         reader = hd.seg.segread if kind == "SEG" else hd.sr.srread
         assert reader(path).Modality == kind
     # Running the demo again in the same folder starts afresh.
-    again = subprocess.run([exe, "demo", "--workdir", str(workdir)], capture_output=True,
-                           text=True, timeout=600, cwd=tmp_path)
+    again = subprocess.run(
+        [exe, "demo", "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert again.returncode == 0, again.stderr
 
 
@@ -46,8 +56,14 @@ def test_demo_runs_on_a_machine_without_dicom3tools(tmp_path):
     python_bin = str(Path(exe).parent)
     assert shutil.which("dciodvfy", path=python_bin) is None
     env = {"HOME": str(tmp_path), "PATH": python_bin}
-    result = subprocess.run([exe, "demo", "--workdir", str(tmp_path / "demo")],
-                            capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    result = subprocess.run(
+        [exe, "demo", "--workdir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     # said once at start-up (as a warning), not once per object
     assert (result.stdout + result.stderr).count("dciodvfy (dicom3tools) is not installed") == 1

@@ -36,8 +36,11 @@ def run(tmp_path_factory, shared_data, storescu):
     base = tmp_path_factory.mktemp("e2e")
     head_files = sorted((shared_data / "head-ct-ge").glob("*.dcm"))
     bleed = insert_ellipsoid_hemorrhage(
-        with_new_uids(read_datasets(head_files), seed=7), center_mm=None,
-        semi_axes_mm=SEMI_AXES_MM, hu=65.0, seed=7,
+        with_new_uids(read_datasets(head_files), seed=7),
+        center_mm=None,
+        semi_axes_mm=SEMI_AXES_MM,
+        hu=65.0,
+        seed=7,
     )
     bleed_dir = base / "bleed"
     bleed_dir.mkdir()
@@ -65,26 +68,41 @@ def run(tmp_path_factory, shared_data, storescu):
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 with node.session_factory() as session:
-                    jobs = {k: session.scalar(select(Job).join(Series).where(
-                        Series.series_instance_uid == uid)) for k, uid in uids.items()}
-                    finished = all(j is not None and j.state in (JobState.SUCCEEDED,
-                                                                 JobState.FAILED)
-                                   for j in jobs.values())
+                    jobs = {
+                        k: session.scalar(
+                            select(Job).join(Series).where(Series.series_instance_uid == uid)
+                        )
+                        for k, uid in uids.items()
+                    }
+                    finished = all(
+                        j is not None and j.state in (JobState.SUCCEEDED, JobState.FAILED)
+                        for j in jobs.values()
+                    )
                     deliveries = session.scalars(select(Delivery)).all()
-                    not_eligible = session.scalars(select(Series).where(
-                        Series.state == SeriesState.NOT_ELIGIBLE)).all()
-                    if (finished and len(deliveries) == 4
-                            and all(d.state == DeliveryState.SENT for d in deliveries)
-                            and len(not_eligible) == 3):
+                    not_eligible = session.scalars(
+                        select(Series).where(Series.state == SeriesState.NOT_ELIGIBLE)
+                    ).all()
+                    if (
+                        finished
+                        and len(deliveries) == 4
+                        and all(d.state == DeliveryState.SENT for d in deliveries)
+                        and len(not_eligible) == 3
+                    ):
                         break
                 time.sleep(0.5)
             else:
                 pytest.fail("the node did not finish within 300 s")
-            yield {"node": node, "orthanc": orthanc, "jobs": jobs, "uids": uids,
-                   "bleed": bleed, "settings": settings, "base": base}
+            yield {
+                "node": node,
+                "orthanc": orthanc,
+                "jobs": jobs,
+                "uids": uids,
+                "bleed": bleed,
+                "settings": settings,
+                "base": base,
+            }
         finally:
             node.stop()
-
 
 
 def test_jobs_succeeded(run):
@@ -96,8 +114,9 @@ def test_jobs_succeeded(run):
 def test_seg_and_sr_arrive_in_the_source_study(run, case, dciodvfy, tmp_path):
     source_series_uid = run["uids"][case]
     with run["node"].session_factory() as session:
-        series = session.scalar(select(Series).where(
-            Series.series_instance_uid == source_series_uid))
+        series = session.scalar(
+            select(Series).where(Series.series_instance_uid == source_series_uid)
+        )
         study_uid = series.study.study_instance_uid
         frame_of_reference_uid = series.frame_of_reference_uid
     objects = run["orthanc"].results_for_study(study_uid)
@@ -106,8 +125,9 @@ def test_seg_and_sr_arrive_in_the_source_study(run, case, dciodvfy, tmp_path):
         path = tmp_path / f"{modality}.dcm"
         path.write_bytes(data)
         check = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
-        errors = [line for line in (check.stdout + check.stderr).splitlines()
-                  if line.startswith("Error")]
+        errors = [
+            line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")
+        ]
         assert errors == [], f"{modality}: {errors}"
     seg = hd.seg.segread(tmp_path / "SEG.dcm")
     assert seg.StudyInstanceUID == study_uid
@@ -152,16 +172,21 @@ def test_synthetic_bleed_is_detected_with_volume_and_overlap(run, tmp_path):
     total_ml = sum(f["volume_ml"] for f in findings)
     assert abs(total_ml - bleed.inserted_volume_ml) <= 0.35 * bleed.inserted_volume_ml
     with run["node"].session_factory() as session:
-        study_uid = session.scalar(select(Series).where(
-            Series.series_instance_uid == run["uids"]["bleed"])).study.study_instance_uid
+        study_uid = session.scalar(
+            select(Series).where(Series.series_instance_uid == run["uids"]["bleed"])
+        ).study.study_instance_uid
     (data,) = run["orthanc"].results_for_study(study_uid)["SEG"]
     (tmp_path / "seg.dcm").write_bytes(data)
     seg = hd.seg.segread(tmp_path / "seg.dcm")
-    pixels = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=list(bleed.sop_instance_uids),
-        segment_numbers=list(range(1, len(findings) + 1)),
-        assert_missing_frames_are_empty=True,
-    ).astype(bool).any(axis=-1)
+    pixels = (
+        seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=list(bleed.sop_instance_uids),
+            segment_numbers=list(range(1, len(findings) + 1)),
+            assert_missing_frames_are_empty=True,
+        )
+        .astype(bool)
+        .any(axis=-1)
+    )
     truth = bleed.mask.astype(bool)
     dice = 2 * np.logical_and(pixels, truth).sum() / (pixels.sum() + truth.sum())
     assert dice > 0.7, f"Dice {dice:.3f}"

@@ -64,7 +64,7 @@ def test_no_acknowledged_instance_is_lost_and_one_result_set_is_delivered(
 [dicom]
 port = {port}
 [storage]
-base_dir = "{tmp_path / 'node'}"
+base_dir = "{tmp_path / "node"}"
 [series]
 stable_after_s = 4.0
 sweep_interval_s = 0.3
@@ -90,8 +90,12 @@ backoff_max_s = 2.0
     def start() -> subprocess.Popen:
         logs.append(tmp_path / f"node-{len(logs)}.log")
         with open(logs[-1], "w") as log:
-            return subprocess.Popen([exe, "serve", "--config", str(config)], env=env,
-                                    stdout=log, stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                [exe, "serve", "--config", str(config)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def last_logs() -> str:
         return "\n".join(f"--- {p.name}\n" + p.read_text()[-2500:] for p in logs[-2:])
@@ -111,14 +115,32 @@ backoff_max_s = 2.0
                     break
                 # -to/-ta/-td: give up on a peer that stops answering instead of hanging.
                 result = subprocess.run(
-                    [storescu, "-v", "-to", "10", "-ta", "10", "-td", "10", "-aec",
-                     "DICOM_NODE", "127.0.0.1", str(port), *map(str, remaining)],
-                    capture_output=True, text=True, env=dict(os.environ, TCP_NODELAY="1"),
-                    timeout=120)
+                    [
+                        storescu,
+                        "-v",
+                        "-to",
+                        "10",
+                        "-ta",
+                        "10",
+                        "-td",
+                        "10",
+                        "-aec",
+                        "DICOM_NODE",
+                        "127.0.0.1",
+                        str(port),
+                        *map(str, remaining),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    env=dict(os.environ, TCP_NODELAY="1"),
+                    timeout=120,
+                )
                 newly = acknowledged(result.stdout + result.stderr)
                 acked.update(newly)
-                attempts.append(f"rc={result.returncode} sent={len(remaining)} "
-                                f"acked={len(newly)} {result.stderr.strip()[-200:]!r}")
+                attempts.append(
+                    f"rc={result.returncode} sent={len(remaining)} "
+                    f"acked={len(newly)} {result.stderr.strip()[-200:]!r}"
+                )
                 if result.returncode != 0:
                     time.sleep(0.2)
         except Exception as err:  # noqa: BLE001 - reported by the test below
@@ -137,8 +159,9 @@ backoff_max_s = 2.0
             node.wait()
             kills += 1
             node = start()
-        assert sending_done.wait(300), ("storescu could not finish sending\n"
-                                        + "\n".join(attempts[-8:]) + last_logs())
+        assert sending_done.wait(300), (
+            "storescu could not finish sending\n" + "\n".join(attempts[-8:]) + last_logs()
+        )
         assert len(acked) == len(files) == 140, "\n".join(attempts[-10:]) + last_logs()
         settings = load_settings(config)
         engine = make_engine(settings.storage.url)
@@ -148,8 +171,12 @@ backoff_max_s = 2.0
             with factory() as session:
                 jobs = session.scalars(select(Job)).all()
                 deliveries = session.scalars(select(Delivery)).all()
-            if (jobs and all(j.state == JobState.SUCCEEDED for j in jobs) and deliveries
-                    and all(d.state == DeliveryState.SENT for d in deliveries)):
+            if (
+                jobs
+                and all(j.state == JobState.SUCCEEDED for j in jobs)
+                and deliveries
+                and all(d.state == DeliveryState.SENT for d in deliveries)
+            ):
                 break
             assert time.monotonic() < deadline, [(j.id, str(j.state), j.error) for j in jobs]
             time.sleep(0.5)
@@ -164,8 +191,7 @@ backoff_max_s = 2.0
         rows = {i.sop_instance_uid: i.path for i in session.scalars(select(Instance))}
         jobs = session.scalars(select(Job)).all()
     engine.dispose()
-    expected = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID): f
-                for f in files}
+    expected = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID): f for f in files}
     assert set(rows) == set(expected)
     for uid, path in rows.items():
         stored = pydicom.dcmread(settings.storage.spool_path / path)
@@ -174,7 +200,8 @@ backoff_max_s = 2.0
     # refused by the ich input checks, so that set is one "not analysable" SR.
     assert len(jobs) == 1, [(j.id, j.instance_set_digest[:8]) for j in jobs]
     assert jobs[0].result_summary["not_analysable"]["gate"] == "brain_content"
-    modalities = sorted(orthanc.get(f"/instances/{i}/tags?simplify")["Modality"]
-                        for i in orthanc.get("/instances"))
+    modalities = sorted(
+        orthanc.get(f"/instances/{i}/tags?simplify")["Modality"] for i in orthanc.get("/instances")
+    )
     assert modalities == ["SR"]
     print(f"kills: {kills}, instances acknowledged: {len(acked)}, jobs: {len(jobs)}")

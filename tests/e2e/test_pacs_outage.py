@@ -28,16 +28,29 @@ def wait_for(predicate, timeout_s: float, what: str):
 def test_results_wait_for_the_pacs_and_arrive_exactly_once(tmp_path, head_ct_dir, storescu):
     storage = tmp_path / "orthanc"
     dicom_port, http_port = free_port(), free_port()
-    settings = load_settings(overrides={
-        "storage": {"base_dir": str(tmp_path / "node")},
-        "dicom": {"port": free_port()},
-        "series": {"stable_after_s": 1.0, "sweep_interval_s": 0.3},
-        "workers": {"poll_interval_s": 0.3},
-        "export": {"sweep_interval_s": 0.3, "destinations": [{
-            "name": "pacs", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": dicom_port,
-            "max_attempts": 100, "backoff_initial_s": 0.2, "backoff_max_s": 1.0,
-            "timeout_s": 2.0}]},
-    })
+    settings = load_settings(
+        overrides={
+            "storage": {"base_dir": str(tmp_path / "node")},
+            "dicom": {"port": free_port()},
+            "series": {"stable_after_s": 1.0, "sweep_interval_s": 0.3},
+            "workers": {"poll_interval_s": 0.3},
+            "export": {
+                "sweep_interval_s": 0.3,
+                "destinations": [
+                    {
+                        "name": "pacs",
+                        "ae_title": "ORTHANC",
+                        "host": "127.0.0.1",
+                        "port": dicom_port,
+                        "max_attempts": 100,
+                        "backoff_initial_s": 0.2,
+                        "backoff_max_s": 1.0,
+                        "timeout_s": 2.0,
+                    }
+                ],
+            },
+        }
+    )
     node = Node(settings)
     node.start()
     try:
@@ -48,7 +61,8 @@ def test_results_wait_for_the_pacs_and_arrive_exactly_once(tmp_path, head_ct_dir
             with node.session_factory() as session:
                 deliveries = session.scalars(select(Delivery)).all()
             return len(deliveries) >= 2 and all(
-                d.state == DeliveryState.RETRYING and d.attempts >= 2 for d in deliveries)
+                d.state == DeliveryState.RETRYING and d.attempts >= 2 for d in deliveries
+            )
 
         wait_for(retried, 120, "deliveries to be retried while the PACS is down")
         with node.session_factory() as session:
@@ -58,6 +72,7 @@ def test_results_wait_for_the_pacs_and_arrive_exactly_once(tmp_path, head_ct_dir
 
         # The PACS comes back on the same address: everything arrives, once.
         with running_orthanc(storage, dicom_port=dicom_port, http_port=http_port) as orthanc:
+
             def sent():
                 with node.session_factory() as session:
                     deliveries = session.scalars(select(Delivery)).all()
@@ -66,12 +81,14 @@ def test_results_wait_for_the_pacs_and_arrive_exactly_once(tmp_path, head_ct_dir
             deliveries = wait_for(sent, 60, "deliveries after the PACS came back")
             time.sleep(2 * settings.export.sweep_interval_s)
             instances = orthanc.get("/instances")
-            sop_uids = sorted(orthanc.get(f"/instances/{i}/tags?simplify")["SOPInstanceUID"]
-                              for i in instances)
+            sop_uids = sorted(
+                orthanc.get(f"/instances/{i}/tags?simplify")["SOPInstanceUID"] for i in instances
+            )
             statistics = orthanc.get("/statistics")
         with node.session_factory() as session:
-            expected = sorted(d.result_object.sop_instance_uid
-                              for d in session.scalars(select(Delivery)))
+            expected = sorted(
+                d.result_object.sop_instance_uid for d in session.scalars(select(Delivery))
+            )
         assert sop_uids == expected and len(sop_uids) == len(deliveries)
         # Orthanc counts every stored instance; a duplicate would show as more than 2.
         assert statistics["CountInstances"] == len(deliveries)

@@ -54,15 +54,17 @@ def run(tmp_path_factory, shared_data, storescu):
     base = tmp_path_factory.mktemp("e2e-real")
     inputs = {
         "cq500": sorted((shared_data / "head-ct-cq500-ich").glob("*.dcm")),
-        "phantom": sorted(p for p in (shared_data / "head-phantom-philips/S2020").iterdir()
-                          if p.is_file()),
+        "phantom": sorted(
+            p for p in (shared_data / "head-phantom-philips/S2020").iterdir() if p.is_file()
+        ),
     }
-    uids = {name: str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
-            for name, files in inputs.items()}
+    uids = {
+        name: str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+        for name, files in inputs.items()
+    }
     rules = copy.deepcopy(embedded_defaults()["selection"]["rules"]) + [CATCH_ALL_HEAD_RULE]
     with running_orthanc(base / "orthanc") as orthanc:
-        settings = node_settings_for_orthanc(base / "node", orthanc,
-                                             selection={"rules": rules})
+        settings = node_settings_for_orthanc(base / "node", orthanc, selection={"rules": rules})
         node = Node(settings)
         node.start()
         try:
@@ -73,34 +75,41 @@ def run(tmp_path_factory, shared_data, storescu):
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 with node.session_factory() as session:
-                    jobs = {k: session.scalar(select(Job).join(Series).where(
-                        Series.series_instance_uid == uid)) for k, uid in uids.items()}
-                    finished = all(j is not None and j.state in (JobState.SUCCEEDED,
-                                                                 JobState.FAILED)
-                                   for j in jobs.values())
+                    jobs = {
+                        k: session.scalar(
+                            select(Job).join(Series).where(Series.series_instance_uid == uid)
+                        )
+                        for k, uid in uids.items()
+                    }
+                    finished = all(
+                        j is not None and j.state in (JobState.SUCCEEDED, JobState.FAILED)
+                        for j in jobs.values()
+                    )
                     deliveries = session.scalars(select(Delivery)).all()
-                    if (finished and len(deliveries) >= 3
-                            and all(d.state == DeliveryState.SENT for d in deliveries)):
+                    if (
+                        finished
+                        and len(deliveries) >= 3
+                        and all(d.state == DeliveryState.SENT for d in deliveries)
+                    ):
                         break
                 time.sleep(0.5)
             else:
                 pytest.fail("the node did not finish within 300 s")
-            yield {"node": node, "orthanc": orthanc, "jobs": jobs, "uids": uids,
-                   "inputs": inputs}
+            yield {"node": node, "orthanc": orthanc, "jobs": jobs, "uids": uids, "inputs": inputs}
         finally:
             node.stop()
 
 
 def _study_uid(run, name: str) -> str:
     with run["node"].session_factory() as session:
-        return session.scalar(select(Series).where(
-            Series.series_instance_uid == run["uids"][name])).study.study_instance_uid
+        return session.scalar(
+            select(Series).where(Series.series_instance_uid == run["uids"][name])
+        ).study.study_instance_uid
 
 
 def _dciodvfy_errors(dciodvfy: str, path) -> list[str]:
     check = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
-    return [line for line in (check.stdout + check.stderr).splitlines()
-            if line.startswith("Error")]
+    return [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
 
 
 def test_cq500_is_reported_with_the_readers_subtypes(run):
@@ -114,25 +123,29 @@ def test_cq500_is_reported_with_the_readers_subtypes(run):
     assert not present & {"subdural hemorrhage", "epidural hemorrhage"}, present
 
 
-def test_cq500_seg_and_sr_in_orthanc_are_valid_and_reference_every_frame(run, dciodvfy,
-                                                                         tmp_path):
+def test_cq500_seg_and_sr_in_orthanc_are_valid_and_reference_every_frame(run, dciodvfy, tmp_path):
     objects = run["orthanc"].results_for_study(_study_uid(run, "cq500"))
     assert len(objects.get("SEG", [])) == 1 and len(objects.get("SR", [])) == 1
     for modality, (data,) in objects.items():
         path = tmp_path / f"{modality}.dcm"
         path.write_bytes(data)
         assert _dciodvfy_errors(dciodvfy, path) == [], modality
-    source_uids = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
-                   for p in run["inputs"]["cq500"]}
+    source_uids = {
+        str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+        for p in run["inputs"]["cq500"]
+    }
     seg = hd.seg.segread(tmp_path / "SEG.dcm")
     assert [s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence] == [run["uids"]["cq500"]]
     assert {sop for _, _, sop in seg.get_source_image_uids()} == source_uids
     present = [f for f in run["jobs"]["cq500"].result_summary["findings"] if f["present"]]
     assert len(seg.SegmentSequence) == len(present)
     sr = hd.sr.srread(tmp_path / "SR.dcm")
-    assert source_uids <= {i.ReferencedSOPInstanceUID
-                           for s in sr.CurrentRequestedProcedureEvidenceSequence
-                           for r in s.ReferencedSeriesSequence for i in r.ReferencedSOPSequence}
+    assert source_uids <= {
+        i.ReferencedSOPInstanceUID
+        for s in sr.CurrentRequestedProcedureEvidenceSequence
+        for r in s.ReferencedSeriesSequence
+        for i in r.ReferencedSOPSequence
+    }
     groups = sr.content.get_volumetric_roi_measurement_groups()
     assert len(groups) == len(present)
 
@@ -151,7 +164,8 @@ def test_the_phantom_is_not_analysable_and_the_sr_says_why(run, dciodvfy, tmp_pa
     assert _dciodvfy_errors(dciodvfy, path) == []
     texts: list[str] = []
     pydicom.dcmread(path).walk(
-        lambda _ds, elem: texts.append(str(elem.value)) if elem.keyword == "TextValue" else None)
+        lambda _ds, elem: texts.append(str(elem.value)) if elem.keyword == "TextValue" else None
+    )
     assert any("not analysable" in t.lower() and "phantom" in t for t in texts), texts
     sr = hd.sr.srread(path)
     assert sr.content.get_volumetric_roi_measurement_groups() == []

@@ -27,7 +27,7 @@ ae_title = "NODE_UNDER_TEST"
 port = {port}
 allowed_calling_ae_titles = ["STORESCU"]
 [storage]
-base_dir = "{tmp_path / 'node'}"
+base_dir = "{tmp_path / "node"}"
 [series]
 stable_after_s = 1.0
 sweep_interval_s = 0.3
@@ -41,8 +41,12 @@ ae_title = "{orthanc.ae_title}"
 host = "127.0.0.1"
 port = {orthanc.dicom_port}
 """)
-    process = subprocess.Popen([shutil.which("dicom-node"), "serve", "--config", str(config)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [shutil.which("dicom-node"), "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         probe = [head_ct_dir / "01.dcm"]
@@ -50,20 +54,26 @@ port = {orthanc.dicom_port}
             assert process.poll() is None, process.stdout.read()
             assert time.monotonic() < deadline, "serve did not start listening"
             time.sleep(0.5)
-        sent = run_storescu(storescu, port, sorted(head_ct_dir.glob("*.dcm")),
-                            called="NODE_UNDER_TEST")
+        sent = run_storescu(
+            storescu, port, sorted(head_ct_dir.glob("*.dcm")), called="NODE_UNDER_TEST"
+        )
         assert sent.returncode == 0, sent.stderr
         runner = CliRunner()
         deadline = time.monotonic() + 240
         while True:
             listed = runner.invoke(cli_app, ["jobs", "list", "--json", "--config", str(config)])
-            assert listed.exit_code == 0, (listed.output, "".join(
-                traceback.format_exception(listed.exception)) if listed.exception else None)
+            assert listed.exit_code == 0, (
+                listed.output,
+                "".join(traceback.format_exception(listed.exception)) if listed.exception else None,
+            )
             jobs = json.loads(listed.output)["jobs"]
             if jobs and jobs[0]["state"] == "SUCCEEDED":
-                shown = json.loads(runner.invoke(
-                    cli_app, ["jobs", "show", str(jobs[0]["job_id"]), "--json", "--config",
-                              str(config)]).output)
+                shown = json.loads(
+                    runner.invoke(
+                        cli_app,
+                        ["jobs", "show", str(jobs[0]["job_id"]), "--json", "--config", str(config)],
+                    ).output
+                )
                 deliveries = [d for o in shown["result_objects"] for d in o["deliveries"]]
                 if len(deliveries) == 2 and all(d["state"] == "SENT" for d in deliveries):
                     break
@@ -72,8 +82,10 @@ port = {orthanc.dicom_port}
             time.sleep(0.5)
         assert jobs[0]["findings"][0]["label"] == "intracranial hemorrhage"
         # The node sends only its results (SEG + SR), not the source images.
-        modalities = sorted(orthanc.get(f"/instances/{i}/tags?simplify")["Modality"]
-                            for i in orthanc.get("/instances"))
+        modalities = sorted(
+            orthanc.get(f"/instances/{i}/tags?simplify")["Modality"]
+            for i in orthanc.get("/instances")
+        )
         assert modalities == ["SEG", "SR"]
     finally:
         process.send_signal(signal.SIGTERM)

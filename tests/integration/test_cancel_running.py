@@ -135,7 +135,11 @@ def test_cancel_while_running_ends_the_job_canceled_and_exports_nothing(node, pa
         answer = CliRunner().invoke(cli_app, ["jobs", "cancel", str(job_id), "--json"], env=env)
         assert answer.exit_code == 0, answer.output
         assert json.loads(answer.output) == {
-            "job_id": job_id, "from": "RUNNING", "to": "RUNNING", "cancel_requested": True}
+            "job_id": job_id,
+            "from": "RUNNING",
+            "to": "RUNNING",
+            "cancel_requested": True,
+        }
         with factory() as session:
             job = session.get(Job, job_id)
             assert job.state == JobState.RUNNING and job.cancel_requested_at is not None
@@ -155,8 +159,15 @@ def test_cancel_while_running_ends_the_job_canceled_and_exports_nothing(node, pa
     assert pipeline.runs == 1
     assert _counts(factory) == (0, 0)  # no result objects, no deliveries
     assert not [p for p in settings.storage.outbox_path.rglob("*") if p.is_file()]
-    assert deliver_due(factory, settings.export.destinations,
-                       outbox=settings.storage.outbox_path, calling_ae_title="NODE") == {}
+    assert (
+        deliver_due(
+            factory,
+            settings.export.destinations,
+            outbox=settings.storage.outbox_path,
+            calling_ae_title="NODE",
+        )
+        == {}
+    )
     assert pacs.received == []
     # A canceled job is not run again by the next worker pass, and can be requeued.
     assert run_one(factory, executor.execute, executor.record, worker_id="test:w0",

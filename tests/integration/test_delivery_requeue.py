@@ -48,16 +48,20 @@ def test_dead_delivery_requeued_from_the_cli_is_delivered(tmp_path, head_ct_dir,
     server = refusing.start_server(("127.0.0.1", port), block=False)
     destination = Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=port)
     try:
-        assert deliver_due(factory, [destination], outbox=outbox,
-                           calling_ae_title="NODE") == {"DEAD": 1}
+        assert deliver_due(factory, [destination], outbox=outbox, calling_ae_title="NODE") == {
+            "DEAD": 1
+        }
     finally:
         server.shutdown()
 
     runner = CliRunner()
     result = runner.invoke(cli_app, ["deliveries", "requeue", str(delivery_id), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"delivery_id": delivery_id, "from": "DEAD",
-                                         "to": "PENDING"}
+    assert json.loads(result.stdout) == {
+        "delivery_id": delivery_id,
+        "from": "DEAD",
+        "to": "PENDING",
+    }
     again = runner.invoke(cli_app, ["deliveries", "requeue", str(delivery_id)])
     assert again.exit_code == 1 and "only DEAD ones" in again.output
     assert runner.invoke(cli_app, ["deliveries", "requeue", "999"]).exit_code == 1
@@ -66,20 +70,25 @@ def test_dead_delivery_requeued_from_the_cli_is_delivered(tmp_path, head_ct_dir,
     accepting = AE(ae_title="PACS")
     accepting.add_supported_context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)
     server = accepting.start_server(
-        ("127.0.0.1", port), block=False,
-        evt_handlers=[(evt.EVT_C_STORE, lambda e: received.append("x") or 0x0000)])
+        ("127.0.0.1", port),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, lambda e: received.append("x") or 0x0000)],
+    )
     try:
-        assert deliver_due(factory, [destination], outbox=outbox,
-                           calling_ae_title="NODE") == {"SENT": 1}
+        assert deliver_due(factory, [destination], outbox=outbox, calling_ae_title="NODE") == {
+            "SENT": 1
+        }
         assert deliver_due(factory, [destination], outbox=outbox, calling_ae_title="NODE") == {}
     finally:
         server.shutdown()
     assert received == ["x"]
     with factory() as session:
         row = session.get(Delivery, delivery_id)
-        reasons = session.scalars(select(StateChange.reason).where(
-            StateChange.entity == "delivery", StateChange.entity_id == delivery_id)
-            .order_by(StateChange.id)).all()
+        reasons = session.scalars(
+            select(StateChange.reason)
+            .where(StateChange.entity == "delivery", StateChange.entity_id == delivery_id)
+            .order_by(StateChange.id)
+        ).all()
     assert (row.state, row.attempts, row.last_error) == (DeliveryState.SENT, 1, None)
     assert any(r and r.startswith("requeued by an operator (was:") for r in reasons)
     engine.dispose()

@@ -32,14 +32,16 @@ def make_node(tmp_path):
 
     def make(**series) -> Node:
         receiver_processes = series.pop("receiver_processes", 0)
-        settings = load_settings(overrides={
-            "storage": {"base_dir": str(tmp_path / f"node{len(nodes)}")},
-            "dicom": {"port": free_port(), "receiver_processes": receiver_processes},
-            "series": {"sweep_interval_s": 0.3, "release_grace_s": 1.0, **series},
-            "workers": {"processes": 0},
-            "web": {"enabled": False},
-            "retention": {"enabled": False},
-        })
+        settings = load_settings(
+            overrides={
+                "storage": {"base_dir": str(tmp_path / f"node{len(nodes)}")},
+                "dicom": {"port": free_port(), "receiver_processes": receiver_processes},
+                "series": {"sweep_interval_s": 0.3, "release_grace_s": 1.0, **series},
+                "workers": {"processes": 0},
+                "web": {"enabled": False},
+                "retention": {"enabled": False},
+            }
+        )
         node = Node(settings)
         node.start()
         nodes.append(node)
@@ -74,8 +76,10 @@ def jobs(node: Node) -> list[Job]:
 def by_position(folder: Path) -> list[Path]:
     """Files ordered along the slice normal (z here), so that any first part is contiguous."""
     files = [p for p in folder.iterdir() if p.is_file()]
-    return sorted(files, key=lambda p: float(
-        pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
+    return sorted(
+        files,
+        key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]),
+    )
 
 
 def test_even_series_in_one_association_completes_before_the_quiet_time(
@@ -86,8 +90,9 @@ def test_even_series_in_one_association_completes_before_the_quiet_time(
     sent = run_storescu(storescu, node.port, files)
     assert sent.returncode == 0, sent.stderr
     series = wait_for_state(node, SeriesState.DISPATCHED, 20)
-    assert series.completion_basis.startswith("geometry: 28 slices, even 5.000 mm steps; "
-                                              "1 association(s) released")
+    assert series.completion_basis.startswith(
+        "geometry: 28 slices, even 5.000 mm steps; 1 association(s) released"
+    )
     assert (series.completed_at - series.last_instance_at).total_seconds() < 10
     assert len(jobs(node)) == 1
 
@@ -103,8 +108,9 @@ def test_uneven_ge_head_waits_for_the_quiet_time(make_node, head_ct_dir, storesc
     assert (series.completed_at - series.last_instance_at).total_seconds() >= 5.0
 
 
-def test_images_in_acquisition_proves_the_uneven_ge_head(make_node, head_ct_dir, storescu,
-                                                         tmp_path):
+def test_images_in_acquisition_proves_the_uneven_ge_head(
+    make_node, head_ct_dir, storescu, tmp_path
+):
     copies = tmp_path / "iia"
     copies.mkdir()
     for path in sorted(head_ct_dir.glob("*.dcm")):
@@ -135,8 +141,9 @@ def test_concurrent_associations_of_one_series_make_one_job(make_node, shared_da
     files = by_position(shared_data / "head-phantom-philips/S2010")
     env = dict(os.environ, TCP_NODELAY="1")
     senders = [
-        subprocess.Popen([storescu, "-aec", "DICOM_NODE", "127.0.0.1", str(node.port),
-                          *map(str, part)], env=env)
+        subprocess.Popen(
+            [storescu, "-aec", "DICOM_NODE", "127.0.0.1", str(node.port), *map(str, part)], env=env
+        )
         for part in (files[0::2], files[1::2])
     ]
     assert [s.wait(120) for s in senders] == [0, 0]
@@ -176,13 +183,15 @@ def test_a_router_pausing_mid_series_gets_one_job_by_default(make_node, shared_d
 
 
 def test_receiver_processes_share_the_port_and_are_replaced(make_node, shared_data, storescu):
-    node = make_node(stable_after_s=30.0, receiver_processes=2,
-                     early_completion_across_associations=True)
+    node = make_node(
+        stable_after_s=30.0, receiver_processes=2, early_completion_across_associations=True
+    )
     files = by_position(shared_data / "head-phantom-philips/S2010")
     env = dict(os.environ, TCP_NODELAY="1")
     senders = [
-        subprocess.Popen([storescu, "-aec", "DICOM_NODE", "127.0.0.1", str(node.port),
-                          *map(str, part)], env=env)
+        subprocess.Popen(
+            [storescu, "-aec", "DICOM_NODE", "127.0.0.1", str(node.port), *map(str, part)], env=env
+        )
         for part in (files[:14], files[14:])
     ]
     assert [s.wait(120) for s in senders] == [0, 0]

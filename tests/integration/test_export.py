@@ -36,16 +36,24 @@ class FakePacs:
         ae = AE(ae_title="FAKEPACS")
         for sop_class in sop_classes:
             ae.add_supported_context(sop_class, ExplicitVRLittleEndian)
-        self.server = ae.start_server(("127.0.0.1", self.port), block=False,
-                                      evt_handlers=[(evt.EVT_C_STORE, self._store)])
+        self.server = ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)]
+        )
 
     def _store(self, event):
         self.received.append(str(event.request.AffectedSOPInstanceUID))
         return self.status
 
     def destination(self, **kwargs) -> Destination:
-        return Destination(name="pacs", ae_title="FAKEPACS", host="127.0.0.1", port=self.port,
-                           backoff_initial_s=10, backoff_max_s=100, **kwargs)
+        return Destination(
+            name="pacs",
+            ae_title="FAKEPACS",
+            host="127.0.0.1",
+            port=self.port,
+            backoff_initial_s=10,
+            backoff_max_s=100,
+            **kwargs,
+        )
 
     def stop(self):
         self.server.shutdown()
@@ -103,15 +111,20 @@ def test_failure_status_retries_with_backoff_then_dead(outbox_with_delivery):
     dead = delivery(factory)
     assert dead.state == DeliveryState.DEAD and dead.attempts == 2
     with factory() as session:
-        states = [c.to_state for c in session.scalars(
-            select(StateChange).where(StateChange.entity == "delivery").order_by(StateChange.id))]
+        states = [
+            c.to_state
+            for c in session.scalars(
+                select(StateChange).where(StateChange.entity == "delivery").order_by(StateChange.id)
+            )
+        ]
     assert states == ["RETRYING", "DEAD"]
 
 
 def test_unreachable_destination_is_retried(outbox_with_delivery):
     factory, outbox, _ = outbox_with_delivery
-    dest = Destination(name="pacs", ae_title="NOBODY", host="127.0.0.1", port=free_port(),
-                       timeout_s=2)
+    dest = Destination(
+        name="pacs", ae_title="NOBODY", host="127.0.0.1", port=free_port(), timeout_s=2
+    )
     deliver_due(factory, [dest], outbox=outbox, calling_ae_title="N")
     assert delivery(factory).state == DeliveryState.RETRYING
 
@@ -128,8 +141,9 @@ def test_refused_sop_class_is_dead_at_once(outbox_with_delivery):
 
 
 def test_backoff_grows_and_is_capped():
-    dest = Destination(name="d", ae_title="A", host="h", port=1, backoff_initial_s=5,
-                       backoff_max_s=60)
+    dest = Destination(
+        name="d", ae_title="A", host="h", port=1, backoff_initial_s=5, backoff_max_s=60
+    )
     for attempts, ceiling in [(1, 5), (2, 10), (3, 20), (5, 60), (12, 60)]:
         value = backoff_s(dest, attempts)
         assert ceiling / 2 <= value <= ceiling

@@ -88,11 +88,17 @@ class Node:
     """A Storage SCP with its spool and database (no workers, no scheduler)."""
 
     def __init__(self, base_dir: Path, **dicom) -> None:
-        self.settings = load_settings(overrides={
-            "storage": {"base_dir": str(base_dir)},
-            "dicom": {"port": 0, "network_timeout_s": 5.0,
-                      "max_dataset_bytes": DATASET_LIMIT_BYTES, **dicom},
-        })
+        self.settings = load_settings(
+            overrides={
+                "storage": {"base_dir": str(base_dir)},
+                "dicom": {
+                    "port": 0,
+                    "network_timeout_s": 5.0,
+                    "max_dataset_bytes": DATASET_LIMIT_BYTES,
+                    **dicom,
+                },
+            }
+        )
         self.engine = make_engine(self.settings.storage.url)
         self.factory = make_session_factory(self.engine)
         self.spool = Spool(self.settings.storage.spool_path)
@@ -106,8 +112,11 @@ class Node:
         """Every row has its file, which parses to the row's SOP Instance UID; no stray file."""
         with self.factory() as session:
             rows = {i.path: i.sop_instance_uid for i in session.scalars(select(Instance))}
-        files = {str(p.relative_to(self.spool.root)) for p in self.spool.root.rglob("*.dcm")
-                 if ".incoming" not in p.parts}
+        files = {
+            str(p.relative_to(self.spool.root))
+            for p in self.spool.root.rglob("*.dcm")
+            if ".incoming" not in p.parts
+        }
         assert files == set(rows), "spool files and instance rows differ"
         for path, uid in rows.items():
             assert parse_header(self.spool.absolute(path).read_bytes()).sop_instance_uid == uid
@@ -180,9 +189,14 @@ def test_store_handler_survives_10000_mutated_datasets(node, seeds, shared_data)
     run_count = [0]
     rss_samples: list[int] = []
 
-    @settings(max_examples=IN_PROCESS_EXAMPLES, deadline=None, database=None,
-              derandomize=True, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=IN_PROCESS_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(mutants(seeds))
     def fuzz(mutant: Mutant) -> None:
         status = status_code(node.scp.handle_store(store_event(mutant, assoc)))  # no raise
@@ -195,9 +209,19 @@ def test_store_handler_survives_10000_mutated_datasets(node, seeds, shared_data)
 
     # Warm up (imports, caches, SQLite pages) before the memory baseline.
     for seed in seeds:
-        node.scp.handle_store(store_event(Mutant(seed.name, (), seed.sop_class_uid,
-                                                 seed.sop_instance_uid,
-                                                 seed.transfer_syntax_uid, seed.dataset), assoc))
+        node.scp.handle_store(
+            store_event(
+                Mutant(
+                    seed.name,
+                    (),
+                    seed.sop_class_uid,
+                    seed.sop_instance_uid,
+                    seed.transfer_syntax_uid,
+                    seed.dataset,
+                ),
+                assoc,
+            )
+        )
     with logs_formatted_not_kept():
         rss_before = vm_rss_bytes()
         started = time.monotonic()
@@ -211,20 +235,32 @@ def test_store_handler_survives_10000_mutated_datasets(node, seeds, shared_data)
             rng = random.Random(number)
             mutant = mutate(seeds[rng.randrange(len(seeds))], rng, rng.randint(1, 4))
             assert status_code(node.scp.handle_store(store_event(mutant, assoc))) in (
-                ALLOWED_STATUSES)
+                ALLOWED_STATUSES
+            )
         plain_after = vm_rss_bytes()
 
     good = fresh_good_instance(shared_data, seed=7001)
-    event = store_event(Mutant("good", (), CT_IMAGE_STORAGE, str(good.SOPInstanceUID),
-                               EXPLICIT_LE, encode_explicit_le(good)), assoc)
+    event = store_event(
+        Mutant(
+            "good",
+            (),
+            CT_IMAGE_STORAGE,
+            str(good.SOPInstanceUID),
+            EXPLICIT_LE,
+            encode_explicit_le(good),
+        ),
+        assoc,
+    )
     assert status_code(node.scp.handle_store(event)) == 0x0000
     rows = node.check_spool_and_database_agree()
-    print(f"\nin-process fuzz: {run_count[0]} mutated datasets in {elapsed_s:.1f} s; statuses "
-          + ", ".join(f"0x{s:04X}: {n}" for s, n in sorted(statuses.items()))
-          + f"; instances stored: {rows}; RSS {rss_before / 2**20:.0f} -> "
-            f"{rss_after / 2**20:.0f} MiB (every 2500: {rss_samples} MiB); seeds {dict(by_seed)}; "
-            f"{PLAIN_EXAMPLES} more without hypothesis: RSS {plain_before / 2**20:.0f} -> "
-            f"{plain_after / 2**20:.0f} MiB")
+    print(
+        f"\nin-process fuzz: {run_count[0]} mutated datasets in {elapsed_s:.1f} s; statuses "
+        + ", ".join(f"0x{s:04X}: {n}" for s, n in sorted(statuses.items()))
+        + f"; instances stored: {rows}; RSS {rss_before / 2**20:.0f} -> "
+        f"{rss_after / 2**20:.0f} MiB (every 2500: {rss_samples} MiB); seeds {dict(by_seed)}; "
+        f"{PLAIN_EXAMPLES} more without hypothesis: RSS {plain_before / 2**20:.0f} -> "
+        f"{plain_after / 2**20:.0f} MiB"
+    )
     assert run_count[0] >= IN_PROCESS_EXAMPLES
     assert statuses[0xC210] > 0 and statuses[0x0000] > 0  # both paths were exercised
     assert rss_after - rss_before < RSS_GROWTH_LIMIT_BYTES
@@ -233,12 +269,16 @@ def test_store_handler_survives_10000_mutated_datasets(node, seeds, shared_data)
 
 def send_c_store(assoc, mutant: Mutant) -> int | str:
     """Send a mutated dataset as a C-STORE; return the status, or "aborted"."""
-    contexts = [cx for cx in assoc.accepted_contexts
-                if cx.abstract_syntax == mutant.sop_class_uid
-                and cx.transfer_syntax[0] == mutant.transfer_syntax_uid]
+    contexts = [
+        cx
+        for cx in assoc.accepted_contexts
+        if cx.abstract_syntax == mutant.sop_class_uid
+        and cx.transfer_syntax[0] == mutant.transfer_syntax_uid
+    ]
     if not contexts:
-        contexts = [cx for cx in assoc.accepted_contexts
-                    if cx.abstract_syntax == mutant.sop_class_uid]
+        contexts = [
+            cx for cx in assoc.accepted_contexts if cx.abstract_syntax == mutant.sop_class_uid
+        ]
     request = C_STORE()
     request.MessageID = 1
     request.AffectedSOPClassUID = mutant.sop_class_uid
@@ -278,10 +318,15 @@ def test_mutated_datasets_over_real_associations(node, seeds, shared_data, store
     aborted_by: list[tuple[str, ...]] = []
     holder = {"assoc": associate(node.scp.port)}
 
-    @settings(max_examples=WIRE_EXAMPLES, deadline=None, database=None, derandomize=True,
-              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-    @given(mutants([s for s in seeds if s.sop_class_uid in (CT_IMAGE_STORAGE,
-                                                              SECONDARY_CAPTURE)]))
+    @settings(
+        max_examples=WIRE_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(mutants([s for s in seeds if s.sop_class_uid in (CT_IMAGE_STORAGE, SECONDARY_CAPTURE)]))
     def fuzz(mutant: Mutant) -> None:
         assoc = holder["assoc"]
         if not assoc.is_established or assoc.dul.state_machine.current_state != "Sta6":
@@ -313,10 +358,12 @@ def test_mutated_datasets_over_real_associations(node, seeds, shared_data, store
     assert node.count() == before + 1
     rows = node.check_spool_and_database_agree()
     rss_after = vm_rss_bytes()
-    print(f"\nwire fuzz: {sum(outcomes.values())} mutated C-STOREs in {elapsed_s:.1f} s: "
-          f"{dict(sorted(outcomes.items()))}; instances stored: {rows}; "
-          f"RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB; aborted after: "
-          f"{Counter(op for ops in aborted_by for op in ops).most_common(4)}")
+    print(
+        f"\nwire fuzz: {sum(outcomes.values())} mutated C-STOREs in {elapsed_s:.1f} s: "
+        f"{dict(sorted(outcomes.items()))}; instances stored: {rows}; "
+        f"RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB; aborted after: "
+        f"{Counter(op for ops in aborted_by for op in ops).most_common(4)}"
+    )
     assert sum(outcomes.values()) >= WIRE_EXAMPLES
     assert rss_after - rss_before < RSS_GROWTH_LIMIT_BYTES
 
@@ -327,8 +374,9 @@ def pdu(pdu_type: int, body: bytes, length: int | None = None) -> bytes:
     return struct.pack(">BBL", pdu_type, 0, len(body) if length is None else length) + body
 
 
-def exchange(port: int, data: bytes, *, timeout_s: float = 15.0,
-             stream_after: int = 0) -> tuple[str, int]:
+def exchange(
+    port: int, data: bytes, *, timeout_s: float = 15.0, stream_after: int = 0
+) -> tuple[str, int]:
     """Send ``data`` (then optionally ``stream_after`` junk bytes), half-close, read the answer.
 
     Returns the answer's kind ("A-ABORT", "A-ASSOCIATE-RJ", "A-ASSOCIATE-AC",
@@ -401,8 +449,9 @@ def association_request() -> bytes:
     return bytes(captured)
 
 
-def test_malformed_pdus_are_aborted_and_the_node_stays_up(node, association_request,
-                                                          shared_data, storescu):
+def test_malformed_pdus_are_aborted_and_the_node_stays_up(
+    node, association_request, shared_data, storescu
+):
     node.scp.start()
     port = node.scp.port
     rq = association_request
@@ -418,7 +467,8 @@ def test_malformed_pdus_are_aborted_and_the_node_stays_up(node, association_requ
         "A-ASSOCIATE-RQ truncated (length > data)": pdu(0x01, body[:40], length=len(body)),
         "A-ASSOCIATE-RQ length shorter than its items": pdu(0x01, body, length=20)[:26],
         "A-ASSOCIATE-RQ with a corrupted item length": pdu(
-            0x01, body[:68] + b"\xff\xff" + body[70:]),
+            0x01, body[:68] + b"\xff\xff" + body[70:]
+        ),
         "A-ASSOCIATE-RQ with protocol version 0": pdu(0x01, b"\x00\x00" + body[2:]),
         "half a PDU header": rq[:3],
         "P-DATA-TF before an association": pdu(0x04, b"\x00\x00\x00\x04\x01\x03\x00\x00"),
@@ -427,13 +477,15 @@ def test_malformed_pdus_are_aborted_and_the_node_stays_up(node, association_requ
         "A-ABORT as the first PDU": pdu(0x07, b"\x00\x00\x00\x00"),
         "two A-ASSOCIATE-RQ in a row": rq + rq,
         "A-ASSOCIATE-RQ then P-DATA length 0xFFFFFFF0": rq + pdu(0x04, b"", length=0xFFFFFFF0),
-        "A-ASSOCIATE-RQ then a P-DATA item longer than its PDU": rq + pdu(
-            0x04, b"\x00\x10\x00\x00\x01\x03" + b"\x00" * 8),
-        "A-ASSOCIATE-RQ then an endless command (never last)": rq + b"".join(
-            pdu(0x04, struct.pack(">LBB", 16002, 1, 0x01) + bytes(16000)) for _ in range(6)),
-        "A-ASSOCIATE-RQ then a dataset over max_dataset_bytes": rq + b"".join(
+        "A-ASSOCIATE-RQ then a P-DATA item longer than its PDU": rq
+        + pdu(0x04, b"\x00\x10\x00\x00\x01\x03" + b"\x00" * 8),
+        "A-ASSOCIATE-RQ then an endless command (never last)": rq
+        + b"".join(pdu(0x04, struct.pack(">LBB", 16002, 1, 0x01) + bytes(16000)) for _ in range(6)),
+        "A-ASSOCIATE-RQ then a dataset over max_dataset_bytes": rq
+        + b"".join(
             pdu(0x04, struct.pack(">LBB", 200002, 1, 0x00) + bytes(200000))
-            for _ in range(DATASET_LIMIT_BYTES // 200000 + 2)),
+            for _ in range(DATASET_LIMIT_BYTES // 200000 + 2)
+        ),
     }
     outcomes: dict[str, str] = {}
     with logs_formatted_not_kept():
@@ -452,23 +504,39 @@ def test_malformed_pdus_are_aborted_and_the_node_stays_up(node, association_requ
                 kind, sent = exchange(port, data, stream_after=streams)
             outcomes[name] = kind + (f" after {sent / 2**20:.1f} MiB streamed" if streams else "")
             assert kind in ("A-ABORT", "closed", "A-ASSOCIATE-RJ", "A-ASSOCIATE-AC then A-ABORT"), (
-                name, kind)
+                name,
+                kind,
+            )
         # The node's own limits answer with an A-ABORT (pynetdicom would buffer instead).
         for name in ("A-ASSOCIATE-RQ length 0xFFFFFFFF", "A-ASSOCIATE-RQ length over the cap"):
             assert outcomes[name].startswith("A-ABORT"), outcomes[name]
-        for name in ("A-ASSOCIATE-RQ then P-DATA length 0xFFFFFFF0",
-                     "A-ASSOCIATE-RQ then an endless command (never last)",
-                     "A-ASSOCIATE-RQ then a dataset over max_dataset_bytes"):
+        for name in (
+            "A-ASSOCIATE-RQ then P-DATA length 0xFFFFFFF0",
+            "A-ASSOCIATE-RQ then an endless command (never last)",
+            "A-ASSOCIATE-RQ then a dataset over max_dataset_bytes",
+        ):
             # The guard may abort before the association thread has sent its A-ASSOCIATE-AC.
             assert outcomes[name] in ("A-ABORT", "A-ASSOCIATE-AC then A-ABORT"), (
-                name, outcomes[name])
+                name,
+                outcomes[name],
+            )
 
         random_kinds: Counter[str] = Counter()
 
-        @settings(max_examples=RANDOM_PDUS, deadline=None, database=None, derandomize=True,
-                  phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-        @given(st.integers(0, 255), st.binary(max_size=512),
-               st.one_of(st.none(), st.integers(0, 2**32 - 1)), st.booleans())
+        @settings(
+            max_examples=RANDOM_PDUS,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(
+            st.integers(0, 255),
+            st.binary(max_size=512),
+            st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+            st.booleans(),
+        )
         def random_pdu(pdu_type: int, payload: bytes, length: int | None, after_rq: bool) -> None:
             data = (rq if after_rq else b"") + pdu(pdu_type, payload, length)
             kind, _ = exchange(port, data)
@@ -484,12 +552,15 @@ def test_malformed_pdus_are_aborted_and_the_node_stays_up(node, association_requ
     assert run_storescu(storescu, port, [path]).returncode == 0
     assert node.count() == 1
     with node.factory() as session:
-        aborted = session.scalar(select(func.count(AuditEvent.id)).where(
-            AuditEvent.reason.like("node aborted:%")))
+        aborted = session.scalar(
+            select(func.count(AuditEvent.id)).where(AuditEvent.reason.like("node aborted:%"))
+        )
     width = max(map(len, outcomes))
     print("\nmalformed PDUs:\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in outcomes.items()))
-    print(f"random PDUs ({RANDOM_PDUS}): {dict(random_kinds)}; {len(cases) + RANDOM_PDUS} "
-          f"connections in {elapsed_s:.1f} s; audited node aborts: {aborted}; "
-          f"RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB")
+    print(
+        f"random PDUs ({RANDOM_PDUS}): {dict(random_kinds)}; {len(cases) + RANDOM_PDUS} "
+        f"connections in {elapsed_s:.1f} s; audited node aborts: {aborted}; "
+        f"RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB"
+    )
     assert sum(random_kinds.values()) == RANDOM_PDUS
     assert rss_after - rss_before < 100 * 1024**2

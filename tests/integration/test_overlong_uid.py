@@ -33,8 +33,7 @@ def node(tmp_path):
     instance.close()
 
 
-def test_an_overlong_affected_sop_instance_uid_is_refused_with_a_status(node, head_ct_dir,
-                                                                         caplog):
+def test_an_overlong_affected_sop_instance_uid_is_refused_with_a_status(node, head_ct_dir, caplog):
     files = sorted(head_ct_dir.glob("*.dcm"))[:2]
     first, second = with_new_uids([pydicom.dcmread(p) for p in files], seed=6464)
     long_uid = "1.2.826.0.1.3680043.8.498." + "1" * 60  # 86 characters
@@ -46,12 +45,13 @@ def test_an_overlong_affected_sop_instance_uid_is_refused_with_a_status(node, he
     assert assoc.is_established
     try:
         with caplog.at_level(logging.WARNING):
-            bad = send_raw_c_store_response(assoc, CT_IMAGE_STORAGE, UID(long_uid),
-                                            encode_explicit_le(first))
+            bad = send_raw_c_store_response(
+                assoc, CT_IMAGE_STORAGE, UID(long_uid), encode_explicit_le(first)
+            )
             assert assoc.is_established, "one bad UID must not end the association"
-            good = send_raw_c_store_response(assoc, CT_IMAGE_STORAGE,
-                                             str(second.SOPInstanceUID),
-                                             encode_explicit_le(second))
+            good = send_raw_c_store_response(
+                assoc, CT_IMAGE_STORAGE, str(second.SOPInstanceUID), encode_explicit_le(second)
+            )
     finally:
         assoc.release()
     assert bad.Status == 0xC210, hex(bad.Status)
@@ -59,5 +59,6 @@ def test_an_overlong_affected_sop_instance_uid_is_refused_with_a_status(node, he
     assert good.Status == 0x0000, hex(good.Status)
     assert node.count() == 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [
-        r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
+    ]
     node.check_spool_and_database_agree()

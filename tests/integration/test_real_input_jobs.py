@@ -70,8 +70,16 @@ def _store(ingest: InstanceIngest, datasets) -> None:
 def _run_all(settings, session_factory) -> None:
     sweep_series(session_factory, settings)
     executor = JobExecutor(settings, session_factory)
-    while run_one(session_factory, executor.execute, executor.record, worker_id="test:w0",
-                  settings=settings.workers) is not None:
+    while (
+        run_one(
+            session_factory,
+            executor.execute,
+            executor.record,
+            worker_id="test:w0",
+            settings=settings.workers,
+        )
+        is not None
+    ):
         pass
 
 
@@ -95,8 +103,10 @@ def test_series_without_frame_of_reference_is_analysed(tmp_path, head_ct_dir, dc
         assert job.pipeline == "ich-baseline"
         assert "not_analysable" not in job.result_summary
         assert len(job.result_summary["findings"]) == 1
-        objects = {o.kind: settings.storage.outbox_path / o.path for o in session.scalars(
-            select(ResultObject).where(ResultObject.job_id == job.id))}
+        objects = {
+            o.kind: settings.storage.outbox_path / o.path
+            for o in session.scalars(select(ResultObject).where(ResultObject.job_id == job.id))
+        }
     assert sorted(objects) == ["SEG", "SR"]
     for path in objects.values():
         assert validate_result_file(path, executable=dciodvfy).errors == ()
@@ -105,14 +115,18 @@ def test_series_without_frame_of_reference_is_analysed(tmp_path, head_ct_dir, dc
     source_uids = {str(ds.SOPInstanceUID) for ds in datasets}
     assert {sop for _, _, sop in seg.get_source_image_uids()} == source_uids
     sr = hd.sr.srread(objects["SR"])
-    assert source_uids <= {i.ReferencedSOPInstanceUID
-                           for s in sr.CurrentRequestedProcedureEvidenceSequence
-                           for r in s.ReferencedSeriesSequence for i in r.ReferencedSOPSequence}
+    assert source_uids <= {
+        i.ReferencedSOPInstanceUID
+        for s in sr.CurrentRequestedProcedureEvidenceSequence
+        for r in s.ReferencedSeriesSequence
+        for i in r.ReferencedSOPSequence
+    }
     # The spool keeps the bytes as received: still no Frame of Reference UID.
     spooled = list(settings.storage.spool_path.rglob("*.dcm"))
     assert len(spooled) == 28
-    assert not any("FrameOfReferenceUID" in pydicom.dcmread(p, stop_before_pixels=True)
-                   for p in spooled)
+    assert not any(
+        "FrameOfReferenceUID" in pydicom.dcmread(p, stop_before_pixels=True) for p in spooled
+    )
 
 
 def _few_slices(head_ct_dir: Path, count: int, seed: int) -> list[pydicom.Dataset]:

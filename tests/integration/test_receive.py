@@ -107,19 +107,28 @@ def test_bad_input_is_refused_and_the_node_keeps_serving(receiver, head_ct_dir, 
     assert assoc.is_established
     try:
         assert send_raw_c_store(assoc, CT_IMAGE_STORAGE, "1.2.3.4", b"not DICOM" * 50) == 0xC210
-        assert send_raw_c_store(assoc, CT_IMAGE_STORAGE, "1.2.3.5",
-                                encode_explicit_le(no_uid)) == 0xC210
-        assert send_raw_c_store(assoc, CT_IMAGE_STORAGE, "../../x",
-                                encode_explicit_le(traversal)) == 0xC210
+        assert (
+            send_raw_c_store(assoc, CT_IMAGE_STORAGE, "1.2.3.5", encode_explicit_le(no_uid))
+            == 0xC210
+        )
+        assert (
+            send_raw_c_store(assoc, CT_IMAGE_STORAGE, "../../x", encode_explicit_le(traversal))
+            == 0xC210
+        )
         # The same association still works for a good instance.
-        assert send_raw_c_store(assoc, CT_IMAGE_STORAGE, str(good.SOPInstanceUID),
-                                encode_explicit_le(good)) == 0x0000
+        assert (
+            send_raw_c_store(
+                assoc, CT_IMAGE_STORAGE, str(good.SOPInstanceUID), encode_explicit_le(good)
+            )
+            == 0x0000
+        )
     finally:
         assoc.release()
     assert receiver.count() == 1
     written = [p for p in receiver.settings.storage.base_dir.rglob("*") if p.is_file()]
-    assert all(receiver.spool.root in p.parents or p.name.startswith("dicom-node.sqlite")
-               for p in written)
+    assert all(
+        receiver.spool.root in p.parents or p.name.startswith("dicom-node.sqlite") for p in written
+    )
     assert not (receiver.spool.root.parent.parent / "x").exists()
     assert not any(p.name == "x" or p.name == "x.dcm" for p in tmp_path.rglob("*"))
 
@@ -136,8 +145,12 @@ def test_disk_full_answers_out_of_resources(receiver, head_ct_dir, storescu, mon
     ae.add_requested_context(CT_IMAGE_STORAGE, "1.2.840.10008.1.2.1")
     assoc = ae.associate("127.0.0.1", receiver.scp.port, ae_title="DICOM_NODE")
     try:
-        assert send_raw_c_store(assoc, CT_IMAGE_STORAGE, str(good.SOPInstanceUID),
-                                encode_explicit_le(good)) == 0xA700
+        assert (
+            send_raw_c_store(
+                assoc, CT_IMAGE_STORAGE, str(good.SOPInstanceUID), encode_explicit_le(good)
+            )
+            == 0xA700
+        )
     finally:
         assoc.release()
     assert receiver.count() == 0
@@ -164,12 +177,12 @@ def test_a_sender_reads_why_its_instance_was_refused(receiver, head_ct_dir, monk
     assert assoc.is_established
     try:
         full = assoc.send_c_store(good)
-        not_dicom = send_raw_c_store_response(assoc, CT_IMAGE_STORAGE, "1.2.3.4",
-                                              b"not DICOM" * 50)
+        not_dicom = send_raw_c_store_response(assoc, CT_IMAGE_STORAGE, "1.2.3.4", b"not DICOM" * 50)
         other = copy.deepcopy(good)
         other.SOPInstanceUID = "1.2.3.4.5"
-        mismatch = send_raw_c_store_response(assoc, CT_IMAGE_STORAGE, "1.2.3.4.6",
-                                             encode_explicit_le(other))
+        mismatch = send_raw_c_store_response(
+            assoc, CT_IMAGE_STORAGE, "1.2.3.4.6", encode_explicit_le(other)
+        )
     finally:
         assoc.release()
     assert int(full.Status) == 0xA700
@@ -177,7 +190,8 @@ def test_a_sender_reads_why_its_instance_was_refused(receiver, head_ct_dir, monk
     assert int(not_dicom.Status) == 0xC210 and str(not_dicom.ErrorComment), not_dicom
     assert int(mismatch.Status) == 0xC210
     assert str(mismatch.ErrorComment) == (
-        "SOP Instance UID differs from Affected SOP Instance UID"), mismatch
+        "SOP Instance UID differs from Affected SOP Instance UID"
+    ), mismatch
     assert receiver.count() == 0
 
 
@@ -209,10 +223,12 @@ def test_calling_ae_allow_list(tmp_path, head_ct_dir, storescu):
 
 def test_echo_cli(receiver):
     runner = CliRunner()
-    ok = runner.invoke(cli_app, ["echo", "127.0.0.1", str(receiver.scp.port), "--aet",
-                                 "DICOM_NODE"])
+    ok = runner.invoke(
+        cli_app, ["echo", "127.0.0.1", str(receiver.scp.port), "--aet", "DICOM_NODE"]
+    )
     assert ok.exit_code == 0, ok.output
     assert "status 0x0000" in ok.output
-    closed = subprocess.run([sys.executable, "-m", "dicom_node.cli", "--help"],
-                            capture_output=True, text=True)
+    closed = subprocess.run(
+        [sys.executable, "-m", "dicom_node.cli", "--help"], capture_output=True, text=True
+    )
     assert closed.returncode == 0

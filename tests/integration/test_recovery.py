@@ -34,8 +34,9 @@ def test_spool_and_database_are_reconciled(node, head_ct_dir):
         assert ingest.store(parse_header(data), data, "CT")
     # A crash after the durable write, before the commit: file without row.
     orphan = pydicom.dcmread(files[3])
-    rel = ingest.spool.relative_path(orphan.StudyInstanceUID, orphan.SeriesInstanceUID,
-                                     orphan.SOPInstanceUID)
+    rel = ingest.spool.relative_path(
+        orphan.StudyInstanceUID, orphan.SeriesInstanceUID, orphan.SOPInstanceUID
+    )
     ingest.spool.write(rel, files[3].read_bytes())
     # An unreadable file at a UID path, an interrupted write, and a row whose file is gone.
     bad_rel = rel.parent / "1.2.3.4.5.dcm"

@@ -34,8 +34,9 @@ def node(tmp_path):
     instance.close()
 
 
-def test_release_answered_then_connection_closed_first_is_still_released(node, head_ct_dir,
-                                                                          monkeypatch):
+def test_release_answered_then_connection_closed_first_is_still_released(
+    node, head_ct_dir, monkeypatch
+):
     send_release = ACSE.send_release
 
     def slow_release_response(self, is_response: bool = False) -> None:

@@ -35,8 +35,9 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
 def make_scp(base, **dicom):
-    settings = load_settings(overrides={"storage": {"base_dir": str(base)},
-                                        "dicom": {"port": 0, **dicom}})
+    settings = load_settings(
+        overrides={"storage": {"base_dir": str(base)}, "dicom": {"port": 0, **dicom}}
+    )
     engine = make_engine(settings.storage.url)
     factory = make_session_factory(engine)
     scp = StorageSCP(settings.dicom, InstanceIngest(Spool(settings.storage.spool_path), factory))
@@ -130,8 +131,9 @@ class CountingWatermark(DiskWatermark):
 
 
 def test_the_watermark_reuses_statvfs_within_its_interval_and_bytes():
-    disk = CountingWatermark(10**10, min_free_bytes=10**9, recheck_interval_s=60,
-                             recheck_bytes=10 * 10**6)
+    disk = CountingWatermark(
+        10**10, min_free_bytes=10**9, recheck_interval_s=60, recheck_bytes=10 * 10**6
+    )
     for _ in range(9):
         assert disk.has_room(10**6) == (True, "")
     assert disk.calls == 1  # one statvfs for 9 MB

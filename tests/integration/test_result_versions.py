@@ -58,15 +58,21 @@ class RecordingPacs:
         self.port = free_port()
         ae = AE(ae_title="PACS")
         ae.supported_contexts = AllStoragePresentationContexts
-        self.server = ae.start_server(("127.0.0.1", self.port), block=False,
-                                      evt_handlers=[(evt.EVT_C_STORE, self._store)])
+        self.server = ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)]
+        )
 
     def _store(self, event) -> int:
         ds = event.dataset
         ds.file_meta = event.file_meta
         self.datasets[str(ds.SOPInstanceUID)] = ds
-        self.received.append((str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID),
-                              str(ds.get("SeriesDescription", ""))))
+        self.received.append(
+            (
+                str(ds.SOPInstanceUID),
+                str(ds.SeriesInstanceUID),
+                str(ds.get("SeriesDescription", "")),
+            )
+        )
         return 0x0000
 
     def stop(self) -> None:
@@ -77,13 +83,24 @@ class Harness:
     """Receive, sweep, run and export in-process (what the node's parts do)."""
 
     def __init__(self, base: Path, pacs_port: int) -> None:
-        self.settings = load_settings(overrides={
-            "storage": {"base_dir": str(base)},
-            "series": {"stable_after_s": 0.0, "early_completion": False},
-            "export": {"destinations": [{"name": "pacs", "ae_title": "PACS",
-                                         "host": "127.0.0.1", "port": pacs_port,
-                                         "backoff_initial_s": 1, "backoff_max_s": 2}]},
-        })
+        self.settings = load_settings(
+            overrides={
+                "storage": {"base_dir": str(base)},
+                "series": {"stable_after_s": 0.0, "early_completion": False},
+                "export": {
+                    "destinations": [
+                        {
+                            "name": "pacs",
+                            "ae_title": "PACS",
+                            "host": "127.0.0.1",
+                            "port": pacs_port,
+                            "backoff_initial_s": 1,
+                            "backoff_max_s": 2,
+                        }
+                    ]
+                },
+            }
+        )
         self.engine = make_engine(self.settings.storage.url)
         self.factory = make_session_factory(self.engine)
         self.ingest = InstanceIngest(Spool(self.settings.storage.spool_path), self.factory)
@@ -98,18 +115,32 @@ class Harness:
         sweep_series(self.factory, self.settings)
 
     def run_job(self) -> int | None:
-        return run_one(self.factory, self.executor.execute, self.executor.record,
-                       worker_id="test:w0", settings=self.settings.workers)
+        return run_one(
+            self.factory,
+            self.executor.execute,
+            self.executor.record,
+            worker_id="test:w0",
+            settings=self.settings.workers,
+        )
 
     def export(self) -> dict[str, int]:
-        return deliver_due(self.factory, self.settings.export.destinations,
-                           outbox=self.settings.storage.outbox_path, calling_ae_title="NODE")
+        return deliver_due(
+            self.factory,
+            self.settings.export.destinations,
+            outbox=self.settings.storage.outbox_path,
+            calling_ae_title="NODE",
+        )
 
     def jobs(self, series_uid: str) -> list[Job]:
         with self.factory() as session:
-            return list(session.scalars(
-                select(Job).join(Series).where(Series.series_instance_uid == series_uid)
-                .order_by(Job.id)))
+            return list(
+                session.scalars(
+                    select(Job)
+                    .join(Series)
+                    .where(Series.series_instance_uid == series_uid)
+                    .order_by(Job.id)
+                )
+            )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -134,8 +165,7 @@ def head(head_ct_dir) -> list[pydicom.Dataset]:
     return read_datasets(sorted(head_ct_dir.glob("*.dcm")))
 
 
-def test_late_instances_make_a_second_result_version_and_nothing_is_sent_twice(
-        harness, pacs, head):
+def test_late_instances_make_a_second_result_version_and_nothing_is_sent_twice(harness, pacs, head):
     series = with_new_uids(head, seed=101)
     series_uid = str(series[0].SeriesInstanceUID)
     harness.receive(series[:27])
@@ -179,14 +209,18 @@ def test_late_instances_make_a_second_result_version_and_nothing_is_sent_twice(
         series_by_job.setdefault(by_job[uid], set()).add(series_instance_uid)
     assert not series_by_job[first.id] & series_by_job[second.id]
     assert all("supersedes" not in d for d in descriptions[first.id])
-    assert all(d.endswith("v2, supersedes v1 (not for diagnostic use)") and len(d) <= 64
-               for d in descriptions[second.id]), descriptions[second.id]
+    assert all(
+        d.endswith("v2, supersedes v1 (not for diagnostic use)") and len(d) <= 64
+        for d in descriptions[second.id]
+    ), descriptions[second.id]
     print("\nresult versions: " + " | ".join(sorted(set(descriptions[second.id]))))
     # ... and says so in DICOM: the v2 SR names the v1 SR as its predecessor document, and
     # every v2 object has its own Series Number and the Series Date/Time of version 2.
     kinds = {o.sop_instance_uid: o.kind for o in objects}
-    by_version = {job_id: {kinds[uid]: pacs.datasets[uid] for uid in by_job
-                           if by_job[uid] == job_id} for job_id in (first.id, second.id)}
+    by_version = {
+        job_id: {kinds[uid]: pacs.datasets[uid] for uid in by_job if by_job[uid] == job_id}
+        for job_id in (first.id, second.id)
+    }
     v1_sr, v2_sr = by_version[first.id]["SR"], by_version[second.id]["SR"]
     assert "PredecessorDocumentsSequence" not in v1_sr
     [study] = v2_sr.PredecessorDocumentsSequence
@@ -220,11 +254,16 @@ def test_a_queued_job_is_superseded_when_the_series_changes(harness, head):
     old, new = harness.jobs(series_uid)
     assert (old.state, new.state) == (JobState.CANCELED, JobState.QUEUED)
     with harness.factory() as session:
-        reason = session.scalars(select(StateChange.reason).where(
-            StateChange.entity == "job", StateChange.entity_id == old.id,
-            StateChange.to_state == "CANCELED")).one()
-        dispatched = session.scalars(select(Series.state_reason).where(
-            Series.series_instance_uid == series_uid)).one()
+        reason = session.scalars(
+            select(StateChange.reason).where(
+                StateChange.entity == "job",
+                StateChange.entity_id == old.id,
+                StateChange.to_state == "CANCELED",
+            )
+        ).one()
+        dispatched = session.scalars(
+            select(Series.state_reason).where(Series.series_instance_uid == series_uid)
+        ).one()
     assert reason == f"superseded by job {new.id}: the series changed before it ran"
     assert f"supersedes queued job {old.id}" in dispatched
 
@@ -237,8 +276,9 @@ def test_the_algorithm_version_is_part_of_the_job_identity(harness, head, monkey
 
     def complete_again() -> None:
         with harness.factory.begin() as session:
-            row = session.scalars(select(Series).where(
-                Series.series_instance_uid == series_uid)).one()
+            row = session.scalars(
+                select(Series).where(Series.series_instance_uid == series_uid)
+            ).one()
             set_state(session, row, SeriesState.RECEIVING, reason="test")
             set_state(session, row, SeriesState.COMPLETE, reason="test")
 
@@ -246,13 +286,17 @@ def test_the_algorithm_version_is_part_of_the_job_identity(harness, head, monkey
     harness.sweep()  # same instances, same version: no new job
     [job] = harness.jobs(series_uid)
     with harness.factory() as session:
-        reason = session.scalars(select(Series.state_reason).where(
-            Series.series_instance_uid == series_uid)).one()
+        reason = session.scalars(
+            select(Series.state_reason).where(Series.series_instance_uid == series_uid)
+        ).one()
     assert "already analysed for this instance set" in reason
-    monkeypatch.setattr("dicom_node.jobs.dispatch.algorithm_version",
-                        lambda pipeline, ich_model_dir=None: "99.0.0")
+    monkeypatch.setattr(
+        "dicom_node.jobs.dispatch.algorithm_version", lambda pipeline, ich_model_dir=None: "99.0.0"
+    )
     complete_again()
     harness.sweep()  # a new algorithm version analyses the same instances again
     jobs = harness.jobs(series_uid)
     assert [(j.pipeline_version, j.instance_set_digest) for j in jobs] == [
-        (job.pipeline_version, job.instance_set_digest), ("99.0.0", job.instance_set_digest)]
+        (job.pipeline_version, job.instance_set_digest),
+        ("99.0.0", job.instance_set_digest),
+    ]

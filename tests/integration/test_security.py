@@ -55,15 +55,18 @@ class Node:
     """A Storage SCP with its spool and database."""
 
     def __init__(self, base_dir: Path, **dicom) -> None:
-        self.settings = load_settings(overrides={
-            "storage": {"base_dir": str(base_dir)},
-            "dicom": {"port": 0, "network_timeout_s": 10.0, **dicom},
-        })
+        self.settings = load_settings(
+            overrides={
+                "storage": {"base_dir": str(base_dir)},
+                "dicom": {"port": 0, "network_timeout_s": 10.0, **dicom},
+            }
+        )
         self.engine = make_engine(self.settings.storage.url)
         self.factory = make_session_factory(self.engine)
-        self.scp = StorageSCP(self.settings.dicom,
-                              InstanceIngest(Spool(self.settings.storage.spool_path),
-                                             self.factory))
+        self.scp = StorageSCP(
+            self.settings.dicom,
+            InstanceIngest(Spool(self.settings.storage.spool_path), self.factory),
+        )
 
     def __enter__(self) -> Node:
         self.scp.start()
@@ -94,13 +97,21 @@ def pki(tmp_path_factory) -> Pki:
 
 
 def tls_dicom(pki: Pki, **extra) -> dict:
-    return {"tls": {"enabled": True, "certificate": str(pki.server_cert),
-                    "private_key": str(pki.server_key), "ca_certificates": str(pki.ca),
-                    "require_client_certificate": True, **extra}}
+    return {
+        "tls": {
+            "enabled": True,
+            "certificate": str(pki.server_cert),
+            "private_key": str(pki.server_key),
+            "ca_certificates": str(pki.ca),
+            "require_client_certificate": True,
+            **extra,
+        }
+    }
 
 
-def client_context(pki: Pki, cert: Path | None, key: Path | None, *,
-                   maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+def client_context(
+    pki: Pki, cert: Path | None, key: Path | None, *, maximum: ssl.TLSVersion | None = None
+) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca))
     if maximum is not None:  # an old client: TLS 1.0/1.1 only (deprecated, on purpose)
         with warnings.catch_warnings():
@@ -113,14 +124,23 @@ def client_context(pki: Pki, cert: Path | None, key: Path | None, *,
     return context
 
 
-def store_over(port: int, dataset: pydicom.Dataset, *, tls: ssl.SSLContext | None = None,
-               calling: str = "CT_SCANNER") -> int | None:
+def store_over(
+    port: int,
+    dataset: pydicom.Dataset,
+    *,
+    tls: ssl.SSLContext | None = None,
+    calling: str = "CT_SCANNER",
+) -> int | None:
     """C-STORE one dataset; the status, or None when no association was established."""
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     ae.add_requested_context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", port, ae_title="DICOM_NODE",
-                         tls_args=(tls, "localhost") if tls is not None else None)
+    assoc = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title="DICOM_NODE",
+        tls_args=(tls, "localhost") if tls is not None else None,
+    )
     if not assoc.is_established:
         return None
     try:
@@ -147,8 +167,9 @@ def test_source_address_allow_list(tmp_path, head_ct_dir, storescu):
 def test_called_and_calling_ae_titles_are_checked(tmp_path, head_ct_dir, storescu):
     file = [head_ct_dir / "04.dcm"]
     with Node(tmp_path / "n", allowed_calling_ae_titles=["CT_SCANNER"]) as node:
-        wrong_called = run_storescu(storescu, node.scp.port, file, calling="CT_SCANNER",
-                                    called="SOMEONE_ELSE")
+        wrong_called = run_storescu(
+            storescu, node.scp.port, file, calling="CT_SCANNER", called="SOMEONE_ELSE"
+        )
         unknown_calling = run_storescu(storescu, node.scp.port, file, calling="INTRUDER")
         assert wrong_called.returncode != 0 and unknown_calling.returncode != 0
         assert node.count() == 0
@@ -176,8 +197,7 @@ def test_tls_scp_with_mutual_authentication(tmp_path, head_ct_dir, pki):
         assert store_over(port, dataset, tls=untrusted) is None
         assert store_over(port, dataset, tls=client_context(pki, None, None)) is None
         assert store_over(port, dataset) is None  # plain TCP to the TLS port
-        old = client_context(pki, pki.client_cert, pki.client_key,
-                             maximum=ssl.TLSVersion.TLSv1_1)
+        old = client_context(pki, pki.client_cert, pki.client_key, maximum=ssl.TLSVersion.TLSv1_1)
         assert store_over(port, dataset, tls=old) is None
         # Still serving after the refusals.
         assert store_over(port, dataset, tls=trusted) == 0x0000
@@ -197,28 +217,63 @@ def test_dcmtk_storescu_over_tls(tmp_path, head_ct_dir, pki, storescu):
         env = dict(os.environ, TCP_NODELAY="1")
         base = [storescu, "-aet", "CT_SCANNER", "-aec", "DICOM_NODE"]
         ok = subprocess.run(
-            [*base, "+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca),
-             "127.0.0.1", str(node.scp.port), str(head_ct_dir / "07.dcm")],
-            capture_output=True, text=True, timeout=60, env=env)
+            [
+                *base,
+                "+tls",
+                str(pki.client_key),
+                str(pki.client_cert),
+                "+cf",
+                str(pki.ca),
+                "127.0.0.1",
+                str(node.scp.port),
+                str(head_ct_dir / "07.dcm"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
         assert ok.returncode == 0, ok.stdout + ok.stderr
         rogue = subprocess.run(
-            [*base, "+tls", str(pki.rogue_client_key), str(pki.rogue_client_cert), "+cf",
-             str(pki.ca), "127.0.0.1", str(node.scp.port), str(head_ct_dir / "08.dcm")],
-            capture_output=True, text=True, timeout=60, env=env)
+            [
+                *base,
+                "+tls",
+                str(pki.rogue_client_key),
+                str(pki.rogue_client_cert),
+                "+cf",
+                str(pki.ca),
+                "127.0.0.1",
+                str(node.scp.port),
+                str(head_ct_dir / "08.dcm"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
         assert rogue.returncode != 0
         assert node.count() == 1
 
 
 def test_tls_configuration_errors_stop_the_start(tmp_path):
-    settings = load_settings(overrides={
-        "storage": {"base_dir": str(tmp_path)},
-        "dicom": {"tls": {"enabled": True, "certificate": str(tmp_path / "missing.crt"),
-                          "private_key": str(tmp_path / "missing.key")}},
-    })
+    settings = load_settings(
+        overrides={
+            "storage": {"base_dir": str(tmp_path)},
+            "dicom": {
+                "tls": {
+                    "enabled": True,
+                    "certificate": str(tmp_path / "missing.crt"),
+                    "private_key": str(tmp_path / "missing.key"),
+                }
+            },
+        }
+    )
     engine = make_engine(settings.storage.url)
     with pytest.raises(ConfigurationError, match="missing.crt"):
-        StorageSCP(settings.dicom, InstanceIngest(Spool(settings.storage.spool_path),
-                                                  make_session_factory(engine)))
+        StorageSCP(
+            settings.dicom,
+            InstanceIngest(Spool(settings.storage.spool_path), make_session_factory(engine)),
+        )
     engine.dispose()
 
 
@@ -234,9 +289,12 @@ class TlsPacs:
         context.verify_mode = ssl.CERT_REQUIRED
         ae = AE(ae_title="TLSPACS")
         ae.add_supported_context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)
-        self.server = ae.start_server(("127.0.0.1", self.port), block=False,
-                                      ssl_context=context,
-                                      evt_handlers=[(evt.EVT_C_STORE, self._store)])
+        self.server = ae.start_server(
+            ("127.0.0.1", self.port),
+            block=False,
+            ssl_context=context,
+            evt_handlers=[(evt.EVT_C_STORE, self._store)],
+        )
 
     def _store(self, event) -> int:
         self.received.append(str(event.request.AffectedSOPInstanceUID))
@@ -260,16 +318,27 @@ def test_exporter_delivers_over_tls_and_audits(tmp_path, head_ct_dir, pki):
     try:
         identity = {"certificate": str(pki.client_cert), "private_key": str(pki.client_key)}
         good = Destination(
-            name="pacs", ae_title="TLSPACS", host="127.0.0.1", port=pacs.port,
-            tls=TlsSettings(enabled=True, ca_certificates=pki.ca, server_hostname="localhost",
-                            **identity))
+            name="pacs",
+            ae_title="TLSPACS",
+            host="127.0.0.1",
+            port=pacs.port,
+            tls=TlsSettings(
+                enabled=True, ca_certificates=pki.ca, server_hostname="localhost", **identity
+            ),
+        )
         # Trusts only the rogue CA: the PACS certificate does not verify.
         bad = Destination(
-            name="untrusting", ae_title="TLSPACS", host="127.0.0.1", port=pacs.port,
-            tls=TlsSettings(enabled=True, ca_certificates=pki.rogue_ca,
-                            server_hostname="localhost", **identity))
-        counts = deliver_due(factory, [good, bad], outbox=outbox, calling_ae_title="NODE",
-                             audit=audit)
+            name="untrusting",
+            ae_title="TLSPACS",
+            host="127.0.0.1",
+            port=pacs.port,
+            tls=TlsSettings(
+                enabled=True, ca_certificates=pki.rogue_ca, server_hostname="localhost", **identity
+            ),
+        )
+        counts = deliver_due(
+            factory, [good, bad], outbox=outbox, calling_ae_title="NODE", audit=audit
+        )
     finally:
         pacs.stop()
     assert counts == {"SENT": 1, "RETRYING": 1}
@@ -279,8 +348,9 @@ def test_exporter_delivers_over_tls_and_audits(tmp_path, head_ct_dir, pki):
         records = list(session.scalars(select(AuditEvent).order_by(AuditEvent.id)))
     assert states["pacs"][0] == DeliveryState.SENT
     assert states["untrusting"][0] == DeliveryState.RETRYING
-    outcomes = {r.destination: (r.direction, r.outcome, r.instances, r.tls_version)
-                for r in records}
+    outcomes = {
+        r.destination: (r.direction, r.outcome, r.instances, r.tls_version) for r in records
+    }
     assert outcomes["pacs"] == ("out", "SENT", 1, "TLS>=TLSv1.2")
     assert outcomes["untrusting"][:3] == ("out", "FAILED", 0)
     engine.dispose()

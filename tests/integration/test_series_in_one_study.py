@@ -48,7 +48,8 @@ def test_a_second_study_reusing_a_series_uid_is_refused(tmp_path, head_ct_dir, s
             assert "another study" in str(status.ErrorComment), status.ErrorComment
         with node.factory() as session:
             studies = session.scalars(
-                select(Study.study_instance_uid).join(Series).join(Instance)).all()
+                select(Study.study_instance_uid).join(Series).join(Instance)
+            ).all()
         assert set(studies) == {str(first[0].StudyInstanceUID)}
         assert node.count() == 4
         node.check_spool_and_database_agree()

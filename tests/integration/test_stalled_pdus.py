@@ -56,8 +56,11 @@ def echo(port: int, source: str = "127.0.0.1") -> int | None:
         assoc.release()
 
 
-@pytest.mark.parametrize("payload", [b"\x01", b"\x01\x00\x00", PARTIAL_ASSOCIATE_RQ],
-                         ids=["1 byte", "3 bytes", "header and part of the body"])
+@pytest.mark.parametrize(
+    "payload",
+    [b"\x01", b"\x01\x00\x00", PARTIAL_ASSOCIATE_RQ],
+    ids=["1 byte", "3 bytes", "header and part of the body"],
+)
 def test_a_partial_pdu_before_association_is_cut_at_the_timeout(node, payload):
     sock = socket.create_connection(("127.0.0.1", node.scp.port))
     try:

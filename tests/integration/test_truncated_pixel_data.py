@@ -62,7 +62,8 @@ def test_truncated_pixel_data_is_refused_and_the_rest_of_the_series_is_stored(no
         for index, ds in enumerate(series):
             raw = bad.get(index, encoded[index])
             responses[index] = send_raw_c_store_response(
-                assoc, CT_IMAGE_STORAGE, str(ds.SOPInstanceUID), raw)
+                assoc, CT_IMAGE_STORAGE, str(ds.SOPInstanceUID), raw
+            )
         assert assoc.is_established, "one bad slice must not end the association"
     finally:
         assoc.release()

@@ -32,7 +32,12 @@ def run_analyze(*args: str, cwd: Path, env: dict[str, str] | None = None):
     environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "dicom_node.cli", "analyze", *args],
-        capture_output=True, text=True, timeout=600, cwd=cwd, env=environment, check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=environment,
+        check=False,
     )
 
 
@@ -62,15 +67,17 @@ def _check_files(report: dict, dciodvfy: str) -> dict[str, list[Path]]:
 
 def test_analyze_ge_head_folder_json(head_ct_dir, ge_volume, tmp_path, dciodvfy):
     out = tmp_path / "results"
-    done = run_analyze(str(head_ct_dir), "--pipeline", "ich-baseline", "--json",
-                       "--out", str(out), cwd=tmp_path)
+    done = run_analyze(
+        str(head_ct_dir), "--pipeline", "ich-baseline", "--json", "--out", str(out), cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["status"] == "analysed" and report["not_analysable"] is None
     assert report["input"]["kind"] == "dicom" and report["input"]["instances"] == 28
     assert report["input"]["series_instance_uid"] == ge_volume.series_instance_uid
     assert report["frame_of_reference"] == {
-        "uid": ge_volume.frame_of_reference_uid, "derived": False
+        "uid": ge_volume.frame_of_reference_uid,
+        "derived": False,
     }
     assert report["algorithm"]["name"] == "ich-baseline"
     (finding,) = report["findings"]
@@ -99,8 +106,9 @@ def _write_nifti_like_dcm2niix(volume: CTVolume, path: Path, *, scaled: bool) ->
     lps[:3, 0] = volume.row_direction * volume.pixel_spacing_mm[1]
     lps[:3, 1] = -volume.column_direction * volume.pixel_spacing_mm[0]  # rows flipped
     lps[:3, 2] = volume.mean_slice_step_mm
-    lps[:3, 3] = volume.image_positions_mm[0] + (rows - 1) * volume.column_direction * (
-        volume.pixel_spacing_mm[0]
+    lps[:3, 3] = (
+        volume.image_positions_mm[0]
+        + (rows - 1) * volume.column_direction * (volume.pixel_spacing_mm[0])
     )
     ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
     data = volume.hu.transpose(2, 1, 0)[:, ::-1, :]  # (i, j, k)
@@ -143,8 +151,15 @@ def test_nifti_conversion_keeps_voxels_and_geometry(ge_volume, tmp_path):
 def test_analyze_nifti_references_the_converted_frames(ge_volume, tmp_path, dciodvfy):
     path = tmp_path / "head.nii.gz"
     _write_nifti_like_dcm2niix(ge_volume, path, scaled=False)
-    done = run_analyze(str(path), "--pipeline", "ich-baseline", "--json",
-                       "--out", str(tmp_path / "out"), cwd=tmp_path)
+    done = run_analyze(
+        str(path),
+        "--pipeline",
+        "ich-baseline",
+        "--json",
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["status"] == "analysed", report["not_analysable"]
@@ -157,20 +172,26 @@ def test_analyze_nifti_references_the_converted_frames(ge_volume, tmp_path, dcio
     assert series_item.SeriesInstanceUID == report["input"]["series_instance_uid"]
     referenced = _referenced_sop_uids(seg)
     assert len(set(referenced)) == 28
-    assert set(referenced) == {i.ReferencedSOPInstanceUID
-                               for i in series_item.ReferencedInstanceSequence}
+    assert set(referenced) == {
+        i.ReferencedSOPInstanceUID for i in series_item.ReferencedInstanceSequence
+    }
     assert seg.FrameOfReferenceUID == report["frame_of_reference"]["uid"]
     # The frames lie where the source's first and last slices lie (the NIfTI has their affine).
-    positions = np.array([
-        [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
-        for item in seg.PerFrameFunctionalGroupsSequence
-    ])
+    positions = np.array(
+        [
+            [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+            for item in seg.PerFrameFunctionalGroupsSequence
+        ]
+    )
     positions = positions[np.argsort(positions @ ge_volume.normal)]
     np.testing.assert_allclose(positions[[0, -1]], ge_volume.image_positions_mm[[0, -1]], atol=1e-3)
     sr = hd.sr.srread(files["SR"][0])
-    evidence = {i.ReferencedSOPInstanceUID
-                for s in sr.CurrentRequestedProcedureEvidenceSequence
-                for r in s.ReferencedSeriesSequence for i in r.ReferencedSOPSequence}
+    evidence = {
+        i.ReferencedSOPInstanceUID
+        for s in sr.CurrentRequestedProcedureEvidenceSequence
+        for r in s.ReferencedSeriesSequence
+        for i in r.ReferencedSOPSequence
+    }
     assert set(referenced) | {seg.SOPInstanceUID} == evidence
 
 
@@ -178,8 +199,11 @@ def test_analyze_nifti_references_the_converted_frames(ge_volume, tmp_path, dcio
     ("env", "gate", "reason"),
     [
         ({}, "slice_count", "too few slices: 1, at least 10 needed"),
-        ({"DICOM_NODE_QUALITY__ENABLED": "false"}, "volume",
-         "rule 'at least 3 slices' broken: series has 1"),
+        (
+            {"DICOM_NODE_QUALITY__ENABLED": "false"},
+            "volume",
+            "rule 'at least 3 slices' broken: series has 1",
+        ),
     ],
 )
 def test_analyze_one_slice_is_not_analysable(head_ct_dir, tmp_path, dciodvfy, env, gate, reason):
@@ -232,8 +256,9 @@ def test_analyze_folder_with_two_series_lists_them(head_ct_dir, shared_data, tmp
     done = run_analyze(str(folder), "--pipeline", "ich-baseline", cwd=tmp_path)
     assert done.returncode == 2
     assert "holds 2 series" in done.stderr and all(uid in done.stderr for uid in uids)
-    chosen = run_analyze(str(folder), "--pipeline", "ich-baseline", "--json",
-                         "--series-uid", uids[0], cwd=tmp_path)
+    chosen = run_analyze(
+        str(folder), "--pipeline", "ich-baseline", "--json", "--series-uid", uids[0], cwd=tmp_path
+    )
     assert chosen.returncode == 0, chosen.stderr
     report = json.loads(chosen.stdout)
     assert report["input"]["series_instance_uid"] == uids[0]

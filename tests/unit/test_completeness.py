@@ -106,19 +106,28 @@ def add_series(session, uid: str, positions, *, calling="CT", carriers=None, iia
     session.flush()
     carriers = carriers or [add_association(session, calling)]
     for i, position in enumerate(positions):
-        session.add(Instance(
-            series_id=series.id, sop_instance_uid=f"{uid}.{i + 1}", sop_class_uid="1.2",
-            transfer_syntax_uid="1.2", path="x", size_bytes=1, calling_ae_title=calling,
-            slice_position_mm=position, images_in_acquisition=iia,
-            association_id=carriers[i % len(carriers)].id,
-        ))
+        session.add(
+            Instance(
+                series_id=series.id,
+                sop_instance_uid=f"{uid}.{i + 1}",
+                sop_class_uid="1.2",
+                transfer_syntax_uid="1.2",
+                path="x",
+                size_bytes=1,
+                calling_ae_title=calling,
+                slice_position_mm=position,
+                images_in_acquisition=iia,
+                association_id=carriers[i % len(carriers)].id,
+            )
+        )
     return series
 
 
 def add_association(session, calling="CT", *, closed_s_ago=5.0, outcome="RELEASED"):
     now = utcnow()
     row = Association(
-        calling_ae_title=calling, opened_at=now - timedelta(seconds=60),
+        calling_ae_title=calling,
+        opened_at=now - timedelta(seconds=60),
         closed_at=None if closed_s_ago is None else now - timedelta(seconds=closed_s_ago),
         outcome=None if outcome is None else AssociationOutcome(outcome),
     )
@@ -129,9 +138,12 @@ def add_association(session, calling="CT", *, closed_s_ago=5.0, outcome="RELEASE
 
 def proven(factory, grace_s=2.0, across_associations=True):
     with factory.begin() as session:
-        return [s.series_instance_uid
-                for s in mark_proven_series_complete(session, release_grace_s=grace_s,
-                                                     across_associations=across_associations)]
+        return [
+            s.series_instance_uid
+            for s in mark_proven_series_complete(
+                session, release_grace_s=grace_s, across_associations=across_associations
+            )
+        ]
 
 
 EVEN = [5.0 * i for i in range(28)]
@@ -145,9 +157,11 @@ def test_released_even_stack_completes_with_its_basis(factory):
         series = session.scalars(select(Series)).one()
         assert series.state == SeriesState.COMPLETE
         assert series.completion_basis.startswith(
-            "geometry: 28 slices, even 5.000 mm steps; 1 association(s) released, the last 5.")
-        change = session.scalars(select(StateChange).where(
-            StateChange.to_state == "COMPLETE")).one()
+            "geometry: 28 slices, even 5.000 mm steps; 1 association(s) released, the last 5."
+        )
+        change = session.scalars(
+            select(StateChange).where(StateChange.to_state == "COMPLETE")
+        ).one()
         assert change.reason == series.completion_basis
 
 
@@ -200,8 +214,11 @@ def test_uneven_stack_waits_unless_images_in_acquisition_proves_it(factory, head
         add_series(session, "1.2.3.3", ge[:20], iia=28)
     assert proven(factory) == ["1.2.3.2"]
     with factory() as session:
-        basis = session.scalars(select(Series).where(
-            Series.series_instance_uid == "1.2.3.2")).one().completion_basis
+        basis = (
+            session.scalars(select(Series).where(Series.series_instance_uid == "1.2.3.2"))
+            .one()
+            .completion_basis
+        )
     assert basis.startswith("ImagesInAcquisition: 28 of 28 instances received")
 
 

@@ -29,7 +29,7 @@ def test_example_config_parses_and_overrides(monkeypatch):
 
 def test_environment_overrides_file(tmp_path, monkeypatch):
     path = tmp_path / "node.toml"
-    path.write_text('[dicom]\nport = 4000\n[series]\nstable_after_s = 3.5\n')
+    path.write_text("[dicom]\nport = 4000\n[series]\nstable_after_s = 3.5\n")
     monkeypatch.setenv("DICOM_NODE_DICOM__PORT", "4100")
     settings = load_settings(path)
     assert settings.dicom.port == 4100

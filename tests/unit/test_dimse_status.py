@@ -13,8 +13,9 @@ def test_success_and_warnings_mean_stored(status):
     assert stored_by_peer(status)
 
 
-@pytest.mark.parametrize("status", [0xA700, 0xA900, 0xC000, 0xC210, 0x0122, 0x0211, 0xFE00,
-                                    0xFF00, 0x1234])
+@pytest.mark.parametrize(
+    "status", [0xA700, 0xA900, 0xC000, 0xC210, 0x0122, 0x0211, 0xFE00, 0xFF00, 0x1234]
+)
 def test_failures_cancel_pending_and_unknown_mean_not_stored(status):
     assert not stored_by_peer(status)
 

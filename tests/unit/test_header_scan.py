@@ -21,9 +21,9 @@ from dicom_node.receive.header import file_meta_information, parse_header, scan_
 
 def dicom_files(root: Path) -> list[Path]:
     return sorted(
-        p for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix not in (".nrrd", ".jpg", ".png", ".txt", ".md", ".json", ".csv")
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix not in (".nrrd", ".jpg", ".png", ".txt", ".md", ".json", ".csv")
     )
 
 
@@ -49,8 +49,12 @@ def encode(ds: pydicom.Dataset, syntax: str) -> bytes:
     ds = copy.deepcopy(ds)
     ds.file_meta.TransferSyntaxUID = syntax
     buffer = BytesIO()
-    ds.save_as(buffer, implicit_vr=syntax == ImplicitVRLittleEndian, little_endian=True,
-               enforce_file_format=True)
+    ds.save_as(
+        buffer,
+        implicit_vr=syntax == ImplicitVRLittleEndian,
+        little_endian=True,
+        enforce_file_format=True,
+    )
     return buffer.getvalue()
 
 
@@ -92,7 +96,13 @@ def test_file_meta_is_byte_identical_to_pynetdicoms():
         meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
         meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
         expected = b"\x00" * 128 + b"DICM" + encode_file_meta(meta)
-        assert file_meta_information(
-            "1.2.840.10008.5.1.4.1.1.2", sop_instance_uid, ImplicitVRLittleEndian,
-            PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION,
-        ) == expected
+        assert (
+            file_meta_information(
+                "1.2.840.10008.5.1.4.1.1.2",
+                sop_instance_uid,
+                ImplicitVRLittleEndian,
+                PYNETDICOM_IMPLEMENTATION_UID,
+                PYNETDICOM_IMPLEMENTATION_VERSION,
+            )
+            == expected
+        )

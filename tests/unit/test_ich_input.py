@@ -126,12 +126,17 @@ def test_downsampled_volume_keeps_the_exact_pixel_centres(head):
     assert small.shape == (head.shape[0], head.shape[1] // 2, head.shape[2] // 2)
     assert small.pixel_spacing_mm == pytest.approx(tuple(2 * v for v in head.pixel_spacing_mm))
     k = 5
+
     # new pixel (row 3, column 7) is the mean of source rows 6-7 and columns 14-15
     def centre(volume, row, col):
-        return (volume.image_positions_mm[k] + volume.row_direction * col
-                * volume.pixel_spacing_mm[1] + volume.column_direction * row
-                * volume.pixel_spacing_mm[0])
+        return (
+            volume.image_positions_mm[k]
+            + volume.row_direction * col * volume.pixel_spacing_mm[1]
+            + volume.column_direction * row * volume.pixel_spacing_mm[0]
+        )
+
     expected = np.mean([centre(head, r, c) for r in (6, 7) for c in (14, 15)], axis=0)
     assert centre(small, 3, 7) == pytest.approx(expected, abs=1e-6)
     assert small.hu[k, 3, 7] == pytest.approx(
-        np.maximum(head.hu[k, 6:8, 14:16], -1024).mean(), abs=1e-3)
+        np.maximum(head.hu[k, 6:8, 14:16], -1024).mean(), abs=1e-3
+    )

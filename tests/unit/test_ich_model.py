@@ -89,10 +89,11 @@ def _fake_package(tmp_path, labels=ICH_SUBTYPES):
 
     (tmp_path / "model.keras").write_bytes(b"weights")
     manifest = {
-        "name": "ich-test", "version": "0.0.1", "input": IchInputSpec().to_manifest(),
+        "name": "ich-test",
+        "version": "0.0.1",
+        "input": IchInputSpec().to_manifest(),
         "labels": [{"value": i, "finding": s} for i, s in enumerate(labels, 1)],
-        "detection": {"any_ich_threshold": 0.5, "min_volume_ml": 0.05,
-                      "min_component_ml": 0.02},
+        "detection": {"any_ich_threshold": 0.5, "min_volume_ml": 0.05, "min_component_ml": 0.02},
         "weights_sha256": sha256_file(tmp_path / "model.keras"),
     }
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
@@ -167,9 +168,17 @@ def test_train_evaluate_and_reload_a_tiny_model(tmp_path, head_ct_dir):
     from dicom_node.training.train_ich import IchTrainingConfig, train_ich
 
     config = IchTrainingConfig(
-        base_dir=head_ct_dir, output_dir=tmp_path / "pkg", work_dir=tmp_path / "work",
-        version="0.0.1-test", train_cases=4, validation_cases=4, epochs=1, steps_per_epoch=2,
-        batch_size=2, processes=1, filters=(4, 8, 16, 32),
+        base_dir=head_ct_dir,
+        output_dir=tmp_path / "pkg",
+        work_dir=tmp_path / "work",
+        version="0.0.1-test",
+        train_cases=4,
+        validation_cases=4,
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=2,
+        processes=1,
+        filters=(4, 8, 16, 32),
     )
     package_dir = train_ich(config)
     manifest = json.loads((package_dir / "manifest.json").read_text())
@@ -190,8 +199,9 @@ def test_train_evaluate_and_reload_a_tiny_model(tmp_path, head_ct_dir):
     assert result.findings and result.algorithm.version == "0.0.1-test"
     assert result.findings[0].mask.shape == (28, 512, 512)
 
-    report = evaluate_ich(package_dir, head_ct_dir, cases=4, processes=1,
-                          report_path=tmp_path / "report")
+    report = evaluate_ich(
+        package_dir, head_ct_dir, cases=4, processes=1, report_path=tmp_path / "report"
+    )
     assert report["summary"]["cases"] == 4
     assert set(report["per_subtype"]) == set(ICH_SUBTYPES)
     assert (tmp_path / "report.md").read_text().startswith("# ICH model evaluation")

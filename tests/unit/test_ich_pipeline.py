@@ -79,8 +79,9 @@ def test_an_inserted_parenchymal_bleed_is_found_on_the_source_grid(pipeline, hea
 
 
 @pytest.mark.parametrize("subtype", ["subdural hemorrhage", "intraventricular hemorrhage"])
-def test_a_generated_full_resolution_subtype_is_reported_as_that_subtype(pipeline, head_ct_dir,
-                                                                         subtype):
+def test_a_generated_full_resolution_subtype_is_reported_as_that_subtype(
+    pipeline, head_ct_dir, subtype
+):
     from dicom_node.training.anatomy import derive_anatomy
     from dicom_node.training.ich_data import load_base_volume
     from dicom_node.training.lesions import make_case
@@ -121,8 +122,11 @@ def test_the_model_file_gives_the_same_predictions_on_jax_and_tensorflow(tmp_pat
     for name in ("tensorflow", backend):
         path = tmp_path / f"{name}.npy"
         done = subprocess.run(
-            [sys.executable, "-c", _BACKEND_SCRIPT, str(path)], capture_output=True, text=True,
-            env={**os.environ, "KERAS_BACKEND": name}, timeout=300,
+            [sys.executable, "-c", _BACKEND_SCRIPT, str(path)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "KERAS_BACKEND": name},
+            timeout=300,
         )
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.strip().splitlines()[-1] == name

@@ -88,7 +88,7 @@ def test_a_named_contrast_agent_or_enhanced_vessels_are_refused(head):
     r0, c0 = int(rows.mean()), int(cols.mean())
     for k in range(10, 20):
         for dr in range(-60, 60, 20):
-            hu[k, r0 + dr - 3:r0 + dr + 3, c0 - 60:c0 + 60] = 300.0
+            hu[k, r0 + dr - 3 : r0 + dr + 3, c0 - 60 : c0 + 60] = 300.0
     with pytest.raises(NotAnalysableError) as err:
         _check(dataclasses.replace(head, hu=hu))
     assert err.value.gate == "contrast"
@@ -98,8 +98,12 @@ def _blank_rules(head, blood, hu=None, enabled=("intracranial",)):
     hu = head.hu if hu is None else hu
     cavity = cranial_cavity(hu, head.pixel_spacing_mm)
     return apply_blood_rules(
-        blood, hu, slab_of_slice=np.arange(head.shape[0]), cavity=cavity,
-        pixel_spacing_mm=head.pixel_spacing_mm, voxel_volume_ml=head.voxel_volume_ml,
+        blood,
+        hu,
+        slab_of_slice=np.arange(head.shape[0]),
+        cavity=cavity,
+        pixel_spacing_mm=head.pixel_spacing_mm,
+        voxel_volume_ml=head.voxel_volume_ml,
         settings=BloodRuleSettings(enabled=enabled),
     )
 
@@ -120,14 +124,14 @@ def test_the_density_rule_keeps_blood_and_drops_bone_and_brain(head):
     k = 16
     rows, cols = np.nonzero(cavity[k])
     r, c = int(rows.mean()), int(cols.mean())
-    hu[k, r - 10:r + 10, c - 30:c - 10] = 70.0   # acute blood
-    hu[k, r - 10:r + 10, c + 10:c + 30] = 300.0  # calcification
+    hu[k, r - 10 : r + 10, c - 30 : c - 10] = 70.0  # acute blood
+    hu[k, r - 10 : r + 10, c + 10 : c + 30] = 300.0  # calcification
     blood = np.zeros(head.shape, dtype=bool)
-    blood[k, r - 8:r + 8, c - 28:c - 12] = True
-    blood[k, r - 8:r + 8, c + 12:c + 28] = True
+    blood[k, r - 8 : r + 8, c - 28 : c - 12] = True
+    blood[k, r - 8 : r + 8, c + 12 : c + 28] = True
     kept, _ = _blank_rules(head, blood, hu, ("density",))
-    assert kept[k, r - 8:r + 8, c - 28:c - 12].all()
-    assert not kept[k, r - 8:r + 8, c + 12:c + 28].any()
+    assert kept[k, r - 8 : r + 8, c - 28 : c - 12].all()
+    assert not kept[k, r - 8 : r + 8, c + 12 : c + 28].any()
 
 
 def test_a_pineal_calcification_is_recognised_and_its_halo_is_not_blood(head):
@@ -138,7 +142,7 @@ def test_a_pineal_calcification_is_recognised_and_its_halo_is_not_blood(head):
     rows = np.flatnonzero(cavity.cavity[k].any(axis=1))
     r = int(rows.min() + 0.62 * (rows.max() - rows.min()))
     c = int(round(line.slope * r + line.intercept))
-    rr, cc = np.mgrid[0:hu.shape[1], 0:hu.shape[2]]
+    rr, cc = np.mgrid[0 : hu.shape[1], 0 : hu.shape[2]]
     distance_mm = np.hypot((rr - r) * head.pixel_spacing_mm[0], (cc - c) * head.pixel_spacing_mm[1])
     focus = ndimage.gaussian_filter(np.clip(3.0 - distance_mm, 0, 1), 1.5)
     hu[k] = hu[k] * (1 - focus) + 250.0 * focus
@@ -168,7 +172,7 @@ def test_calcification_sites_follow_their_anatomy():
 def test_the_dural_rule_drops_a_thin_falx_and_keeps_a_parafalcine_collection(head):
     cavity = cranial_cavity(head.hu, head.pixel_spacing_mm)
     line = fit_midsagittal_line(cavity.cavity, head.pixel_spacing_mm)
-    rr, cc = np.mgrid[0:head.shape[1], 0:head.shape[2]]
+    rr, cc = np.mgrid[0 : head.shape[1], 0 : head.shape[2]]
     offset = line.distance_mm(rr, cc)
     k = 20
     inside = cavity.cavity[k]

@@ -51,7 +51,11 @@ def test_the_shipped_model_is_the_region_rule_release(pipeline):
     assert pipeline.package.series_rule == "region"
     assert pipeline.package.blood_rules is not None
     assert set(pipeline.package.blood_rules.enabled) == {
-        "intracranial", "density", "calcification", "dural"}
+        "intracranial",
+        "density",
+        "calcification",
+        "dural",
+    }
     assert pipeline.package.spec.slab_thickness_mm == 5.0
 
 
@@ -64,8 +68,9 @@ def test_the_normal_ge_head_is_negative(pipeline, ge_head):
 
 @pytest.mark.parametrize("series", ["S2010", "S2020"])
 def test_the_head_phantom_is_never_positive_and_says_why(pipeline, shared_data, series):
-    files = sorted(p for p in (shared_data / "head-phantom-philips" / series).iterdir()
-                   if p.is_file())
+    files = sorted(
+        p for p in (shared_data / "head-phantom-philips" / series).iterdir() if p.is_file()
+    )
     volume = load_ct_volume(read_datasets(files))
     with pytest.raises(NotAnalysableError) as err:
         pipeline.run(volume)
@@ -82,10 +87,11 @@ def test_a_zero_filled_copy_of_the_ge_head_is_not_analysable(pipeline, ge_head):
     assert err.value.gate in ("hu_scale", "background", "skull")
 
 
-def _draw_focus(hu: np.ndarray, k: int, r: float, c: float, spacing, radius_mm: float,
-                peak_hu: float) -> np.ndarray:
+def _draw_focus(
+    hu: np.ndarray, k: int, r: float, c: float, spacing, radius_mm: float, peak_hu: float
+) -> np.ndarray:
     """Blend a round calcified focus into slice ``k``; return its (rows, cols) footprint."""
-    rr, cc = np.mgrid[0:hu.shape[1], 0:hu.shape[2]]
+    rr, cc = np.mgrid[0 : hu.shape[1], 0 : hu.shape[2]]
     distance_mm = np.hypot((rr - r) * spacing[0], (cc - c) * spacing[1])
     focus = ndimage.gaussian_filter(np.clip(radius_mm - distance_mm, 0, 1), 1.5)
     hu[k] = hu[k] * (1 - focus) + peak_hu * focus
@@ -104,8 +110,9 @@ def test_inserted_pineal_and_choroid_calcifications_are_not_called_blood(pipelin
         c = line.slope * r + line.intercept
         near[k] |= _draw_focus(hu, k, r, c, spacing, 3.0, 260.0)  # pineal gland
         for side in (-1, 1):  # choroid plexus of the lateral ventricles' trigones
-            near[k] |= _draw_focus(hu, k, r - 6.0 / spacing[0], c + side * 26.0 / spacing[1],
-                                   spacing, 2.5, 200.0)
+            near[k] |= _draw_focus(
+                hu, k, r - 6.0 / spacing[0], c + side * 26.0 / spacing[1], spacing, 2.5, 200.0
+            )
     result = pipeline.run(dataclasses.replace(ge_head, hu=hu))
     assert _present(result) == {}, result.details["regions"][:3]
     found = result.details["blood_rules"]["calcifications"]
@@ -124,11 +131,16 @@ def test_cq500_is_positive_with_subarachnoid_blood(cq500_result):
     assert cq500_result.details["series_score"] >= cq500_result.details["threshold"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known miss of 1.1.0 and 1.2.0: all three readers saw intraparenchymal blood, the model "
-    "reports none. 1.0.1 with the same rules reported 8.1 mL, but its mask lay on the tentorium, "
-    "straight sinus and posterior falx (docs/ich-model.md). If this passes, look at where "
-    "the mask lies before removing the mark."))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "known miss of 1.1.0 and 1.2.0: all three readers saw intraparenchymal blood, the model "
+        "reports none. 1.0.1 with the same rules reported 8.1 mL, but its mask lay on the "
+        "tentorium, "
+        "straight sinus and posterior falx (docs/ich-model.md). If this passes, look at where "
+        "the mask lies before removing the mark."
+    ),
+)
 def test_cq500_intraparenchymal_blood_is_found(cq500_result):
     assert "intraparenchymal hemorrhage" in _present(cq500_result), cq500_result.details["regions"]
 
@@ -145,8 +157,9 @@ def test_cq500_is_read_on_slabs_and_its_masks_cover_the_source_frames(cq500_resu
     assert slabs["model_slices"] < 60  # 0.625 mm slices averaged into ~5 mm slabs
     for finding in cq500_result.findings:
         assert finding.mask.shape == (238, 512, 512)
-    marked = np.flatnonzero(np.any([f.mask.any(axis=(1, 2)) for f in cq500_result.findings],
-                                   axis=0))
+    marked = np.flatnonzero(
+        np.any([f.mask.any(axis=(1, 2)) for f in cq500_result.findings], axis=0)
+    )
     # A slab's mask lands on every source frame of it, so blood spans several frames.
     assert marked.size >= 8
 

@@ -175,7 +175,8 @@ def test_only_the_composition_root_and_the_cli_import_the_app_and_the_web():
 @pytest.mark.parametrize("framework", sorted(CONFINED))
 def test_frameworks_are_imported_only_where_the_design_allows(framework):
     outside = [
-        site for part, top, site in THIRD_PARTY
+        site
+        for part, top, site in THIRD_PARTY
         if top == framework and part not in CONFINED[framework]
     ]
     assert not outside, f"{framework} imported outside {sorted(CONFINED[framework])}: {outside}"

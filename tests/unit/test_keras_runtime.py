@@ -32,8 +32,14 @@ def run(show: bool) -> list[str]:
     env.pop(SHOW_FRAMEWORK_LOGS_ENV, None)
     if show:
         env[SHOW_FRAMEWORK_LOGS_ENV] = "1"
-    done = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True,
-                          env=env, timeout=300, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PROGRAM],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+    )
     return done.stderr.splitlines()
 
 

@@ -15,8 +15,15 @@ def _skipped_runs(caplog, level: str) -> list[str]:
     configure_logging(level)
     release = threading.Event()
     scheduler = BackgroundScheduler()
-    scheduler.add_job(release.wait, "interval", seconds=0.2, max_instances=1, coalesce=True,
-                      args=(3.0,), id="slow-sweep")
+    scheduler.add_job(
+        release.wait,
+        "interval",
+        seconds=0.2,
+        max_instances=1,
+        coalesce=True,
+        args=(3.0,),
+        id="slow-sweep",
+    )
     with caplog.at_level(logging.DEBUG):
         scheduler.start()
         time.sleep(1.5)  # the job blocks; the scheduler tries to start it again several times

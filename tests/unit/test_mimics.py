@@ -69,8 +69,13 @@ def _insert(volume, anatomy, names, seed):
 
 def _ventricle_centre_mm(volume, anatomy) -> np.ndarray:
     k, r, c = np.nonzero(anatomy.ventricles)
-    return np.mean([volume.patient_coordinates(int(kk))[rr, cc]
-                    for kk, rr, cc in zip(k[::25], r[::25], c[::25], strict=True)], axis=0)
+    return np.mean(
+        [
+            volume.patient_coordinates(int(kk))[rr, cc]
+            for kk, rr, cc in zip(k[::25], r[::25], c[::25], strict=True)
+        ],
+        axis=0,
+    )
 
 
 def _lateral_mm(volume, anatomy, point) -> float:
@@ -136,32 +141,38 @@ def test_mimic_cases_are_reproducible_and_seeds_differ(half, half_anatomy):
     assert not np.array_equal(a.volume.hu, c.volume.hu)
     assert a.mimics != c.mimics
     hu = half.hu.astype(np.float32, copy=True)
-    first = mimics.insert_mimics(hu, half, half_anatomy, ["pineal", "dense falx"],
-                                 np.random.default_rng(1))
+    first = mimics.insert_mimics(
+        hu, half, half_anatomy, ["pineal", "dense falx"], np.random.default_rng(1)
+    )
     again = half.hu.astype(np.float32, copy=True)
-    second = mimics.insert_mimics(again, half, half_anatomy, ["pineal", "dense falx"],
-                                  np.random.default_rng(1))
+    second = mimics.insert_mimics(
+        again, half, half_anatomy, ["pineal", "dense falx"], np.random.default_rng(1)
+    )
     assert first == second and np.array_equal(hu, again)
 
 
 def test_mimics_never_change_labels_or_lesions(half, half_anatomy):
     for seed, subtypes in ((5, (EPIDURAL,)), (7, (INTRAVENTRICULAR, SUBARACHNOID)), (9, ())):
         plain = make_case(half, half_anatomy, seed=seed, subtypes=subtypes)
-        mimicked = make_case(half, half_anatomy, seed=seed, subtypes=subtypes, mimics=True,
-                             scanner=True)
+        mimicked = make_case(
+            half, half_anatomy, seed=seed, subtypes=subtypes, mimics=True, scanner=True
+        )
         assert mimicked.mimics, seed
         assert np.array_equal(plain.labels, mimicked.labels), seed
         assert plain.lesions == mimicked.lesions, seed
         assert not np.array_equal(plain.volume.hu, mimicked.volume.hu), seed
     # The probability picks cases; those it picks get the same mimics as with True.
-    picked = [s for s in range(20)
-              if make_case(half, half_anatomy, seed=s, subtypes=(), deform=False,
-                           mimics=0.5).mimics]
+    picked = [
+        s
+        for s in range(20)
+        if make_case(half, half_anatomy, seed=s, subtypes=(), deform=False, mimics=0.5).mimics
+    ]
     assert 3 <= len(picked) <= 17
     s = picked[0]
-    assert (make_case(half, half_anatomy, seed=s, subtypes=(), deform=False, mimics=0.5).mimics
-            == make_case(half, half_anatomy, seed=s, subtypes=(), deform=False,
-                         mimics=True).mimics)
+    assert (
+        make_case(half, half_anatomy, seed=s, subtypes=(), deform=False, mimics=0.5).mimics
+        == make_case(half, half_anatomy, seed=s, subtypes=(), deform=False, mimics=True).mimics
+    )
     with pytest.raises(ValueError, match="probability"):
         make_case(half, half_anatomy, seed=0, mimics=1.5)
 
@@ -194,8 +205,9 @@ def test_choroid_calcifications_are_bilateral_in_the_atria(head, anatomy):
     for spec in specs:
         k = nearest_slice(head, np.asarray(spec.centre_mm))
         r, c = slice_pixel(head, k, np.asarray(spec.centre_mm))
-        distance = ndimage.distance_transform_edt(~anatomy.ventricles[k],
-                                                  sampling=head.pixel_spacing_mm)
+        distance = ndimage.distance_transform_edt(
+            ~anatomy.ventricles[k], sampling=head.pixel_spacing_mm
+        )
         assert distance[int(round(float(r))), int(round(float(c)))] <= 4.0
         assert spec.peak_hu > 80.0
 
@@ -213,14 +225,14 @@ def test_the_dense_falx_is_a_thin_band_on_the_midline(head, anatomy):
             if not half_max.any():
                 continue
             # Thin: at most 3 mm across (+ one pixel of sampling) by the distance transform.
-            thickness = 2.0 * float(ndimage.distance_transform_edt(
-                half_max, sampling=head.pixel_spacing_mm).max())
+            thickness = 2.0 * float(
+                ndimage.distance_transform_edt(half_max, sampling=head.pixel_spacing_mm).max()
+            )
             assert thickness <= 3.0 + 2.0 * col_mm, (seed, k, thickness)
             # On the midline: near the long axis of the head (turned about 9 degrees in this
             # scan; the falx itself runs a few mm off the skull's axis of symmetry) ...
             rows, cols = np.nonzero(half_max)
-            assert np.all(_distance_to_long_axis_mm(head, anatomy, k, rows, cols) <= 8.0), (
-                seed, k)
+            assert np.all(_distance_to_long_axis_mm(head, anatomy, k, rows, cols) <= 8.0), (seed, k)
             # ... and on the scan's own falx, a thin ridge denser than the brain 3 mm aside.
             smooth = cv2.GaussianBlur(head.hu[k].astype(np.float32), (0, 0), 1.0 / col_mm)
             aside = int(round(3.0 / col_mm))
@@ -237,8 +249,12 @@ def test_the_dense_tentorium_lies_around_the_posterior_fossa(head, anatomy):
     assert float(delta.max()) <= 100.0 and float(delta.min()) >= 0.0
     centre_v = _ventricle_centre_mm(head, anatomy)
     k, r, c = np.nonzero(delta > 5.0)
-    points = np.array([head.patient_coordinates(int(kk))[rr, cc]
-                       for kk, rr, cc in zip(k[::20], r[::20], c[::20], strict=True)])
+    points = np.array(
+        [
+            head.patient_coordinates(int(kk))[rr, cc]
+            for kk, rr, cc in zip(k[::20], r[::20], c[::20], strict=True)
+        ]
+    )
     # Behind the ventricles' centre and (mostly) below it: the tentorium, not the vertex.
     assert np.median(points[:, 1] - centre_v[1]) > 5.0
     assert np.median(points[:, 2] - centre_v[2]) < 0.0
@@ -250,8 +266,9 @@ def test_the_dense_tentorium_lies_around_the_posterior_fossa(head, anatomy):
 def test_a_tentorial_subdural_lies_on_one_leaf_of_the_tentorium(head, anatomy, monkeypatch):
     monkeypatch.setattr(lesions, "SUBDURAL_FALX_PROBABILITY", 0.0)
     monkeypatch.setattr(lesions, "SUBDURAL_TENTORIUM_PROBABILITY", 1.0)
-    _, fraction, spec = insert_lesion(head, anatomy, SUBDURAL, np.random.default_rng(2),
-                                      volume_ml=6.0)
+    _, fraction, spec = insert_lesion(
+        head, anatomy, SUBDURAL, np.random.default_rng(2), volume_ml=6.0
+    )
     assert spec.inserted_volume_ml == pytest.approx(6.0, rel=0.08)
     label = fraction >= 0.5
     k, r, c = np.nonzero(label)
@@ -261,16 +278,28 @@ def test_a_tentorial_subdural_lies_on_one_leaf_of_the_tentorium(head, anatomy, m
     assert spec.centre_mm[2] < centre_v[2] and spec.centre_mm[1] > centre_v[1]
     # Thin: at most about 6 mm thick across the sheet (in-plane distance transform,
     # which overestimates an oblique sheet).
-    thickest = max(float(ndimage.distance_transform_edt(
-        label[kk], sampling=head.pixel_spacing_mm).max()) for kk in np.unique(k))
+    thickest = max(
+        float(ndimage.distance_transform_edt(label[kk], sampling=head.pixel_spacing_mm).max())
+        for kk in np.unique(k)
+    )
     assert 2.0 * thickest <= lesions.SUBDURAL_TENTORIUM_MAX_THICKNESS_MM + 3.0
 
 
 def test_every_mimic_can_be_placed_and_the_case_stays_analysable(head, anatomy):
     hu, specs = _insert(head, anatomy, list(mimics.MIMIC_WEIGHTS), 4)
     sites = {s.site.split(" left")[0].split(" right")[0] for s in specs}
-    assert {"pineal", "habenula", "choroid plexus", "globus pallidus", "falx plaque", "falx",
-            "tentorium", "skull base", "inner table", "in-plane"} <= sites
+    assert {
+        "pineal",
+        "habenula",
+        "choroid plexus",
+        "globus pallidus",
+        "falx plaque",
+        "falx",
+        "tentorium",
+        "skull base",
+        "inner table",
+        "in-plane",
+    } <= sites
     assert all(s.slices for s in specs)
     # Mimic negatives must reach the model: the input checks (on the source grid) still pass.
     check_head_ct(hu, head.pixel_spacing_mm, head.voxel_volume_ml)
@@ -283,8 +312,7 @@ def test_scanner_variety_keeps_the_skull_and_records_its_changes(half, half_anat
     kinds = set()
     for seed in range(8):
         plain = make_case(half, half_anatomy, seed=seed, subtypes=(), deform=False)
-        varied = make_case(half, half_anatomy, seed=seed, subtypes=(), deform=False,
-                           scanner=True)
+        varied = make_case(half, half_anatomy, seed=seed, subtypes=(), deform=False, scanner=True)
         kinds |= {m.kind for m in varied.mimics}
         assert np.array_equal(plain.labels, varied.labels)
         # The field of view never cuts the skull; kernels blur bone a little at most.
@@ -320,12 +348,16 @@ def test_evaluation_plan_and_case_files_carry_the_mimics(tmp_path):
     assert [p[:2] for p in with_mimics] == plain
     assert all(len(p) == 3 and p[2] is True for p in with_mimics)
     case = ModelGridCase(
-        windowed=np.zeros((2, 8, 8, 3), np.uint8), labels=np.zeros((2, 8, 8), np.uint8),
-        subtypes=(EPIDURAL,), volumes_ml=(3.0,), seed=4,
+        windowed=np.zeros((2, 8, 8, 3), np.uint8),
+        labels=np.zeros((2, 8, 8), np.uint8),
+        subtypes=(EPIDURAL,),
+        volumes_ml=(3.0,),
+        seed=4,
         mimics=("calcification: pineal", "kernel: sharp"),
     )
-    bare = ModelGridCase(windowed=case.windowed, labels=case.labels, subtypes=(),
-                         volumes_ml=(), seed=5)
+    bare = ModelGridCase(
+        windowed=case.windowed, labels=case.labels, subtypes=(), volumes_ml=(), seed=5
+    )
     save_cases(tmp_path / "cases.npz", [case, bare])
     loaded = load_cases(tmp_path / "cases.npz")
     assert loaded[0].mimics == case.mimics and loaded[1].mimics == ()

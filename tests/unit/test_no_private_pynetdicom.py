@@ -28,11 +28,25 @@ ROOT = Path(__file__).parents[2]
 COMPAT = ROOT / "dicom_node" / "receive" / "pynetdicom_compat.py"
 #: pynetdicom private names the node used before they moved into the compat module,
 #: plus its private modules' names (``pynetdicom._config``, ``pynetdicom._globals``).
-KNOWN_PRIVATE = frozenset({
-    "_servers", "_handlers", "_config", "_globals", "_version", "_server",
-    "_reactor_checkpoint", "_is_paused", "_affected_sop_instance_uid", "_create_association",
-    "_run_reactor", "_is_connected", "_dul_ready", "_kill", "_kill_thread",
-})
+KNOWN_PRIVATE = frozenset(
+    {
+        "_servers",
+        "_handlers",
+        "_config",
+        "_globals",
+        "_version",
+        "_server",
+        "_reactor_checkpoint",
+        "_is_paused",
+        "_affected_sop_instance_uid",
+        "_create_association",
+        "_run_reactor",
+        "_is_connected",
+        "_dul_ready",
+        "_kill",
+        "_kill_thread",
+    }
+)
 #: ``_server`` is also the Storage SCP's own attribute (``StorageSCP._server``): it is
 #: forbidden only as an override or a string, not as ``self._server``.
 OWN_NAMES_TOO = frozenset({"_server"})
@@ -46,11 +60,19 @@ def _private_names_of_compat() -> frozenset[str]:
         if isinstance(node, ast.Attribute):
             names.add(node.attr)
         elif isinstance(node, ast.ClassDef):
-            names.update(item.name for item in node.body
-                         if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef))
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-              and node.func.id in ATTRIBUTE_FUNCTIONS and len(node.args) >= 2
-              and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+            names.update(
+                item.name
+                for item in node.body
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+            )
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ATTRIBUTE_FUNCTIONS
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
             names.add(node.args[1].value)
     return frozenset(name for name in names if name.startswith("_") and not name.endswith("__"))
 
@@ -83,19 +105,28 @@ def violations(source: str, filename: str = "<source>") -> list[str]:
                     if alias.name.startswith("_"):
                         add(node, f"from {node.module} import {alias.name}")
         elif isinstance(node, ast.Attribute) and node.attr in FORBIDDEN:
-            own = (node.attr in OWN_NAMES_TOO and isinstance(node.value, ast.Name)
-                   and node.value.id in ("self", "cls"))
+            own = (
+                node.attr in OWN_NAMES_TOO
+                and isinstance(node.value, ast.Name)
+                and node.value.id in ("self", "cls")
+            )
             if not own:
                 add(node, f".{node.attr}")
         elif isinstance(node, ast.ClassDef):
             for item in node.body:
-                if (isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
-                        and item.name in FORBIDDEN):
+                if (
+                    isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+                    and item.name in FORBIDDEN
+                ):
                     add(item, f"override of {item.name}")
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-              and node.func.id in ATTRIBUTE_FUNCTIONS and len(node.args) >= 2
-              and isinstance(node.args[1], ast.Constant)
-              and node.args[1].value in FORBIDDEN):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ATTRIBUTE_FUNCTIONS
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value in FORBIDDEN
+        ):
             add(node, f"{node.func.id}(..., {node.args[1].value!r})")
         elif isinstance(node, ast.keyword) and node.arg in FORBIDDEN:
             add(node.value, f"keyword {node.arg}=")
@@ -120,15 +151,22 @@ def _modules() -> list[Path]:
 def test_only_the_compat_module_names_private_pynetdicom_internals():
     modules = _modules()
     assert len(modules) > 50  # the scan saw the code base, not an empty folder
-    found = [hit for path in modules
-             for hit in violations(path.read_text(), str(path.relative_to(ROOT)))]
+    found = [
+        hit for path in modules for hit in violations(path.read_text(), str(path.relative_to(ROOT)))
+    ]
     assert found == [], "private pynetdicom names outside pynetdicom_compat:\n" + "\n".join(found)
 
 
 def test_the_forbidden_names_follow_the_compat_module():
     # What the compat module patches today; a rename there moves the check with it.
-    assert {"_reactor_checkpoint", "_create_association", "_run_reactor", "_servers",
-            "_idle_timer", "_serve_request"} <= FORBIDDEN
+    assert {
+        "_reactor_checkpoint",
+        "_create_association",
+        "_run_reactor",
+        "_servers",
+        "_idle_timer",
+        "_serve_request",
+    } <= FORBIDDEN
     assert "_open" not in FORBIDDEN  # the node's own private attributes stay usable
 
 
@@ -147,8 +185,10 @@ def test_the_forbidden_names_follow_the_compat_module():
         ("sock.__class__ = Guarded", "assignment to __class__"),
         ("a, b.__class__ = 1, Guarded", "assignment to __class__"),
         ("getattr(ae, '_servers', None)", "getattr(..., '_servers')"),
-        ("class H(RequestHandler):\n    def _create_association(self): ...",
-         "override of _create_association"),
+        (
+            "class H(RequestHandler):\n    def _create_association(self): ...",
+            "override of _create_association",
+        ),
         ("SimpleNamespace(_servers=[])", "keyword _servers="),
     ],
 )

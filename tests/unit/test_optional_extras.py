@@ -43,11 +43,19 @@ assert not loaded, loaded
 
 def run_without_keras(program: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run ``program`` in a fresh interpreter where Keras and TensorFlow cannot be imported."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(REPOSITORY), os.environ.get("PYTHONPATH")) if p))
-    return subprocess.run([sys.executable, "-c", BLOCKER + program + NOTHING_LOADED],
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env,
-                          check=False)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPOSITORY), os.environ.get("PYTHONPATH")) if p),
+    )
+    return subprocess.run(
+        [sys.executable, "-c", BLOCKER + program + NOTHING_LOADED],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
 
 
 def cli(*args: str) -> str:
@@ -86,8 +94,16 @@ def test_app_and_cli_help_work_without_keras(tmp_path):
 
 
 def test_ich_baseline_analyses_the_sample_without_keras(tmp_path, sample_series):
-    program = cli("analyze", str(sample_series), "--pipeline", "ich-baseline", "--json",
-                  "--no-validate", "--out", str(tmp_path / "out"))
+    program = cli(
+        "analyze",
+        str(sample_series),
+        "--pipeline",
+        "ich-baseline",
+        "--json",
+        "--no-validate",
+        "--out",
+        str(tmp_path / "out"),
+    )
     done = run_without_keras(program, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip().endswith("exit status 0"), done.stdout + done.stderr
@@ -106,8 +122,15 @@ try:
 except MissingExtraError as err:
     assert isinstance(err, PermanentError) and isinstance(err, ImportError)
     print("model:", err)
-""" + cli("analyze", str(sample_series), "--pipeline", "ich", "--no-validate",
-          "--out", str(tmp_path / "out"))
+""" + cli(
+        "analyze",
+        str(sample_series),
+        "--pipeline",
+        "ich",
+        "--no-validate",
+        "--out",
+        str(tmp_path / "out"),
+    )
     done = run_without_keras(program, tmp_path)
     assert done.returncode == 0, done.stderr
     model_line = next(line for line in done.stdout.splitlines() if line.startswith("model:"))

@@ -29,16 +29,31 @@ def wheel(tmp_path_factory) -> Path:
     source = tmp_path_factory.mktemp("source")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPOSITORY / name, source / name)
-    shutil.copytree(REPOSITORY / "dicom_node", source / "dicom_node",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPOSITORY / "dicom_node",
+        source / "dicom_node",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     # A real folder, not a link: it survives checkouts without symlinks and sdists.
     assert (source / "dicom_node" / "models").is_dir()
     assert not (source / "dicom_node" / "models").is_symlink()
     out = tmp_path_factory.mktemp("wheel")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(out), str(source)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     (built,) = out.glob("dicom_node-*.whl")
@@ -62,23 +77,42 @@ def test_the_wheel_holds_every_shipped_model_package(wheel):
 def test_an_installed_wheel_finds_its_default_ich_model(wheel, tmp_path):
     target = tmp_path / "site"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
-         str(wheel)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert install.returncode == 0, install.stderr
     probe = subprocess.run(
-        [sys.executable, "-c",
-         "import dicom_node.pipelines.ich as m; print(m.__file__); print(m.default_model_dir())"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        [
+            sys.executable,
+            "-c",
+            "import dicom_node.pipelines.ich as m; print(m.__file__); print(m.default_model_dir())",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
         env=dict(os.environ, PYTHONPATH=str(target)),
     )
     assert probe.returncode == 0, probe.stderr
     module_file, model_dir = (Path(line) for line in probe.stdout.split())
     assert module_file.is_relative_to(target)
     assert model_dir.is_relative_to(target / "dicom_node" / "models" / "ich")
-    newest = max((p.parent.name for p in (MODELS / "ich").glob("*/manifest.json")),
-                 key=lambda v: tuple(int(x) for x in v.split(".")))
+    newest = max(
+        (p.parent.name for p in (MODELS / "ich").glob("*/manifest.json")),
+        key=lambda v: tuple(int(x) for x in v.split(".")),
+    )
     assert model_dir.name == newest
     assert (model_dir / "model.keras").is_file()
 
@@ -101,9 +135,20 @@ def test_the_wheel_carries_the_cli_package_and_its_console_script(wheel, tmp_pat
     assert "dicom_node/cli.py" not in names
     target = tmp_path / "site"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
-         str(wheel)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert install.returncode == 0, install.stderr
     version = subprocess.run(

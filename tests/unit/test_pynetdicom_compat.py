@@ -85,11 +85,13 @@ INSTALLERS = {
     "make_event_driven": lambda: compat.make_event_driven(_acceptor()),
     "use_socket_class": lambda: compat.use_socket_class(_acceptor(), GuardedAssociationSocket),
     "tolerate_late_primitives": lambda: compat.tolerate_late_primitives(
-        _acceptor().dul.state_machine),
+        _acceptor().dul.state_machine
+    ),
     "call_when_thread_ends": lambda: compat.call_when_thread_ends(_acceptor(), lambda: None),
     "accept_overlong_uids_for_refusal": compat.accept_overlong_uids_for_refusal,
     "set_affected_sop_instance_uid_unchecked": lambda: (
-        compat.set_affected_sop_instance_uid_unchecked(C_STORE(), "1.2.3")),
+        compat.set_affected_sop_instance_uid_unchecked(C_STORE(), "1.2.3")
+    ),
     "GuardedAssociationServer": _server,
 }
 
@@ -97,7 +99,8 @@ INSTALLERS = {
 @pytest.mark.parametrize("installer", sorted(INSTALLERS))
 @pytest.mark.parametrize("version", ["3.1.0", "2.1.1"])
 def test_installing_on_an_unsupported_pynetdicom_raises_instead_of_falling_back(
-        installer, version, monkeypatch):
+    installer, version, monkeypatch
+):
     monkeypatch.setattr(pynetdicom, "__version__", version)
     with pytest.raises(ConfigurationError, match=re.escape(f"pynetdicom {version} is not")):
         INSTALLERS[installer]()
@@ -153,7 +156,9 @@ def test_forget_server_removes_only_a_listed_server():
 
 
 def test_pure_framing_imports_no_pynetdicom():
-    code = ("import sys, dicom_node.receive.framing as f; "
-            "f.PduStreamGuard(f.ReceiveLimits()).feed(bytes(10)); "
-            "assert 'pynetdicom' not in sys.modules, sorted(sys.modules)")
+    code = (
+        "import sys, dicom_node.receive.framing as f; "
+        "f.PduStreamGuard(f.ReceiveLimits()).feed(bytes(10)); "
+        "assert 'pynetdicom' not in sys.modules, sorted(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])

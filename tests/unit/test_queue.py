@@ -55,14 +55,17 @@ def test_digest_is_order_independent():
 
 def test_enqueue_is_idempotent_per_series_pipeline_and_instance_set(factory, series_id):
     with factory.begin() as session:
-        first, created = enqueue(session, series_id=series_id, pipeline="ich", digest="a",
-                                 max_attempts=3)
+        first, created = enqueue(
+            session, series_id=series_id, pipeline="ich", digest="a", max_attempts=3
+        )
         assert created
-        again, created_again = enqueue(session, series_id=series_id, pipeline="ich", digest="a",
-                                       max_attempts=3)
+        again, created_again = enqueue(
+            session, series_id=series_id, pipeline="ich", digest="a", max_attempts=3
+        )
         assert not created_again and again.id == first.id
-        other, created_other = enqueue(session, series_id=series_id, pipeline="ich", digest="b",
-                                       max_attempts=3)
+        other, created_other = enqueue(
+            session, series_id=series_id, pipeline="ich", digest="b", max_attempts=3
+        )
         assert created_other and other.id != first.id
     with factory() as session:
         assert len(session.scalars(select(Job)).all()) == 2
@@ -103,8 +106,9 @@ def test_permanent_error_fails_at_once(factory, series_id):
     job_id = claim_next(factory, "w1")
     with factory.begin() as session:
         job = session.get(Job, job_id)
-        mark_failed(session, job, "SeriesLoadError: mixed orientation", permanent=True,
-                    retry_backoff_s=1)
+        mark_failed(
+            session, job, "SeriesLoadError: mixed orientation", permanent=True, retry_backoff_s=1
+        )
         assert job.state == JobState.FAILED
 
 
@@ -130,8 +134,12 @@ def test_transitions_are_checked_and_logged(factory, series_id):
         requeue(session, job)
         assert job.state == JobState.QUEUED
     with factory() as session:
-        states = [c.to_state for c in session.scalars(
-            select(StateChange).where(StateChange.entity == "job").order_by(StateChange.id))]
+        states = [
+            c.to_state
+            for c in session.scalars(
+                select(StateChange).where(StateChange.entity == "job").order_by(StateChange.id)
+            )
+        ]
         assert states == ["QUEUED", "CANCELED", "QUEUED"]
 
 

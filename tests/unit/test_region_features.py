@@ -29,8 +29,16 @@ def _figures(hu: np.ndarray, blood: np.ndarray, subtype: int = 4):
     midline = MidsagittalLine(slope=0.0, intercept=100.0, pixel_spacing_mm=SPACING)
     region_ml = np.bincount(regions[blood], minlength=n) * 0.5 * 0.5 * 5.0 / 1000.0
     return region_features(
-        hu, blood, regions, count, probability, np.full(n, subtype),
-        extent_mm=np.full(n, 5.0), region_ml=region_ml, depth_mm=depth, midline=midline,
+        hu,
+        blood,
+        regions,
+        count,
+        probability,
+        np.full(n, subtype),
+        extent_mm=np.full(n, 5.0),
+        region_ml=region_ml,
+        depth_mm=depth,
+        midline=midline,
         pixel_spacing_mm=SPACING,
     )
 
@@ -106,6 +114,7 @@ def test_log_figures_and_the_clip_keep_one_out_of_range_figure_from_deciding_a_r
     assert bounded.log_features == tuple(f for f in REGION_FEATURES if f in LOG_FEATURES)
     far = x[y][:20].copy()
     far[:, elongation] = 60.0  # some 40 standard deviations out
+
     def logit_shift(classifier):
         p0, p1 = classifier.probability(x[y][:20]), classifier.probability(far)
         return np.abs(np.log(p0 / (1 - p0)) - np.log(p1 / (1 - p1))).max()
@@ -136,8 +145,13 @@ def test_train_ich_regions_packages_the_classifier_with_a_validation_threshold(t
         blood = positive[case] & (rng.random(300) < 0.6)
         x = rng.normal(size=(300, len(REGION_FEATURES)))
         x[:, 1] += 2.0 * blood
-        return {"features": x, "overlap": blood.astype(float), "case": case,
-                "case_positive": positive, "seeds": np.array([seed, seed + cases - 1])}
+        return {
+            "features": x,
+            "overlap": blood.astype(float),
+            "case": case,
+            "case_positive": positive,
+            "seeds": np.array([seed, seed + cases - 1]),
+        }
 
     work = tmp_path / "work"
     work.mkdir()
@@ -145,9 +159,25 @@ def test_train_ich_regions_packages_the_classifier_with_a_validation_threshold(t
     np.savez(work / "validation-200000-20.npz", **regions(20, 200000))
     source = default_model_dir()
     out = tmp_path / "pkg"
-    result = CliRunner().invoke(app, ["train", "ich-regions", "--from", str(source),
-                                      "--version", "9.9.9", "--out", str(out), "--work-dir",
-                                      str(work), "--cases", "40", "--validation-cases", "20"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "ich-regions",
+            "--from",
+            str(source),
+            "--version",
+            "9.9.9",
+            "--out",
+            str(out),
+            "--work-dir",
+            str(work),
+            "--cases",
+            "40",
+            "--validation-cases",
+            "20",
+        ],
+    )
     assert result.exit_code == 0, result.output
     package = IchModelPackage.load(Path(out))
     assert package.region_classifier is not None

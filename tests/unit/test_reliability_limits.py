@@ -48,16 +48,20 @@ def feed_in_chunks(data: bytes, size: int) -> str | None:
 
 
 def test_pdu_guard_accepts_datasets_within_the_limits_whatever_the_chunking():
-    stream = (p_data((True, True, 50)) + p_data((False, False, 900))
-              + p_data((False, False, 900)) + p_data((False, True, 600))  # 2400 bytes
-              + p_data((True, True, 50)) + p_data((False, True, 900)))  # counters reset
+    stream = (
+        p_data((True, True, 50))
+        + p_data((False, False, 900))
+        + p_data((False, False, 900))
+        + p_data((False, True, 600))  # 2400 bytes
+        + p_data((True, True, 50))
+        + p_data((False, True, 900))
+    )  # counters reset
     for size in (1, 3, 7, 64, 1000, len(stream)):
         assert feed_in_chunks(stream, size) is None
 
 
 def test_pdu_guard_refuses_oversized_pdus_datasets_and_commands():
-    assert "announces 4294967295 bytes" in PduStreamGuard(LIMITS).feed(
-        b"\x01\x00\xff\xff\xff\xff")
+    assert "announces 4294967295 bytes" in PduStreamGuard(LIMITS).feed(b"\x01\x00\xff\xff\xff\xff")
     big = p_data((False, False, 900)) * 2 + p_data((False, True, 900))  # 2700 > 2500
     for size in (1, 5, 1000):
         assert "dataset over 2500 bytes" in feed_in_chunks(big, size)
@@ -109,21 +113,22 @@ def test_pixel_caps_are_checked_before_decoding(small_ct):
 
 
 @pytest.mark.parametrize("kind", ["jpeg2000", "jpeg-lossless"])
-def test_a_codestream_larger_than_its_header_is_a_decompression_bomb(small_ct, shared_data,
-                                                                     kind):
+def test_a_codestream_larger_than_its_header_is_a_decompression_bomb(small_ct, shared_data, kind):
     if kind == "jpeg2000":
         compressed = copy.deepcopy(small_ct)
         compressed.compress(JPEG2000Lossless)
     else:  # a real JPEG Lossless CT (no encoder is installed)
         compressed = pydicom.dcmread(
-            sorted((shared_data / "chest-ct" / "jpeg-lossless-40").iterdir())[0])
+            sorted((shared_data / "chest-ct" / "jpeg-lossless-40").iterdir())[0]
+        )
         assert compressed.file_meta.TransferSyntaxUID == JPEGLosslessSV1
     rows, columns = int(compressed.Rows), int(compressed.Columns)
     assert check_pixel_limits(compressed, PixelLimits()) == rows * columns * 2
     bomb = copy.deepcopy(compressed)
     bomb.Rows, bomb.Columns = 16, 16  # a small header around a large codestream
-    with pytest.raises(SeriesLoadError,
-                       match=f"codestream is {rows} x {columns}, the header says 16 x 16"):
+    with pytest.raises(
+        SeriesLoadError, match=f"codestream is {rows} x {columns}, the header says 16 x 16"
+    ):
         check_pixel_limits(bomb, PixelLimits())
     assert codestream_size(b"not a codestream") is None
 
@@ -138,20 +143,36 @@ def test_worker_address_space_limit_turns_a_huge_allocation_into_memory_error():
         "    print('MemoryError')\n"
         "print(len(bytearray(10 * 1024**2)))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["MemoryError", str(10 * 1024**2)]
 
 
-@pytest.mark.parametrize("description, version, supersedes, expected", [
-    ("AI intracranial hemorrhage SEG (not for diagnostic use)", 1, None,
-     "AI intracranial hemorrhage SEG (not for diagnostic use)"),
-    ("AI intracranial hemorrhage SEG (not for diagnostic use)", 2, 1,
-     "AI ICH SEG v2, supersedes v1 (not for diagnostic use)"),
-    ("AI ICH report (not for diagnostic use)", 13, 12,
-     "AI ICH report v13, supersedes v12 (not for diagnostic use)"),
-])
+@pytest.mark.parametrize(
+    "description, version, supersedes, expected",
+    [
+        (
+            "AI intracranial hemorrhage SEG (not for diagnostic use)",
+            1,
+            None,
+            "AI intracranial hemorrhage SEG (not for diagnostic use)",
+        ),
+        (
+            "AI intracranial hemorrhage SEG (not for diagnostic use)",
+            2,
+            1,
+            "AI ICH SEG v2, supersedes v1 (not for diagnostic use)",
+        ),
+        (
+            "AI ICH report (not for diagnostic use)",
+            13,
+            12,
+            "AI ICH report v13, supersedes v12 (not for diagnostic use)",
+        ),
+    ],
+)
 def test_versioned_series_descriptions_fit_lo(description, version, supersedes, expected):
     text = versioned_description(description, version, supersedes)
     assert text == expected and len(text) <= 64
@@ -162,8 +183,9 @@ def test_settings_validate_networks_pdu_limits_and_tls(tmp_path):
     with pytest.raises(ConfigurationError, match="allowed_networks"):
         load_settings(overrides={"dicom": {"allowed_networks": ["10.0.0.0/40"]}})
     with pytest.raises(ConfigurationError, match="max_accepted_pdu_bytes"):
-        load_settings(overrides={"dicom": {"max_pdu_bytes": 1048576,
-                                           "max_accepted_pdu_bytes": 65536}})
+        load_settings(
+            overrides={"dicom": {"max_pdu_bytes": 1048576, "max_accepted_pdu_bytes": 65536}}
+        )
     settings = load_settings(overrides={"dicom": {"allowed_networks": [" 10.1.2.3 "]}})
     assert settings.dicom.allowed_networks == ["10.1.2.3/32"]
     assert settings.dicom.tls.certificate is None  # "" in the defaults means unset

@@ -566,20 +566,24 @@ def test_seg_sr_and_overlay_agree_on_patient_and_study_for_dcentvfy(head, positi
 
     (seg,) = build_segmentations(head.datasets, positive, equipment=EQUIPMENT)
     sr = build_measurement_report(head.datasets, seg, positive, equipment=EQUIPMENT)
-    overlay = build_overlay_series(head.datasets, head.volume.hu, positive, equipment=EQUIPMENT,
-                                   max_key_slices=1)
+    overlay = build_overlay_series(
+        head.datasets, head.volume.hu, positive, equipment=EQUIPMENT, max_key_slices=1
+    )
     paths = [_save(seg, tmp_path / "seg.dcm"), _save(sr, tmp_path / "sr.dcm")]
     paths += [_save(image, tmp_path / f"sc{n}.dcm") for n, image in enumerate(overlay)]
     assert "ContentCreatorName" in pydicom.dcmread(paths[0], stop_before_pixels=True)
     for keyword in ("StudyDescription", "PatientIdentityRemoved", "DeidentificationMethod"):
-        values = {str(pydicom.dcmread(p, stop_before_pixels=True).get(keyword, "<absent>"))
-                  for p in paths}
+        values = {
+            str(pydicom.dcmread(p, stop_before_pixels=True).get(keyword, "<absent>")) for p in paths
+        }
         assert len(values) == 1, (keyword, values)
-    run = subprocess.run(["dcentvfy", *map(str, paths)], capture_output=True, text=True,
-                         timeout=120, check=False)
+    run = subprocess.run(
+        ["dcentvfy", *map(str, paths)], capture_output=True, text=True, timeout=120, check=False
+    )
     report = (run.stdout + run.stderr).splitlines()
     # dicom3tools files Accession Number under the Study IE for SR and under Series for
     # images: "Different information entities" is about its tables, not the values.
-    differ = [line for line in report
-              if line.strip() and "Different information entities" not in line]
+    differ = [
+        line for line in report if line.strip() and "Different information entities" not in line
+    ]
     assert differ == [], differ

@@ -518,8 +518,11 @@ def _patient_centroid(masks: np.ndarray, positions, orientation, spacing) -> np.
     for k, position in enumerate(positions):
         rows, columns = np.nonzero(masks[k])
         if rows.size:
-            points.append(np.asarray(position, float) + np.outer(columns * spacing[1], row_dir)
-                          + np.outer(rows * spacing[0], col_dir))
+            points.append(
+                np.asarray(position, float)
+                + np.outer(columns * spacing[1], row_dir)
+                + np.outer(rows * spacing[0], col_dir)
+            )
     return np.concatenate(points).mean(axis=0)
 
 
@@ -530,8 +533,9 @@ def test_a_regular_grid_seg_of_the_tilted_ge_head_is_evenly_spaced_and_in_place(
     the 4 mm / 7 mm steps. The regular-grid SEG has planes perpendicular to the image normal,
     evenly spaced, and puts the ball where the source-grid SEG puts it."""
     mask, _ = _ball(ge_head)
-    result = PipelineResult("ich", ALGORITHM, [
-        SegmentFinding("intraparenchymal hemorrhage", True, 1.0, mask)])
+    result = PipelineResult(
+        "ich", ALGORITHM, [SegmentFinding("intraparenchymal hemorrhage", True, 1.0, mask)]
+    )
     source = build_segmentation(ge_head, result, equipment=EQUIPMENT)
     regular = build_segmentation(ge_head, result, equipment=EQUIPMENT, grid="regular")
     path = tmp_path / "regular.dcm"
@@ -542,11 +546,15 @@ def test_a_regular_grid_seg_of_the_tilted_ge_head_is_evenly_spaced_and_in_place(
     assert not report.errors, [m.text for m in report.errors]
     seg = hd.seg.segread(path)
     frames = seg.PerFrameFunctionalGroupsSequence
-    positions = np.array([[float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient]
-                          for f in frames])
-    orientation = [float(v) for v in
-                   seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0]
-                   .ImageOrientationPatient]
+    positions = np.array(
+        [[float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient] for f in frames]
+    )
+    orientation = [
+        float(v)
+        for v in seg.SharedFunctionalGroupsSequence[0]
+        .PlaneOrientationSequence[0]
+        .ImageOrientationPatient
+    ]
     normal = np.cross(orientation[:3], orientation[3:])
     steps = np.diff(np.sort(positions @ normal))
     assert steps.min() > 0 and np.ptp(steps) < 1e-3, steps  # evenly spaced
@@ -556,18 +564,31 @@ def test_a_regular_grid_seg_of_the_tilted_ge_head_is_evenly_spaced_and_in_place(
     spacing = [float(v) for v in ge_head[0].PixelSpacing]
     # the ball is where it was: centroids within one pixel and half the smallest step
     source_frames = source.PerFrameFunctionalGroupsSequence
-    src_positions = [[float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient]
-                     for f in source_frames]
+    src_positions = [
+        [float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient] for f in source_frames
+    ]
     src_centroid = _patient_centroid(
         np.asarray(source.pixel_array).reshape(len(source_frames), *mask.shape[1:]),
-        src_positions, orientation, spacing)
-    reg_centroid = _patient_centroid(np.asarray(seg.pixel_array).reshape(
-        len(frames), *mask.shape[1:]), positions, orientation, spacing)
+        src_positions,
+        orientation,
+        spacing,
+    )
+    reg_centroid = _patient_centroid(
+        np.asarray(seg.pixel_array).reshape(len(frames), *mask.shape[1:]),
+        positions,
+        orientation,
+        spacing,
+    )
     assert np.linalg.norm(reg_centroid - src_centroid) < max(spacing) + steps.min() / 2, (
-        reg_centroid, src_centroid)
+        reg_centroid,
+        src_centroid,
+    )
     # every source image is still referenced
-    referenced = {r.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence
-                  for r in s.ReferencedInstanceSequence}
+    referenced = {
+        r.ReferencedSOPInstanceUID
+        for s in seg.ReferencedSeriesSequence
+        for r in s.ReferencedInstanceSequence
+    }
     assert referenced == {str(ds.SOPInstanceUID) for ds in ge_head}
 
 
@@ -579,13 +600,18 @@ def test_a_regular_grid_profile_builds_a_seg_and_an_sr_that_validate(tmp_path, d
     from dicom_node.results.validate import validate_result_file
 
     mask, _ = _ball(ge_head)
-    result = PipelineResult("ich", ALGORITHM, [
-        SegmentFinding("intraparenchymal hemorrhage", True, 1.0, mask)])
+    result = PipelineResult(
+        "ich", ALGORITHM, [SegmentFinding("intraparenchymal hemorrhage", True, 1.0, mask)]
+    )
     profiles = {"pacs": ResultProfile(), "slicer": ResultProfile(seg_grid="regular")}
     built = build_results_for_profiles(ge_head, result, equipment=EQUIPMENT, profiles=profiles)
     kinds = sorted((o.kind, o.destinations) for o in built)
-    assert kinds == [("SEG", ("pacs",)), ("SEG", ("slicer",)), ("SR", ("pacs",)),
-                     ("SR", ("slicer",))], kinds
+    assert kinds == [
+        ("SEG", ("pacs",)),
+        ("SEG", ("slicer",)),
+        ("SR", ("pacs",)),
+        ("SR", ("slicer",)),
+    ], kinds
     for number, o in enumerate(built):
         path = tmp_path / f"{number}-{o.kind}.dcm"
         o.dataset.save_as(path, enforce_file_format=True)
@@ -600,14 +626,17 @@ def test_an_absent_finding_carries_no_probability():
     """A negative series' any-ICH score is not written as the Absent finding's probability."""
     ge_head = _fresh_ge_head()
     mask = np.zeros((28, 512, 512), dtype=bool)
-    result = PipelineResult("ich", ALGORITHM, [
-        SegmentFinding("intracranial hemorrhage", False, 0.0, mask, 0.14)])
+    result = PipelineResult(
+        "ich", ALGORITHM, [SegmentFinding("intracranial hemorrhage", False, 0.0, mask, 0.14)]
+    )
     _, report = build_results(ge_head, result, equipment=EQUIPMENT)
-    names = [str(item.ConceptNameCodeSequence[0].CodeMeaning)
-             for item in _walk_content(report)]
+    names = [str(item.ConceptNameCodeSequence[0].CodeMeaning) for item in _walk_content(report)]
     assert "Probability" not in names, names
-    assert "Absent" in [str(item.ConceptCodeSequence[0].CodeMeaning) for item in _walk_content(
-        report) if "ConceptCodeSequence" in item]
+    assert "Absent" in [
+        str(item.ConceptCodeSequence[0].CodeMeaning)
+        for item in _walk_content(report)
+        if "ConceptCodeSequence" in item
+    ]
 
 
 def _walk_content(dataset):

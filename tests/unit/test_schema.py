@@ -74,21 +74,29 @@ def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
                               ("job", "cancel_requested_at")]:  # fmt: skip
             connection.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         connection.execute("DROP TABLE schema_version")
-        connection.execute("INSERT INTO study (id, study_instance_uid, accession_number, "
-                           "study_date, created_at) VALUES (1, '1.2', '', '', '2026-01-01')")
-        connection.execute("INSERT INTO series (id, study_id, series_instance_uid, modality, "
-                           "body_part_examined, study_description, series_description, "
-                           "protocol_name, convolution_kernel, calling_ae_title, instance_count, "
-                           "state, first_instance_at, last_instance_at, updated_at) VALUES "
-                           "(1, 1, '1.2.3', 'CT', '', '', '', '', '', 'A', 1, 'DISPATCHED', "
-                           "'2026-01-01', '2026-01-01', '2026-01-01')")
-        connection.execute("INSERT INTO job (id, series_id, pipeline, pipeline_version, "
-                           "instance_set_digest, state, priority, attempts, max_attempts, "
-                           "not_before, created_at, updated_at) VALUES (1, 1, 'ich', '', 'd', "
-                           "'SUCCEEDED', 0, 1, 3, '2026-01-01', '2026-01-01', '2026-01-01')")
-        connection.execute("INSERT INTO notification (job_id, webhook, state, attempts, "
-                           "created_at, updated_at) VALUES (1, 'team', 'PENDING', 0, "
-                           "'2026-01-02 03:04:05', '2026-01-02')")
+        connection.execute(
+            "INSERT INTO study (id, study_instance_uid, accession_number, "
+            "study_date, created_at) VALUES (1, '1.2', '', '', '2026-01-01')"
+        )
+        connection.execute(
+            "INSERT INTO series (id, study_id, series_instance_uid, modality, "
+            "body_part_examined, study_description, series_description, "
+            "protocol_name, convolution_kernel, calling_ae_title, instance_count, "
+            "state, first_instance_at, last_instance_at, updated_at) VALUES "
+            "(1, 1, '1.2.3', 'CT', '', '', '', '', '', 'A', 1, 'DISPATCHED', "
+            "'2026-01-01', '2026-01-01', '2026-01-01')"
+        )
+        connection.execute(
+            "INSERT INTO job (id, series_id, pipeline, pipeline_version, "
+            "instance_set_digest, state, priority, attempts, max_attempts, "
+            "not_before, created_at, updated_at) VALUES (1, 1, 'ich', '', 'd', "
+            "'SUCCEEDED', 0, 1, 3, '2026-01-01', '2026-01-01', '2026-01-01')"
+        )
+        connection.execute(
+            "INSERT INTO notification (job_id, webhook, state, attempts, "
+            "created_at, updated_at) VALUES (1, 'team', 'PENDING', 0, "
+            "'2026-01-02 03:04:05', '2026-01-02')"
+        )
     engine = make_engine(f"sqlite:///{path}")
     assert missing_columns(engine) == {}
     check_schema(engine)

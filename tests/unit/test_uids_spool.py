@@ -16,8 +16,21 @@ def test_valid_uids_pass(uid):
 
 @pytest.mark.parametrize(
     "uid",
-    ["", None, "../../x", "1.2/3", "1..2", "1.02", "1", ".1.2", "1.2.", "1.2.a", "1.2\x00",
-     "1." + "1" * 63, "1.2 "],
+    [
+        "",
+        None,
+        "../../x",
+        "1.2/3",
+        "1..2",
+        "1.02",
+        "1",
+        ".1.2",
+        "1.2.",
+        "1.2.a",
+        "1.2\x00",
+        "1." + "1" * 63,
+        "1.2 ",
+    ],
 )
 def test_invalid_uids_are_refused(uid):
     with pytest.raises(InvalidUIDError):

@@ -204,8 +204,11 @@ def test_job_page_shows_timeline_stages_and_findings(site, admin):
 
     collect(detail["details"])
     assert floats, detail["details"]
-    long = [v for v in floats if len(f"{v:.15g}".replace("-", "").replace(".", "")
-                                     .lstrip("0").split("e")[0]) > 4]
+    long = [
+        v
+        for v in floats
+        if len(f"{v:.15g}".replace("-", "").replace(".", "").lstrip("0").split("e")[0]) > 4
+    ]
     assert long == [], long
 
 
@@ -229,7 +232,7 @@ def test_viewer_outlines_the_segmentation_on_the_source_slice(site, admin):
     assert colours, legend
     assert not np.any(source.max(axis=-1).astype(int) - source.min(axis=-1) > 60)  # grey
     for colour in colours:
-        r, g, b = (int(colour[i:i + 2], 16) for i in (0, 2, 4))
+        r, g, b = (int(colour[i : i + 2], 16) for i in (0, 2, 4))
         drawn = np.all(np.abs(outlined.astype(int) - (b, g, r)) <= 40, axis=-1)
         assert drawn.sum() > 50, colour  # the outline is drawn in the legend's colour
     assert admin.get(f"/jobs/{job_id}/slices/99.png").status_code == 404
@@ -316,13 +319,32 @@ def test_cli_stats_matches_the_overview(site, admin):
 
 
 BAD_REQUESTS = [
-    "/jobs?page=abc", "/jobs?page=-3", "/jobs?page=99999999999999999999999", "/jobs?state=NOPE",
-    "/jobs?refresh=x", "/jobs?since=yesterday", "/jobs.csv?state=NOPE", "/jobs/abc",
-    "/jobs/99999999999999999999999", "/jobs/-1", "/api/jobs/abc", "/api/jobs/424242",
-    "/jobs/1/viewer?slice=x", "/jobs/abc/viewer", "/jobs/424242/viewer",
-    "/jobs/1/slices/abc.png", "/jobs/1/slices/-1.png", "/jobs/1/slices/99999.png",
-    "/jobs/424242/slices/0.png", "/series?page=abc", "/series?page=0", "/series?state=NOPE",
-    "/series/abc", "/series/424242", "/deliveries?page=abc", "/deliveries?state=NOPE",
+    "/jobs?page=abc",
+    "/jobs?page=-3",
+    "/jobs?page=99999999999999999999999",
+    "/jobs?state=NOPE",
+    "/jobs?refresh=x",
+    "/jobs?since=yesterday",
+    "/jobs.csv?state=NOPE",
+    "/jobs/abc",
+    "/jobs/99999999999999999999999",
+    "/jobs/-1",
+    "/api/jobs/abc",
+    "/api/jobs/424242",
+    "/jobs/1/viewer?slice=x",
+    "/jobs/abc/viewer",
+    "/jobs/424242/viewer",
+    "/jobs/1/slices/abc.png",
+    "/jobs/1/slices/-1.png",
+    "/jobs/1/slices/99999.png",
+    "/jobs/424242/slices/0.png",
+    "/series?page=abc",
+    "/series?page=0",
+    "/series?state=NOPE",
+    "/series/abc",
+    "/series/424242",
+    "/deliveries?page=abc",
+    "/deliveries?state=NOPE",
 ]
 
 

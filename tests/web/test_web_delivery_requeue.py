@@ -27,17 +27,35 @@ def site(tmp_path):
         job = Job(series_id=series.id, pipeline="ich", instance_set_digest="x")
         session.add(job)
         session.flush()
-        obj = ResultObject(job_id=job.id, kind="SEG", sop_class_uid="1.2.840.10008.5.1.4.1.1.66.4",
-                           sop_instance_uid="1.2.3.9", series_instance_uid="1.2.3.5",
-                           study_instance_uid="1.2.3", path="obj.dcm", size_bytes=1)
+        obj = ResultObject(
+            job_id=job.id,
+            kind="SEG",
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.66.4",
+            sop_instance_uid="1.2.3.9",
+            series_instance_uid="1.2.3.5",
+            study_instance_uid="1.2.3",
+            path="obj.dcm",
+            size_bytes=1,
+        )
         session.add(obj)
         session.flush()
-        session.add_all([
-            Delivery(result_object_id=obj.id, destination="pacs", state=DeliveryState.DEAD,
-                     attempts=10, last_error="association rejected"),
-            Delivery(result_object_id=obj.id, destination="viewer", state=DeliveryState.SENT,
-                     attempts=1),
-        ])
+        session.add_all(
+            [
+                Delivery(
+                    result_object_id=obj.id,
+                    destination="pacs",
+                    state=DeliveryState.DEAD,
+                    attempts=10,
+                    last_error="association rejected",
+                ),
+                Delivery(
+                    result_object_id=obj.id,
+                    destination="viewer",
+                    state=DeliveryState.SENT,
+                    attempts=1,
+                ),
+            ]
+        )
     add_user(settings, "ada", "admin")
     add_user(settings, "vic", "viewer")
     server = WebServer(create_app(settings, factory), "127.0.0.1", 0)
@@ -63,14 +81,16 @@ def test_admin_requeues_a_dead_delivery_with_csrf(site):
     assert admin.post("/deliveries/1/requeue").status_code == 403  # no CSRF token
     assert states(factory)["pacs"] == (DeliveryState.DEAD, 10)
     token = csrf_token(page)
-    response = admin.post("/deliveries/1/requeue", data={"csrf_token": token,
-                                                          "next": "/deliveries"})
+    response = admin.post(
+        "/deliveries/1/requeue", data={"csrf_token": token, "next": "/deliveries"}
+    )
     assert response.status_code == 303 and response.headers["location"] == "/deliveries"
     assert states(factory)["pacs"] == (DeliveryState.PENDING, 0)
     assert "Delivery 1 requeued." in admin.get("/deliveries").text
     # A SENT delivery is never sent again; a foreign redirect target is not followed.
-    response = admin.post("/deliveries/2/requeue", data={"csrf_token": token,
-                                                          "next": "https://evil.example"})
+    response = admin.post(
+        "/deliveries/2/requeue", data={"csrf_token": token, "next": "https://evil.example"}
+    )
     assert response.headers["location"] == "/"
     assert "cannot be requeued" in admin.get("/deliveries").text
     assert states(factory)["viewer"] == (DeliveryState.SENT, 1)

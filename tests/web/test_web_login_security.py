@@ -203,7 +203,7 @@ def test_no_password_and_no_long_name_reaches_the_audit_record(node, caplog):
     long_name = "x" * 300
     for _ in range(5):
         login(TestClient(app), long_name, "Secret-Guess-1234")
-    (outcome, _, reason), = web_audit(settings)
+    ((outcome, _, reason),) = web_audit(settings)
     assert outcome == "LOCKED"
     assert "x" * 64 in reason and "x" * 65 not in reason
     assert "Secret-Guess-1234" not in reason
@@ -223,8 +223,11 @@ def test_an_admin_lifts_a_lockout_on_the_configuration_page_and_it_is_audited(no
     assert admin.post("/users/unlock", data={"kind": "user", "key": "vic"},
                       follow_redirects=False).status_code == 403  # fmt: skip
     assert login(TestClient(app), "vic").status_code == 429
-    response = admin.post("/users/unlock", data={"kind": "user", "key": "vic",
-                                                 "csrf_token": token}, follow_redirects=False)
+    response = admin.post(
+        "/users/unlock",
+        data={"kind": "user", "key": "vic", "csrf_token": token},
+        follow_redirects=False,
+    )
     assert response.status_code == 303 and response.headers["location"] == "/config"
     after = admin.get("/config")
     assert "Login lockout of user name vic lifted." in after.text
@@ -241,8 +244,11 @@ def test_a_viewer_cannot_lift_a_lockout(node):
     viewer = TestClient(app)
     assert login(viewer, "vic").status_code == 303
     token = csrf_token(viewer.get("/").text)
-    response = viewer.post("/users/unlock", data={"kind": "user", "key": "ada",
-                                                  "csrf_token": token}, follow_redirects=False)
+    response = viewer.post(
+        "/users/unlock",
+        data={"kind": "user", "key": "ada", "csrf_token": token},
+        follow_redirects=False,
+    )
     assert response.status_code == 403
     assert login(TestClient(app), "ada").status_code == 429
     assert [o for o, _, _ in web_audit(settings)] == ["LOCKED"]

@@ -186,9 +186,7 @@ def test_upload_answers_busy_when_every_slot_is_taken(capped, client):
     assert post_zip(client, zip_of({"a.txt": b"x"})).status_code == 400  # free again: not DICOM
 
 
-def test_upload_of_a_good_zip_of_dicom_still_works_under_the_caps(
-    capped, client, head_ct_dir
-):
+def test_upload_of_a_good_zip_of_dicom_still_works_under_the_caps(capped, client, head_ct_dir):
     datasets = with_new_uids(read_datasets(sorted(head_ct_dir.glob("*.dcm"))[:3]), seed=21)
     archive = zip_of(
         {
@@ -271,8 +269,8 @@ def test_a_chunked_upload_body_is_cut_off_at_the_request_cap(tmp_path):
 
         def body():
             head = (
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n"
-                f"{token}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+                f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n'
+                f'{token}\r\n--{boundary}\r\nContent-Disposition: form-data; name="files"; '
                 'filename="big.dcm"\r\nContent-Type: application/dicom\r\n\r\n'
             ).encode()
             yield head

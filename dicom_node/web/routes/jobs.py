@@ -270,8 +270,10 @@ def _change_job(
     word = "requeued" if action == "requeue" else "canceled"
     message = f"Job {job_id} {word}."
     if action == "cancel" and running:
-        message = (f"Cancel of job {job_id} requested: the worker stops it at its next stage "
-                   "and sends no results.")
+        message = (
+            f"Cancel of job {job_id} requested: the worker stops it at its next stage "
+            "and sends no results."
+        )
     request.session["flash"] = ("ok", message)
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
