@@ -129,7 +129,7 @@ def region_features(
     ----------
     See the module docstring.
     """
-    from dicom_node.imaging.blood_rules import _mirror_pixels
+    from dicom_node.imaging.cavity_midline import _mirror_pixels
 
     n = count + 1
     out = np.zeros((n, len(REGION_FEATURES)), dtype=np.float64)
