@@ -36,6 +36,12 @@ module measures exactly that, on the vessel map of
    ``termination_min_radius_mm`` wide (a normal artery tapers before it
    ends; a cut-off one does not).
 
+The territories and the circle of Willis (steps 2 and 3) are in
+:mod:`dicom_node.imaging.occlusion_regions`, the trunk profiles that name
+the segment and locate it (step 5) in
+:mod:`dicom_node.imaging.occlusion_segments`; this module measures the
+hemispheres and decides (step 4), and exports the names of both.
+
 Everything is computed on the source grid in patient millimetres; nothing
 is resampled. The thresholds and boxes were set on synthetic angiograms
 (:mod:`dicom_node.training.synthetic_cta`, seeds kept apart from the
@@ -64,125 +70,56 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import cKDTree
 
-from dicom_node.imaging.midline import HeadFrame, MidsagittalPlane, head_frame
+from dicom_node.imaging.midline import MidsagittalPlane
+from dicom_node.imaging.occlusion_regions import (
+    CAROTID_TERMINUS_MM,
+    DEFAULT_REGIONS,
+    LEFT,
+    RIGHT,
+    VENTRICULAR_ATRIUM_MM,
+    Region,
+    _region_sums,
+    locate_circle_of_willis,
+)
+from dicom_node.imaging.occlusion_segments import (
+    CAROTID_COLUMN_MM,
+    M1_BAND_MM,
+    SEGMENT_ICA_T,
+    SEGMENT_M1,
+    SEGMENT_M2,
+    TRUNK_SEARCH_START_MM,
+    TrunkProfile,
+    _segment_and_location,
+    trunk_profile,
+)
+from dicom_node.imaging.occlusion_segments import _strongest_centre as _strongest_centre
 from dicom_node.imaging.vessels import VesselMap, vessel_centreline, voxel_centres_mm
 from dicom_node.series.volume import CTVolume
 
+__all__ = [
+    "CAROTID_COLUMN_MM",
+    "CAROTID_TERMINUS_MM",
+    "DEFAULT_REGIONS",
+    "LEFT",
+    "M1_BAND_MM",
+    "RIGHT",
+    "SEGMENT_ICA_T",
+    "SEGMENT_M1",
+    "SEGMENT_M2",
+    "TRUNK_SEARCH_START_MM",
+    "VENTRICULAR_ATRIUM_MM",
+    "HemisphereMeasures",
+    "OcclusionAnalysis",
+    "Region",
+    "TrunkProfile",
+    "analyse_large_vessel_occlusion",
+    "locate_circle_of_willis",
+    "occlusion_region_mask",
+    "trunk_profile",
+]
+
 logger = logging.getLogger(__name__)
-
-#: Occlusion sites reported, as the issue and the stroke literature name them.
-SEGMENT_ICA_T = "ICA-T"
-SEGMENT_M1 = "M1"
-SEGMENT_M2 = "M2"
-#: Patient sides.
-LEFT, RIGHT = "left", "right"
-
-
-@dataclass(frozen=True)
-class Region:
-    """A box in the head frame, defined for one side and mirrored for the other.
-
-    Parameters
-    ----------
-    name : str
-        Anatomical name.
-    lateral_mm : tuple of float
-        (min, max) distance from the mid-sagittal plane, mm, on the side measured.
-    posterior_mm : tuple of float
-        (min, max) along the posterior axis from the circle of Willis, mm.
-    superior_mm : tuple of float
-        (min, max) along the superior axis (slice normal) from the circle, mm.
-    exclude_posterior_cerebral : bool
-        Leave out the course of the posterior cerebral artery around the
-        midbrain (posterior to 8 mm, within 30 mm of the midline, below 20 mm).
-    exclude_ventricular_atrium : bool
-        Leave out the atrium (trigone) of the lateral ventricle and its
-        choroid plexus glomus (:data:`VENTRICULAR_ATRIUM_MM`): the commonest
-        site of physiological intracranial calcification, which a single
-        CTA cannot tell from contrast, and a place no MCA trunk runs through.
-    """
-
-    name: str
-    lateral_mm: tuple[float, float]
-    posterior_mm: tuple[float, float]
-    superior_mm: tuple[float, float]
-    exclude_posterior_cerebral: bool = False
-    exclude_ventricular_atrium: bool = False
-
-    def contains(self, local_mm: np.ndarray, side: str) -> np.ndarray:
-        """Return which points lie in the region on one side.
-
-        Parameters
-        ----------
-        local_mm : numpy.ndarray
-            Array (n, 3) of head-frame coordinates (left, posterior,
-            superior) in mm.
-        side : {"left", "right"}
-            Patient side.
-
-        Returns
-        -------
-        numpy.ndarray
-            Boolean array (n,).
-        """
-        lateral = local_mm[:, 0] * (1.0 if side == LEFT else -1.0)
-        posterior, superior = local_mm[:, 1], local_mm[:, 2]
-        inside = (
-            (lateral >= self.lateral_mm[0])
-            & (lateral <= self.lateral_mm[1])
-            & (posterior >= self.posterior_mm[0])
-            & (posterior <= self.posterior_mm[1])
-            & (superior >= self.superior_mm[0])
-            & (superior <= self.superior_mm[1])
-        )
-        if self.exclude_posterior_cerebral:
-            inside &= ~((posterior > 8.0) & (lateral < 30.0) & (superior < 20.0))
-        if self.exclude_ventricular_atrium:
-            medial_of, posterior_to, above = VENTRICULAR_ATRIUM_MM
-            inside &= ~((lateral < medial_of) & (posterior > posterior_to) & (superior > above))
-        return inside
-
-
-#: The atrium (trigone) of the lateral ventricle with the choroid plexus glomus, in the
-#: head frame: medial to 34 mm from the midline, more than 15 mm posterior to and more than
-#: 15 mm above the circle of Willis (lateral max, posterior min, superior min; mm). The
-#: insular M2 trunks run lateral to it, over the insula (about 35-45 mm from the midline).
-#: Calcified choroid plexus (about 100-300 HU, common in adults) lies here and, being as
-#: dense as contrast-filled lumen, would pass for vessel on one side only.
-VENTRICULAR_ATRIUM_MM = (34.0, 15.0, 15.0)
-
-
-#: The territories compared, relative to the circle of Willis (mm).
-DEFAULT_REGIONS: dict[str, Region] = {
-    "terminal_internal_carotid_artery": Region(
-        "terminal_internal_carotid_artery", (9.0, 19.0), (-12.0, 4.0), (-8.0, 3.0)
-    ),
-    "anterior_cerebral_artery_a1": Region(
-        "anterior_cerebral_artery_a1", (3.0, 11.0), (-18.0, -2.0), (-4.0, 6.0)
-    ),
-    "middle_cerebral_artery_m1": Region(
-        "middle_cerebral_artery_m1", (16.0, 38.0), (-25.0, 5.0), (-8.0, 8.0)
-    ),
-    "middle_cerebral_artery_m2": Region(
-        "middle_cerebral_artery_m2",
-        (30.0, 52.0),
-        (-25.0, 30.0),
-        (0.0, 40.0),
-        exclude_ventricular_atrium=True,
-    ),
-    "middle_cerebral_artery_territory": Region(
-        "middle_cerebral_artery_territory",
-        (12.0, 80.0),
-        (-60.0, 45.0),
-        (-12.0, 65.0),
-        exclude_posterior_cerebral=True,
-        exclude_ventricular_atrium=True,
-    ),
-}
-#: Approximate position of the carotid terminus in the head frame (lateral, posterior, superior).
-CAROTID_TERMINUS_MM = (13.0, -3.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -261,98 +198,6 @@ class OcclusionAnalysis:
 def _ratio(a: float, b: float) -> float:
     high = max(a, b)
     return 1.0 if high <= 0 else float(min(a, b) / high)
-
-
-def locate_circle_of_willis(
-    volume: CTVolume,
-    vessel_mask: np.ndarray,
-    plane: MidsagittalPlane,
-    *,
-    component_fraction: float = 0.2,
-    radius_mm: float = 25.0,
-    iterations: int = 20,
-    offset_mm: tuple[float, float, float] = (0.0, 2.0, 5.0),
-) -> HeadFrame:
-    """Find the circle of Willis as the centre of mass of the large vessel components.
-
-    The 26-connected components of the vessel mask at least
-    ``component_fraction`` as large as the largest one are kept (the
-    circle, its trunks; not skull-base fragments or calcifications).
-    Starting at their median position, a mean shift with a flat kernel of
-    ``radius_mm`` (half weight on the left-right axis) converges to the
-    densest cluster; its left-right position is set on the mid-sagittal
-    plane, and ``offset_mm`` (posterior, superior) moves it from the centre
-    of mass of the trunks, which the carotid and basilar arteries below pull
-    down, to the carotid-terminus level.
-
-    Parameters
-    ----------
-    volume : CTVolume
-        The angiogram.
-    vessel_mask : numpy.ndarray
-        Boolean vessel mask (slices, rows, columns).
-    plane : MidsagittalPlane
-        The mid-sagittal plane.
-    component_fraction : float
-        Smallest component kept, relative to the largest.
-    radius_mm : float
-        Mean-shift radius in mm.
-    iterations : int
-        Mean-shift iterations.
-    offset_mm : tuple of float
-        (left, posterior, superior) correction in mm added to the mean-shift
-        mode; set on synthetic angiograms.
-
-    Returns
-    -------
-    HeadFrame
-        The anatomical frame with its origin at the circle of Willis.
-
-    Raises
-    ------
-    ValueError
-        If the vessel mask is empty.
-
-    References
-    ----------
-    Fukunaga K, Hostetler L. IEEE Trans Inf Theory. 1975;21(1):32-40.
-    """
-    provisional = head_frame(volume, plane, plane.point_mm)
-    labels, count = ndimage.label(vessel_mask, structure=np.ones((3, 3, 3), dtype=bool))
-    if count == 0:
-        raise ValueError("the vessel mask is empty")
-    voxel_ml = np.broadcast_to(volume.voxel_volume_ml[:, None, None], volume.shape)
-    sizes = ndimage.sum_labels(voxel_ml, labels, np.arange(count + 1))
-    sizes[0] = 0.0
-    keep = sizes >= component_fraction * sizes.max()
-    indices = np.argwhere(keep[labels])
-    local = provisional.to_local(voxel_centres_mm(volume, indices))
-    weight = volume.voxel_volume_ml[indices[:, 0]]
-    centre = np.array([0.0, np.median(local[:, 1]), np.median(local[:, 2])])
-    scale = np.array([0.5, 1.0, 1.0])
-    for _ in range(iterations):
-        near = np.linalg.norm((local - centre) * scale, axis=1) < radius_mm
-        if not near.any():
-            break
-        moved = np.array([0.0, *np.average(local[near][:, 1:], axis=0, weights=weight[near])])
-        if np.linalg.norm(moved - centre) < 0.05:
-            centre = moved
-            break
-        centre = moved
-    origin = provisional.to_patient(centre + np.asarray(offset_mm))
-    return head_frame(volume, plane, origin)
-
-
-def _region_sums(
-    local: np.ndarray, values: np.ndarray, regions: dict[str, Region]
-) -> dict[str, dict[str, float]]:
-    return {
-        side: {
-            name: float(values[region.contains(local, side)].sum())
-            for name, region in regions.items()
-        }
-        for side in (LEFT, RIGHT)
-    }
 
 
 def analyse_large_vessel_occlusion(
@@ -533,207 +378,6 @@ def _in_plane_radius_mm(volume: CTVolume, mask: np.ndarray) -> np.ndarray:
     for k in np.flatnonzero(mask.any(axis=(1, 2))):
         radius[k] = ndimage.distance_transform_edt(mask[k], sampling=volume.pixel_spacing_mm)
     return radius
-
-
-#: Band around the M1 course in the head frame: (posterior min, max), (superior min, max), mm.
-M1_BAND_MM = ((-25.0, 8.0), (-8.0, 10.0))
-#: Column around the supraclinoid carotid: (lateral min, max), (posterior min, max), mm.
-CAROTID_COLUMN_MM = ((8.0, 21.0), (-14.0, 4.0))
-#: Lateral (mm) where the search for a gap in the trunk starts (lateral to the P1 and PComm).
-TRUNK_SEARCH_START_MM = 12.0
-
-
-@dataclass(frozen=True)
-class TrunkProfile:
-    """Enhanced vessel volume of one side along the M1 course and up the carotid.
-
-    Parameters
-    ----------
-    side : str
-        ``"left"`` or ``"right"``.
-    lateral_ml : numpy.ndarray
-        float64 array (60,): partial-volume corrected vessel volume (mL) in
-        1 mm slabs at 0-60 mm from the mid-sagittal plane, within
-        :data:`M1_BAND_MM`.
-    superior_ml : numpy.ndarray
-        float64 array (32,): the same in 1 mm slabs from 20 mm below to
-        12 mm above the circle of Willis, within :data:`CAROTID_COLUMN_MM`.
-    """
-
-    side: str
-    lateral_ml: np.ndarray
-    superior_ml: np.ndarray
-
-    def trunk_gap_mm(self, reference_ml: float, *, run_mm: int = 4, fraction: float = 0.1) -> int:
-        """Return where the trunk first stops: the start of a run of empty lateral slabs.
-
-        Parameters
-        ----------
-        reference_ml : float
-            Typical slab volume of a continuous trunk (mL); a slab holding at
-            most ``fraction`` of it (or 0.5 uL) is empty.
-        run_mm : int
-            Number of consecutive empty 1 mm slabs that make a gap.
-        fraction : float
-            Fraction of ``reference_ml`` below which a slab is empty.
-
-        Returns
-        -------
-        int
-            Distance (mm) from the mid-sagittal plane where the gap starts,
-            searched from :data:`TRUNK_SEARCH_START_MM`; 60 when none.
-        """
-        empty = self.lateral_ml <= max(fraction * reference_ml, 0.5e-3)
-        for start in range(int(TRUNK_SEARCH_START_MM), len(empty) - run_mm):
-            if empty[start : start + run_mm].all():
-                return start
-        return len(empty)
-
-    def carotid_top_mm(self, *, fraction: float = 0.15) -> int:
-        """Return the highest level (mm from the circle) where the carotid column is enhanced.
-
-        Parameters
-        ----------
-        fraction : float
-            A slab counts when it holds more than this fraction of the
-            column's largest slab (and at least 0.5 uL).
-
-        Returns
-        -------
-        int
-            Superior coordinate (mm) of the highest enhanced slab; -20 when none.
-        """
-        present = self.superior_ml > max(fraction * float(self.superior_ml.max()), 0.5e-3)
-        index = np.flatnonzero(present)
-        return int(index.max()) - 20 if index.size else -20
-
-
-def trunk_profile(local_mm: np.ndarray, volume_ml: np.ndarray, side: str) -> TrunkProfile:
-    """Measure one side's :class:`TrunkProfile` from enhanced voxels in head-frame coordinates.
-
-    Parameters
-    ----------
-    local_mm : numpy.ndarray
-        Array (n, 3): enhanced voxels as (left, posterior, superior) mm.
-    volume_ml : numpy.ndarray
-        Array (n,): their partial-volume corrected volume in mL.
-    side : {"left", "right"}
-        Patient side.
-
-    Returns
-    -------
-    TrunkProfile
-        The lateral and superior profiles.
-    """
-    lateral = local_mm[:, 0] * (1.0 if side == LEFT else -1.0)
-    posterior, superior = local_mm[:, 1], local_mm[:, 2]
-    (p_lo, p_hi), (s_lo, s_hi) = M1_BAND_MM
-    band = (posterior >= p_lo) & (posterior <= p_hi) & (superior >= s_lo) & (superior <= s_hi)
-    lateral_ml = np.bincount(
-        np.clip(lateral[band & (lateral >= 0) & (lateral < 60)], 0, 59).astype(np.int64),
-        weights=volume_ml[band & (lateral >= 0) & (lateral < 60)],
-        minlength=60,
-    )
-    (l_lo, l_hi), (p_lo, p_hi) = CAROTID_COLUMN_MM
-    column = (lateral >= l_lo) & (lateral <= l_hi) & (posterior >= p_lo) & (posterior <= p_hi)
-    column &= (superior >= -20) & (superior < 12)
-    superior_ml = np.bincount(
-        np.clip(superior[column] + 20, 0, 31).astype(np.int64),
-        weights=volume_ml[column],
-        minlength=32,
-    )
-    return TrunkProfile(side=side, lateral_ml=lateral_ml, superior_ml=superior_ml)
-
-
-def _strongest_centre(points: np.ndarray, fraction: np.ndarray, selected: np.ndarray):
-    """Centre of the most enhanced selected voxels: the widest lumen there, not its branches."""
-    if not selected.any():
-        return None
-    strongest = selected & (fraction >= 0.8 * float(fraction[selected].max()))
-    return points[strongest].mean(axis=0)
-
-
-def _segment_and_location(
-    frame: HeadFrame,
-    enhanced_local: np.ndarray,
-    enhanced_ml: np.ndarray,
-    enhanced_fraction: np.ndarray,
-    vessel_local: np.ndarray,
-    side: str,
-    healthy: str,
-    regions: dict[str, Region],
-    terminations: list[tuple[float, float, float]],
-    tolerance_mm: float,
-) -> tuple[str, tuple[float, float, float], dict]:
-    """Name the occluded segment from the trunk profiles; locate the proximal end of the gap."""
-    affected_profile = trunk_profile(enhanced_local, enhanced_ml, side)
-    healthy_profile = trunk_profile(enhanced_local, enhanced_ml, healthy)
-    reference_ml = float(np.median(healthy_profile.lateral_ml[12:30]))
-    gap_affected = affected_profile.trunk_gap_mm(reference_ml)
-    gap_healthy = healthy_profile.trunk_gap_mm(reference_ml)
-    top_affected = affected_profile.carotid_top_mm()
-    top_healthy = healthy_profile.carotid_top_mm()
-    sign = 1.0 if side == LEFT else -1.0
-    lateral = enhanced_local[:, 0] * sign
-    posterior, superior = enhanced_local[:, 1], enhanced_local[:, 2]
-    location_local = None
-    if top_affected <= top_healthy - 3:
-        segment = SEGMENT_ICA_T
-        # The affected carotid top often lies in the skull base, outside the brain mask:
-        # mirror the healthy side's carotid terminus instead.
-        (l_lo, l_hi), (p_lo, p_hi) = CAROTID_COLUMN_MM
-        healthy_lateral = -lateral
-        terminus = (
-            (healthy_lateral >= l_lo)
-            & (healthy_lateral <= l_hi)
-            & (posterior >= p_lo)
-            & (posterior <= p_hi)
-            & (superior >= top_healthy - 2)
-            & (superior <= top_healthy + 1)
-        )
-        centre = _strongest_centre(enhanced_local, enhanced_fraction, terminus)
-        if centre is not None:
-            location_local = centre * np.array([-1.0, 1.0, 1.0])
-    elif gap_affected < 30 or gap_affected <= gap_healthy - 10:
-        segment = SEGMENT_M1
-        (p_lo, p_hi), (s_lo, s_hi) = M1_BAND_MM
-        stump = (
-            (lateral >= gap_affected - 4)
-            & (lateral < gap_affected)
-            & (posterior >= p_lo)
-            & (posterior <= p_hi)
-            & (superior >= s_lo)
-            & (superior <= s_hi)
-        )
-        location_local = _strongest_centre(enhanced_local, enhanced_fraction, stump)
-    else:
-        segment = SEGMENT_M2
-        # The healthy side's M2 trunk mirrored: the missing point nearest the bifurcation.
-        m2 = regions["middle_cerebral_artery_m2"]
-        reference = vessel_local[m2.contains(vessel_local, healthy)]
-        on_side = enhanced_local[:, 0] * sign > 0
-        if len(reference) and on_side.any():
-            mirrored = reference * np.array([-1.0, 1.0, 1.0])
-            distance, _ = cKDTree(enhanced_local[on_side]).query(
-                mirrored, distance_upper_bound=tolerance_mm
-            )
-            absent = mirrored[~np.isfinite(distance)]
-            if len(absent):
-                bifurcation = np.array([sign * 33.0, -9.0, 2.0])
-                location_local = absent[np.argmin(np.linalg.norm(absent - bifurcation, axis=1))]
-    if location_local is None:
-        location_local = np.array(CAROTID_TERMINUS_MM) * np.array([sign, 1.0, 1.0])
-    location = frame.to_patient(location_local)
-    if terminations:
-        ends = np.asarray(terminations)
-        distance = np.linalg.norm(ends - location, axis=1)
-        if distance.min() <= 8.0:
-            location = ends[int(np.argmin(distance))]
-    figures = {
-        "trunk_gap_mm": {side: gap_affected, healthy: gap_healthy},
-        "carotid_top_mm": {side: top_affected, healthy: top_healthy},
-    }
-    return segment, (float(location[0]), float(location[1]), float(location[2])), figures
 
 
 def occlusion_region_mask(
