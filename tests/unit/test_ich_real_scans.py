@@ -165,15 +165,17 @@ def test_cq500_is_read_on_slabs_and_its_masks_cover_the_source_frames(cq500_resu
 
 
 def test_the_rule_ablation_on_real_series_reports_each_rule(shared_data, head_ct_dir):
-    from dicom_node.pipelines.ich import default_model_dir
+    from dicom_node.pipelines.ich import IchModelPackage, default_model_dir
     from dicom_node.training.ablation_ich import evaluate_rules_on_series, real_series_table
 
     phantom = shared_data / "head-phantom-philips" / "S2020"
     result = evaluate_rules_on_series(default_model_dir(), [head_ct_dir, phantom])
     ge = result[f"{head_ct_dir.parent.name}/{head_ct_dir.name}"]
-    assert list(ge) == ["none", *BLOOD_RULES, "all"]
+    enabled = IchModelPackage.load(default_model_dir()).blood_rules.enabled
+    every = [] if set(enabled) == set(BLOOD_RULES) else ["every rule"]
+    assert list(ge) == ["none", *BLOOD_RULES, "all", *every]
     assert all(row["findings"] == {} for row in ge.values())
-    assert set(ge["all"]["removed_ml"]) == set(BLOOD_RULES)
+    assert set(ge["all"]["removed_ml"]) == set(enabled)  # "all": the package's rules
     assert result["head-phantom-philips/S2020"]["not_analysable"].startswith("brain_content:")
     table = real_series_table(result)
     assert "not analysable: brain_content" in table and "| all |" in table
