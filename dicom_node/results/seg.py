@@ -33,6 +33,11 @@ and the caller passes copies of the source headers that carry it
 derived frame of reference, which no source instance names; it still
 references every source instance.
 
+The segment descriptions (tracking, anatomic region, coded type) are built in
+:mod:`dicom_node.results.seg_segments`, the pixel data and the split into
+instances in :mod:`dicom_node.results.seg_frames`; their names are
+importable from here too.
+
 References
 ----------
 PS3.3 A.51 Segmentation IOD; PS3.3 C.8.20 Segmentation Image Module and
@@ -55,13 +60,23 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicom_node.errors import ResultBuildError
-from dicom_node.pipelines.base import PipelineResult, SegmentFinding
-from dicom_node.results import codes
+from dicom_node.pipelines.base import PipelineResult
 from dicom_node.results.equipment import (
     EquipmentIdentity,
     algorithm_identification_sequence,
     contributing_equipment_for_algorithm,
 )
+
+# The pixel data and frames, and the segment descriptions, have modules of their own
+# (issue 14); their names stay importable from here.
+from dicom_node.results.seg_frames import (
+    _frames_per_slice,
+    _label_map_pixels,
+    _stack_masks,
+    split_slices,
+)
+from dicom_node.results.seg_segments import anatomic_region_item as anatomic_region_item
+from dicom_node.results.seg_segments import segment_descriptions, with_tracking
 from dicom_node.results.source import prepare_source_images, uid_or_new
 
 logger = logging.getLogger(__name__)
@@ -131,104 +146,6 @@ def _content_description(result: PipelineResult) -> str:
     """Return the Content Description (LO): the algorithm and the use warning."""
     text = f"{result.algorithm.name} {result.algorithm.version} {NOT_FOR_DIAGNOSTIC_USE}"
     return text if len(text) <= 64 else f"AI result {NOT_FOR_DIAGNOSTIC_USE}"
-
-
-def with_tracking(result: PipelineResult) -> PipelineResult:
-    """Return the result with a Tracking ID and Tracking UID on every finding.
-
-    Findings that already carry them keep theirs; the others get
-    ``"<ABBR>-<n>"`` (n = segment number) and a new UID. Building every object
-    of a job from the returned result gives one finding the same Tracking UID
-    in every SEG variant and SR.
-
-    Parameters
-    ----------
-    result : dicom_node.pipelines.base.PipelineResult
-        The pipeline output (not modified).
-
-    Returns
-    -------
-    dicom_node.pipelines.base.PipelineResult
-        A copy whose findings all have ``tracking_id`` and ``tracking_uid``.
-
-    Raises
-    ------
-    dicom_node.errors.ResultBuildError
-        If a label has no codes.
-
-    References
-    ----------
-    PS3.16 TID 4108 Tracking Identifier; PS3.3 C.8.20.2 (Tracking ID, Tracking UID).
-    """
-    findings = []
-    for number, finding in enumerate(result.findings, start=1):
-        abbreviation = codes.finding_codes(finding.label).abbreviation
-        findings.append(
-            dataclasses.replace(
-                finding,
-                tracking_id=finding.tracking_id or f"{abbreviation}-{number}",
-                tracking_uid=finding.tracking_uid or str(hd.UID()),
-            )
-        )
-    return dataclasses.replace(result, findings=findings)
-
-
-def anatomic_region_item(finding: SegmentFinding) -> hd.sr.CodedConcept:
-    """Return the Anatomic Region Sequence item of a finding's segment.
-
-    Parameters
-    ----------
-    finding : dicom_node.pipelines.base.SegmentFinding
-        Its ``finding_site`` (if set) replaces the label's default region; its
-        ``laterality`` (if set) becomes the Anatomic Region Modifier Sequence.
-
-    Returns
-    -------
-    highdicom.sr.CodedConcept
-        The region code, with AnatomicRegionModifierSequence when lateral.
-
-    Raises
-    ------
-    dicom_node.errors.ResultBuildError
-        If the label, site or laterality is unknown.
-
-    References
-    ----------
-    PS3.3 10.5 General Anatomy Mandatory Macro (Anatomic Region Modifier
-    Sequence); PS3.16 CID 2, CID 4, CID 244.
-    """
-    finding_codes = codes.finding_codes(finding.label)
-    region = (
-        codes.anatomic_site_code(finding.finding_site)
-        if finding.finding_site
-        else finding_codes.anatomic_region
-    )
-    item = hd.sr.CodedConcept(region.value, region.scheme_designator, region.meaning)
-    if finding.laterality:
-        side = codes.laterality_code(finding.laterality)
-        item.AnatomicRegionModifierSequence = [
-            hd.sr.CodedConcept(side.value, side.scheme_designator, side.meaning)
-        ]
-    return item
-
-
-def _stack_masks(result: PipelineResult, shape: tuple[int, int, int]) -> np.ndarray:
-    """Return the findings' masks as one (slices, rows, columns, segments) uint8 array."""
-    masks = []
-    for number, finding in enumerate(result.findings, start=1):
-        mask = np.asarray(finding.mask)
-        if mask.shape != shape:
-            raise ResultBuildError(
-                f"mask of segment {number} ({finding.label}) has shape {mask.shape}, "
-                f"expected (slices, rows, columns) = {shape}"
-            )
-        if mask.dtype != bool:
-            if not np.issubdtype(mask.dtype, np.integer) or not np.isin(mask, (0, 1)).all():
-                raise ResultBuildError(
-                    f"mask of segment {number} ({finding.label}) is not binary (dtype {mask.dtype})"
-                )
-        masks.append(mask.astype(np.uint8, copy=False))
-    return np.stack(masks, axis=-1)
 
 
 def _ensure_referenced_series(
@@ -352,23 +269,7 @@ def build_segmentation(
     if segmentation_type not in ("BINARY", "LABELMAP"):
         raise ResultBuildError(f"segmentation type {segmentation_type!r} is not BINARY or LABELMAP")
     algorithm_sequence = algorithm_identification_sequence(result.algorithm, equipment)
-    descriptions = []
-    for number, finding in enumerate(result.findings, start=1):
-        finding_codes = codes.finding_codes(finding.label)
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=number,
-                segment_label=finding_codes.segment_label,
-                segmented_property_category=finding_codes.segmented_property_category,
-                segmented_property_type=finding_codes.segmented_property_type,
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                algorithm_identification=algorithm_sequence,
-                tracking_uid=finding.tracking_uid or str(hd.UID()),
-                tracking_id=finding.tracking_id or f"{finding_codes.abbreviation}-{number}",
-                anatomic_regions=[anatomic_region_item(finding)],
-                display_color=hd.color.CIELabColor.from_rgb(*finding_codes.recommended_display_rgb),
-            )
-        )
+    descriptions = segment_descriptions(result, algorithm_sequence)
 
     geometry: dict = {}
     if grid == "regular":
@@ -388,17 +289,7 @@ def build_segmentation(
         logger.info("every mask is empty: encoding all frames of %s", sop_instance_uid)
         omit_empty_frames = False
     if segmentation_type == "LABELMAP":
-        if (pixel_array.sum(axis=-1) > 1).any():
-            shared = pixel_array.reshape(-1, pixel_array.shape[-1])
-            shared = shared[shared.sum(axis=1) > 1].any(axis=0)
-            labels = [f.label for f, s in zip(result.findings, shared, strict=True) if s]
-            raise ResultBuildError(
-                "findings overlap: a LABELMAP segmentation cannot encode overlapping segments "
-                f"({', '.join(labels)})"
-            )
-        numbers = np.arange(1, pixel_array.shape[-1] + 1, dtype=np.uint16)
-        label_map = (pixel_array.astype(np.uint16) * numbers).sum(axis=-1)
-        pixel_array = label_map.astype(np.uint8 if len(numbers) < 256 else np.uint16)
+        pixel_array = _label_map_pixels(pixel_array, result)
 
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -444,69 +335,6 @@ def build_segmentation(
         time.perf_counter() - started,
     )
     return segmentation
-
-
-def _frames_per_slice(
-    result: PipelineResult, segmentation_type: str, omit_empty_frames: bool
-) -> np.ndarray:
-    """Number of frames each source slice contributes, shape (slices,)."""
-    per_segment = np.stack(
-        [np.asarray(f.mask).reshape(len(f.mask), -1).any(axis=1) for f in result.findings],
-        axis=1,
-    )  # (slices, segments)
-    if not per_segment.any():
-        omit_empty_frames = False  # an all-empty result keeps every frame
-    if segmentation_type == "LABELMAP":
-        return (
-            per_segment.any(axis=1).astype(int)
-            if omit_empty_frames
-            else np.ones(len(per_segment), dtype=int)
-        )
-    if omit_empty_frames:
-        return per_segment.sum(axis=1).astype(int)
-    return np.full(len(per_segment), per_segment.shape[1], dtype=int)
-
-
-def split_slices(frames_per_slice: np.ndarray, max_frames: int) -> list[slice]:
-    """Split the slice axis into contiguous runs of at most ``max_frames`` frames.
-
-    Slices that contribute no frame join the current run; runs without any
-    frame are dropped (their slices have nothing to encode).
-
-    Parameters
-    ----------
-    frames_per_slice : numpy.ndarray
-        int array of shape (slices,): frames each slice contributes.
-    max_frames : int
-        Largest number of frames per run; 0 means one run with every slice.
-
-    Returns
-    -------
-    list of slice
-        Slice-axis ranges, in order.
-
-    Raises
-    ------
-    dicom_node.errors.ResultBuildError
-        If one slice alone contributes more than ``max_frames`` frames.
-    """
-    total = len(frames_per_slice)
-    if max_frames <= 0 or int(frames_per_slice.sum()) <= max_frames:
-        return [slice(0, total)]
-    if int(frames_per_slice.max()) > max_frames:
-        raise ResultBuildError(
-            f"one slice needs {int(frames_per_slice.max())} frames, more than "
-            f"max_frames={max_frames}; use LABELMAP or raise the limit"
-        )
-    runs: list[slice] = []
-    start, count = 0, 0
-    for index, frames in enumerate(frames_per_slice.tolist()):
-        if count + frames > max_frames:
-            runs.append(slice(start, index))
-            start, count = index, 0
-        count += frames
-    runs.append(slice(start, total))
-    return [run for run in runs if int(frames_per_slice[run].sum()) > 0]
 
 
 def build_segmentations(
