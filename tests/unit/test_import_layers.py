@@ -30,6 +30,8 @@ AGAINST_THE_FLOW = [
     ("series", "pipelines"),
     ("series", "config"),  # the settings are built from series/ types
     ("results", "config"),  # likewise results/profiles.py
+    ("series", "settings"),  # the section models of config.py (settings/) likewise
+    ("results", "settings"),
     ("imaging", "pipelines"),
 ]
 
