@@ -9,6 +9,13 @@ References
 ----------
 DICOM PS3.10 section 7 (DICOM File Format); PS3.3 C.7.6.2 Image Plane Module;
 PS3.3 C.7.6.1 General Image Module (ImagesInAcquisition).
+
+Here: :class:`InstanceHeader`, :func:`parse_header` with its pydicom fallback,
+the slice geometry helpers and :func:`file_meta_information`. The fast raw
+scanner is in :mod:`dicom_node.receive.header_scan`, the Pixel Data
+truncation checks in :mod:`dicom_node.receive.pixel_data`; their names are
+importable from here too (``parse_header`` looks ``scan_header`` up in this
+module).
 """
 
 from __future__ import annotations
@@ -17,13 +24,22 @@ import math
 import struct
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any
 
 import pydicom
-from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 
 from dicom_node.errors import InvalidInstanceError, InvalidUIDError
+from dicom_node.receive.header_scan import (
+    NATIVE_SYNTAXES as NATIVE_SYNTAXES,
+)
+from dicom_node.receive.header_scan import (
+    SCANNED_ATTRIBUTES as SCANNED_ATTRIBUTES,
+)
+from dicom_node.receive.header_scan import (
+    ScannedHeader,
+    scan_header,
+)
+from dicom_node.receive.pixel_data import _pydicom_pixel_data_extent, check_pixel_data
 from dicom_node.uids import validate_uid
 
 
@@ -230,340 +246,6 @@ def file_meta_information(
     )
     group_length = _meta_element(0x0000, b"UL", struct.pack("<I", len(elements)))
     return b"\x00" * 128 + b"DICM" + group_length + elements
-
-
-# ---------------------------------------------------------------------------
-# A header scanner for the common case, about five times faster than pydicom:
-# little-endian datasets (Explicit or Implicit VR, native or encapsulated pixel
-# data) in the default, Latin-1 or UTF-8 character set. It walks the element
-# headers up to Pixel Data (skipping sequences item by item) and decodes only
-# the attributes in SCANNED_ATTRIBUTES. Anything else returns None and pydicom
-# reads the header instead. To read a further attribute in parse_header, add
-# it to SCANNED_ATTRIBUTES (top-level attributes with a string VR only).
-# ---------------------------------------------------------------------------
-
-#: Top-level attributes the scanner decodes: tag -> (keyword, VR). String VRs, and US.
-SCANNED_ATTRIBUTES: dict[int, tuple[str, str]] = {
-    0x00080005: ("SpecificCharacterSet", "CS"),
-    0x00080008: ("ImageType", "CS"),
-    0x00080016: ("SOPClassUID", "UI"),
-    0x00080018: ("SOPInstanceUID", "UI"),
-    0x00080020: ("StudyDate", "DA"),
-    0x00080050: ("AccessionNumber", "SH"),
-    0x00080060: ("Modality", "CS"),
-    0x00081030: ("StudyDescription", "LO"),
-    0x0008103E: ("SeriesDescription", "LO"),
-    0x00180010: ("ContrastBolusAgent", "LO"),
-    0x00180015: ("BodyPartExamined", "CS"),
-    0x00180050: ("SliceThickness", "DS"),
-    0x00181030: ("ProtocolName", "LO"),
-    0x00181210: ("ConvolutionKernel", "SH"),
-    0x0020000D: ("StudyInstanceUID", "UI"),
-    0x0020000E: ("SeriesInstanceUID", "UI"),
-    0x00200013: ("InstanceNumber", "IS"),
-    0x00200032: ("ImagePositionPatient", "DS"),
-    0x00200037: ("ImageOrientationPatient", "DS"),
-    0x00200052: ("FrameOfReferenceUID", "UI"),
-    0x00201002: ("ImagesInAcquisition", "IS"),
-    0x00280002: ("SamplesPerPixel", "US"),
-    0x00280008: ("NumberOfFrames", "IS"),
-    0x00280010: ("Rows", "US"),
-    0x00280011: ("Columns", "US"),
-    0x00280100: ("BitsAllocated", "US"),
-}
-#: Transfer syntaxes whose Pixel Data is native (not encapsulated): PS3.5 A.1, A.2, A.3.
-NATIVE_SYNTAXES = frozenset(("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"))
-_LITTLE_ENDIAN_SYNTAXES = {
-    "1.2.840.10008.1.2": True,  # Implicit VR Little Endian
-    "1.2.840.10008.1.2.1": False,  # Explicit VR Little Endian
-    "1.2.840.10008.1.2.4.70": False,  # the encapsulated ones are Explicit VR Little Endian
-    "1.2.840.10008.1.2.4.57": False,
-    "1.2.840.10008.1.2.4.90": False,
-    "1.2.840.10008.1.2.4.91": False,
-    "1.2.840.10008.1.2.5": False,
-}
-_CODECS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
-_LONG_VRS = frozenset(
-    (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
-)
-_UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_PIXEL_DATA = 0x7FE00010
-_MAX_DEPTH = 16
-_EXTENT = struct.Struct("<QQ")
-_TAG_LENGTH = struct.Struct("<HHI")
-_TAG_VR_SHORT = struct.Struct("<HH2sH")
-
-
-class _UnscannableError(Exception):
-    """The bytes are not in a layout the scanner reads; pydicom takes over."""
-
-
-class ScannedHeader:
-    """The attributes :func:`scan_header` decoded, read like a pydicom dataset.
-
-    ``get(keyword)`` returns what pydicom returns for these string VRs: a
-    ``str`` (a ``list`` of ``str`` when multi-valued), ``""`` for an empty
-    text value, ``None`` for an empty DS or IS value or an absent attribute.
-    DS and IS values stay strings; the callers convert them.
-    """
-
-    def __init__(
-        self,
-        values: dict[str, object],
-        transfer_syntax_uid: str,
-        pixel_data_extent: tuple[int, int] | None = None,
-    ) -> None:
-        self._values = values
-        self.file_meta = {"TransferSyntaxUID": transfer_syntax_uid}
-        #: (offset of the value in the encoded bytes, declared length) of the top-level
-        #: Pixel Data, None when the dataset has none.
-        self.pixel_data_extent = pixel_data_extent
-
-    def get(self, keyword: str, default: Any = None) -> Any:
-        """Return the decoded value of ``keyword``, or ``default`` when absent."""
-        return self._values.get(keyword, default)
-
-
-def _scan_elements(
-    buf: bytes, pos: int, end: int, implicit: bool, depth: int, found: dict | None
-) -> int:
-    """Walk elements from ``pos``; return the offset after the item end or before Pixel Data."""
-    if depth > _MAX_DEPTH:
-        raise _UnscannableError("sequences nested too deeply")
-    while pos < end:
-        if pos + 8 > end:
-            raise _UnscannableError("truncated element header")
-        if implicit:
-            group, element, length = _TAG_LENGTH.unpack_from(buf, pos)
-            vr = b""
-            pos += 8
-        else:
-            group, element, vr, length = _TAG_VR_SHORT.unpack_from(buf, pos)
-            if vr in _LONG_VRS:
-                if pos + 12 > end:
-                    raise _UnscannableError("truncated element header")
-                length = int.from_bytes(buf[pos + 8 : pos + 12], "little")
-                pos += 12
-            elif group == 0xFFFE:  # item tags have a 4-byte length and no VR
-                length = int.from_bytes(buf[pos + 4 : pos + 8], "little")
-                pos += 8
-            else:
-                pos += 8
-        tag = group << 16 | element
-        if tag == _ITEM_END:
-            if depth == 0:
-                raise _UnscannableError("item delimiter outside an item")
-            return pos
-        if group == 0xFFFE:
-            raise _UnscannableError(f"unexpected item tag {tag:08X}")
-        if tag == _PIXEL_DATA and depth == 0:
-            if found is not None:
-                found[_PIXEL_DATA] = _EXTENT.pack(pos, length)
-            return pos
-        if length == _UNDEFINED:
-            pos = _skip_sequence(buf, pos, end, implicit or vr == b"UN", depth + 1)
-            continue
-        if pos + length > end:
-            raise _UnscannableError("truncated element value")
-        if found is not None and tag in SCANNED_ATTRIBUTES:
-            if vr and vr != SCANNED_ATTRIBUTES[tag][1].encode():
-                raise _UnscannableError(f"unexpected VR {vr!r} for {tag:08X}")
-            found[tag] = buf[pos : pos + length]
-        pos += length
-    if depth > 0:
-        raise _UnscannableError("truncated sequence")
-    return pos
-
-
-def _skip_sequence(buf: bytes, pos: int, end: int, implicit: bool, depth: int) -> int:
-    """Skip the items of a sequence of undefined length; return the offset after its end."""
-    while True:
-        if pos + 8 > end:
-            raise _UnscannableError("truncated sequence")
-        group, element, length = _TAG_LENGTH.unpack_from(buf, pos)
-        tag = group << 16 | element
-        pos += 8
-        if tag == _SEQUENCE_END:
-            return pos
-        if tag != _ITEM:
-            raise _UnscannableError(f"unexpected tag {tag:08X} in a sequence")
-        if length == _UNDEFINED:
-            pos = _scan_elements(buf, pos, end, implicit, depth, None)
-        elif pos + length > end:
-            raise _UnscannableError("truncated item")
-        else:
-            pos += length
-
-
-def _decode(raw: bytes, vr: str, codec: str) -> object:
-    if vr == "US":
-        return int.from_bytes(raw[:2], "little") if len(raw) >= 2 else None
-    text = raw.decode("ascii" if vr in ("UI", "DS", "IS", "CS") else codec)
-    text = text.rstrip("\x00 ") if vr == "UI" else text.rstrip(" \x00")
-    if vr in ("DS", "IS"):
-        values = [v.strip() for v in text.split("\\")]
-        if values == [""]:
-            return None
-    elif vr == "UI":
-        return text
-    else:
-        values = [v.strip() if vr == "CS" else v.rstrip() for v in text.split("\\")]
-    return values[0] if len(values) == 1 else values
-
-
-def scan_header(encoded: bytes, transfer_syntax_uid: str | None = None) -> ScannedHeader | None:
-    """Decode the attributes of :data:`SCANNED_ATTRIBUTES` without pydicom, when possible.
-
-    Parameters
-    ----------
-    encoded : bytes
-        Part 10 bytes: preamble, ``DICM``, File Meta Information, dataset.
-    transfer_syntax_uid : str or None
-        Transfer syntax of the dataset; taken from the file meta when None.
-
-    Returns
-    -------
-    ScannedHeader or None
-        The decoded attributes, or None when the bytes are not little endian,
-        use another character set, or are malformed or truncated anywhere
-        before Pixel Data (the caller then reads them with pydicom, which
-        decides whether they are readable at all).
-
-    References
-    ----------
-    DICOM PS3.10 7.1 (File Meta Information); PS3.5 7.1 (data elements),
-    7.5 (nesting of data sets), A.1 and A.2 (little-endian transfer syntaxes),
-    6.1 (character repertoires).
-    """
-    try:
-        if len(encoded) < 132 or encoded[128:132] != b"DICM":
-            return None
-        pos, end = 132, len(encoded)
-        meta_syntax = None
-        while pos + 8 <= end and encoded[pos : pos + 2] == b"\x02\x00":  # group 0002
-            _, element, vr, length = _TAG_VR_SHORT.unpack_from(encoded, pos)
-            if vr in _LONG_VRS:
-                length = int.from_bytes(encoded[pos + 8 : pos + 12], "little")
-                pos += 12
-            else:
-                pos += 8
-            if pos + length > end:
-                return None
-            if element == 0x0010:
-                meta_syntax = encoded[pos : pos + length].decode("ascii").rstrip("\x00 ")
-            pos += length
-        syntax = transfer_syntax_uid or meta_syntax or ""
-        if syntax not in _LITTLE_ENDIAN_SYNTAXES:
-            return None
-        raw: dict[int, bytes] = {}
-        _scan_elements(encoded, pos, end, _LITTLE_ENDIAN_SYNTAXES[syntax], 0, raw)
-        charset = raw.get(0x00080005, b"").decode("ascii").strip(" \x00")
-        codec = _CODECS.get(charset)
-        if codec is None:
-            return None
-        extent = raw.pop(_PIXEL_DATA, None)
-        values = {}
-        for tag, data in raw.items():
-            keyword, vr = SCANNED_ATTRIBUTES[tag]
-            values[keyword] = _decode(data, vr, codec)
-        return ScannedHeader(values, syntax, None if extent is None else _EXTENT.unpack(extent))
-    except (_UnscannableError, struct.error, UnicodeDecodeError, ValueError):
-        return None
-
-
-def _pydicom_pixel_data_extent(encoded: bytes) -> tuple[int, int] | None:
-    """(value offset, declared length) of the top-level Pixel Data, read by pydicom."""
-    ds = pydicom.dcmread(BytesIO(encoded), defer_size=1024)
-    # keep_deferred: without it pydicom 3 reads the deferred value and returns a
-    # converted DataElement, which has no value offset.
-    element = ds.get_item(_PIXEL_DATA, keep_deferred=True)
-    if not isinstance(element, RawDataElement) or element.value is not None:
-        return None  # absent, or a value small enough to be read: it is complete
-    return int(element.value_tell), int(element.length)
-
-
-def _skip_fragments(encoded: bytes, pos: int) -> int | None:
-    """Offset after the Sequence Delimitation Item of encapsulated Pixel Data, None if missing."""
-    end = len(encoded)
-    while pos + 8 <= end:
-        group, element, length = _TAG_LENGTH.unpack_from(encoded, pos)
-        tag = group << 16 | element
-        pos += 8
-        if tag == _SEQUENCE_END:
-            return pos
-        if tag != _ITEM or length == _UNDEFINED:
-            return None
-        pos += length
-    return None
-
-
-def check_pixel_data(
-    encoded: bytes,
-    extent: tuple[int, int] | None,
-    ds: pydicom.Dataset | ScannedHeader,
-    transfer_syntax_uid: str,
-) -> None:
-    """Check that the Pixel Data the header declares is all there.
-
-    Parameters
-    ----------
-    encoded : bytes
-        Part 10 bytes of the instance.
-    extent : tuple of int or None
-        (offset of the Pixel Data value in ``encoded``, declared length), None
-        when the dataset has no top-level Pixel Data (nothing to check).
-    ds : pydicom.Dataset or ScannedHeader
-        Rows, Columns, SamplesPerPixel, BitsAllocated, NumberOfFrames.
-    transfer_syntax_uid : str
-        The dataset's transfer syntax.
-
-    Raises
-    ------
-    InvalidInstanceError
-        If the declared length runs past the received bytes, native Pixel
-        Data is shorter than Rows x Columns x Samples per Pixel x Bits
-        Allocated / 8 x Number of Frames, or encapsulated Pixel Data has no
-        Sequence Delimitation Item (the message gives the figures).
-
-    References
-    ----------
-    DICOM PS3.5 7.1 (data element length), 8.1.1 (native format: the size of
-    Pixel Data), 8.2 and A.4 (encapsulated format: items ended by a Sequence
-    Delimitation Item); PS3.3 C.7.6.3 (Image Pixel Module).
-    """
-    if extent is None:
-        return
-    offset, length = extent
-    present = len(encoded) - offset
-    if length == _UNDEFINED:
-        if _skip_fragments(encoded, offset) is None:
-            raise InvalidInstanceError(
-                "Pixel Data truncated: the encapsulated fragments end without a Sequence "
-                "Delimitation Item (rule PS3.5 A.4)"
-            )
-        return
-    if length > present:
-        raise InvalidInstanceError(
-            f"Pixel Data truncated: it declares {length} bytes but {max(present, 0)} follow "
-            "(rule PS3.5 7.1: a value is as long as its length field says)"
-        )
-    if transfer_syntax_uid not in NATIVE_SYNTAXES:
-        return
-    try:
-        rows, columns = int(ds.get("Rows")), int(ds.get("Columns"))
-        samples = int(ds.get("SamplesPerPixel") or 1)
-        bits = int(ds.get("BitsAllocated"))
-        frames = max(1, int(ds.get("NumberOfFrames") or 1))
-    except (TypeError, ValueError):
-        return  # no image geometry to compare with; the pipelines refuse such images
-    expected = -(-rows * columns * samples * frames * bits // 8)
-    if length < expected:
-        raise InvalidInstanceError(
-            f"Pixel Data truncated: {length} bytes where Rows {rows} x Columns {columns} x "
-            f"Samples per Pixel {samples} x Bits Allocated {bits} x {frames} frame(s) need "
-            f"{expected} (rule PS3.5 8.1.1)"
-        )
 
 
 def parse_header(encoded: bytes, *, transfer_syntax_uid: str | None = None) -> InstanceHeader:

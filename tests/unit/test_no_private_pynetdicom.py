@@ -1,19 +1,19 @@
 """Only the compat module touches pynetdicom's internals (issue 14 item 1).
 
-Every module of ``dicom_node/`` and ``tests/`` except
-``dicom_node/receive/pynetdicom_compat.py`` is parsed and searched for:
+Every module of ``dicom_node/`` and ``tests/`` outside the compat package
+``dicom_node/receive/pynetdicom_compat/`` is parsed and searched for:
 
 - imports of a private pynetdicom module or name (``import pynetdicom._x``,
   ``from pynetdicom._x import y``, ``from pynetdicom import _x``);
-- the private names the compat module uses, and pynetdicom's private names the
-  node has used (``_servers``, ``_handlers``, ``_config``, ...), as attribute
-  access (``ae._servers``), as a string given to ``getattr``/``setattr``/
-  ``hasattr``/``delattr``, or as a method defined in a class (an override of
-  ``_create_association``);
+- the private names the compat package uses (in any of its files), and
+  pynetdicom's private names the node has used (``_servers``, ``_handlers``,
+  ``_config``, ...), as attribute access (``ae._servers``), as a string given
+  to ``getattr``/``setattr``/``hasattr``/``delattr``, or as a method defined
+  in a class (an override of ``_create_association``);
 - any assignment to ``__class__`` (a class swap on a live object).
 
 A private attribute of a pynetdicom object reached under another name cannot
-be seen statically; the list grows with the compat module, since every name
+be seen statically; the list grows with the compat package, since every name
 it uses is forbidden elsewhere.
 """
 
@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[2]
-COMPAT = ROOT / "dicom_node" / "receive" / "pynetdicom_compat.py"
+#: The compat package: every file in it may use pynetdicom's internals, no file outside may.
+COMPAT = ROOT / "dicom_node" / "receive" / "pynetdicom_compat"
 #: pynetdicom private names the node used before they moved into the compat module,
 #: plus its private modules' names (``pynetdicom._config``, ``pynetdicom._globals``).
 KNOWN_PRIVATE = frozenset(
@@ -53,10 +54,24 @@ OWN_NAMES_TOO = frozenset({"_server"})
 ATTRIBUTE_FUNCTIONS = frozenset({"getattr", "setattr", "hasattr", "delattr"})
 
 
+def _compat_files() -> list[Path]:
+    """The Python files of the compat package, at any depth."""
+    return sorted(COMPAT.rglob("*.py"))
+
+
+def _in_compat(path: Path) -> bool:
+    return path.is_relative_to(COMPAT)
+
+
 def _private_names_of_compat() -> frozenset[str]:
-    """Every private name the compat module uses on other objects or overrides."""
+    """Every private name the compat package uses on other objects or overrides."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(COMPAT.read_text(), str(COMPAT))):
+    nodes = (
+        node
+        for path in _compat_files()
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+    )
+    for node in nodes:
         if isinstance(node, ast.Attribute):
             names.add(node.attr)
         elif isinstance(node, ast.ClassDef):
@@ -145,7 +160,7 @@ def violations(source: str, filename: str = "<source>") -> list[str]:
 
 def _modules() -> list[Path]:
     paths = sorted((ROOT / "dicom_node").rglob("*.py")) + sorted((ROOT / "tests").rglob("*.py"))
-    return [path for path in paths if path != COMPAT]
+    return [path for path in paths if not _in_compat(path)]
 
 
 def test_only_the_compat_module_names_private_pynetdicom_internals():
@@ -155,6 +170,14 @@ def test_only_the_compat_module_names_private_pynetdicom_internals():
         hit for path in modules for hit in violations(path.read_text(), str(path.relative_to(ROOT)))
     ]
     assert found == [], "private pynetdicom names outside pynetdicom_compat:\n" + "\n".join(found)
+
+
+def test_exactly_the_compat_package_is_exempt():
+    every = sorted((ROOT / "dicom_node").rglob("*.py")) + sorted((ROOT / "tests").rglob("*.py"))
+    exempt = [path for path in every if path not in set(_modules())]
+    assert exempt == _compat_files()
+    assert COMPAT / "__init__.py" in exempt
+    assert not _in_compat(COMPAT.with_name("pynetdicom_compat_other.py"))  # a sibling is not in
 
 
 def test_the_forbidden_names_follow_the_compat_module():
