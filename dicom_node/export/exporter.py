@@ -22,7 +22,6 @@ Class); PS3.7 9.1.5 (C-ECHO); PS3.15 Annex B.9, B.10 (TLS).
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -49,33 +48,6 @@ REFUSED_REASON_PREFIX = "refused, not retried: "
 OPERATOR_REASON = "requeued by an operator"
 #: ``state_change`` reason of a delivery requeued by :class:`DeadDeliveryResumer`.
 RESUMED_REASON = "resumed after C-ECHO succeeded"
-
-
-def backoff_s(destination: Destination, attempts: int, rng: random.Random | None = None) -> float:
-    """Delay before the next attempt to ``destination``: its :class:`~dicom_node.retry.RetryPolicy`.
-
-    Parameters
-    ----------
-    destination : Destination
-        Supplies ``backoff_initial_s``, ``backoff_max_s`` and ``backoff_jitter``
-        (:meth:`Destination.retry_policy`).
-    attempts : int
-        Attempts made so far (>= 1).
-    rng : random.Random or None
-        Source of the jitter; a fresh one when None.
-
-    Returns
-    -------
-    float
-        Seconds, in [1 - jitter, 1] x min(max, initial * 2**(attempts-1)); with
-        the default jitter 0.5 that is "equal jitter", [0.5, 1.0] x the ceiling.
-
-    Raises
-    ------
-    ValueError
-        If ``attempts < 1``.
-    """
-    return destination.retry_policy().delay(attempts, rng)
 
 
 def peer_for(

@@ -283,8 +283,7 @@ def mark_failed(
     error: str,
     *,
     permanent: bool,
-    policy: RetryPolicy | None = None,
-    retry_backoff_s: float | None = None,
+    policy: RetryPolicy,
     error_traceback: str | None = None,
     now: datetime | None = None,
     rng: random.Random | None = None,
@@ -301,13 +300,9 @@ def mark_failed(
         What went wrong, stored in ``job.error`` (first 4000 characters).
     permanent : bool
         True for a :class:`~dicom_node.errors.PermanentError`: no retry.
-    policy : RetryPolicy or None
+    policy : RetryPolicy
         Delay before the next attempt (``workers.retry_policy()``); the job
         row's own ``max_attempts`` decides when it is FAILED.
-    retry_backoff_s : float or None
-        Used only without ``policy``: ``RetryPolicy(base_s=retry_backoff_s,
-        jitter=0)`` without a cap, i.e. attempt n waits
-        ``retry_backoff_s * 2**(n-1)`` s (the behaviour before the policy).
     error_traceback : str or None
         The failure's formatted traceback (:func:`format_traceback`), kept in
         ``job.error_traceback`` for admins until the next attempt starts.
@@ -318,15 +313,9 @@ def mark_failed(
 
     Raises
     ------
-    ValueError
-        If neither ``policy`` nor ``retry_backoff_s`` is given.
     IllegalTransitionError
         If the job is not RUNNING.
     """
-    if policy is None:
-        if retry_backoff_s is None:
-            raise ValueError("mark_failed needs a retry policy")
-        policy = RetryPolicy(base_s=retry_backoff_s, jitter=0.0)
     now = now or utcnow()
     job.error = error[:4000]
     job.error_traceback = error_traceback

@@ -18,7 +18,7 @@ from dicom_node.db.models import (
     StateChange,
     utcnow,
 )
-from dicom_node.export.exporter import backoff_s, deliver_due
+from dicom_node.export.exporter import deliver_due
 from tests.conftest import free_port
 from tests.factories import add_result_with_deliveries
 
@@ -145,5 +145,5 @@ def test_backoff_grows_and_is_capped():
         name="d", ae_title="A", host="h", port=1, backoff_initial_s=5, backoff_max_s=60
     )
     for attempts, ceiling in [(1, 5), (2, 10), (3, 20), (5, 60), (12, 60)]:
-        value = backoff_s(dest, attempts)
+        value = dest.retry_policy().delay(attempts)
         assert ceiling / 2 <= value <= ceiling

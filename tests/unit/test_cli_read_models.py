@@ -25,6 +25,7 @@ from dicom_node.queries import (
     result_objects_of_job,
     series_summary,
 )
+from dicom_node.retry import RetryPolicy
 from dicom_node.users import create_user, list_users, user_summary
 
 T0 = datetime(2025, 3, 4, 10, 0, 0, tzinfo=UTC)
@@ -94,7 +95,9 @@ def test_latest_job_of_series_is_the_newest_and_demo_waits_for_it(factory):
     job_id = queue.claim_next(factory, "w")
     with factory.begin() as session:
         job = session.get(type(second), job_id)
-        queue.mark_failed(session, job, "boom", permanent=True, retry_backoff_s=1.0)
+        queue.mark_failed(
+            session, job, "boom", permanent=True, policy=RetryPolicy(base_s=1.0, jitter=0.0)
+        )
         assert job.state == JobState.FAILED
     assert demo.wait_for_finished_jobs(factory, {"case": "1.2.3.9"}, timeout_s=5) == {
         "case": job_id

@@ -22,6 +22,7 @@ from dicom_node.jobs.queue import (
     recover_stale_jobs,
     requeue,
 )
+from dicom_node.retry import RetryPolicy
 
 
 @pytest.fixture
@@ -88,7 +89,13 @@ def test_failures_retry_with_backoff_then_fail(factory, series_id):
     job_id = claim_next(factory, "w1")
     with factory.begin() as session:
         job = session.get(Job, job_id)
-        mark_failed(session, job, "OSError: disk", permanent=False, retry_backoff_s=30)
+        mark_failed(
+            session,
+            job,
+            "OSError: disk",
+            permanent=False,
+            policy=RetryPolicy(base_s=30, jitter=0.0),
+        )
         assert job.state == JobState.QUEUED
         assert job.not_before > utcnow() + timedelta(seconds=25)
     assert claim_next(factory, "w1") is None  # not due yet
@@ -96,7 +103,13 @@ def test_failures_retry_with_backoff_then_fail(factory, series_id):
     assert claim_next(factory, "w1", now=later) == job_id
     with factory.begin() as session:
         job = session.get(Job, job_id)
-        mark_failed(session, job, "OSError: disk", permanent=False, retry_backoff_s=30)
+        mark_failed(
+            session,
+            job,
+            "OSError: disk",
+            permanent=False,
+            policy=RetryPolicy(base_s=30, jitter=0.0),
+        )
         assert job.state == JobState.FAILED and "disk" in job.error
 
 
@@ -107,7 +120,11 @@ def test_permanent_error_fails_at_once(factory, series_id):
     with factory.begin() as session:
         job = session.get(Job, job_id)
         mark_failed(
-            session, job, "SeriesLoadError: mixed orientation", permanent=True, retry_backoff_s=1
+            session,
+            job,
+            "SeriesLoadError: mixed orientation",
+            permanent=True,
+            policy=RetryPolicy(base_s=1, jitter=0.0),
         )
         assert job.state == JobState.FAILED
 

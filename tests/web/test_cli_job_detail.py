@@ -33,6 +33,7 @@ from dicom_node.db.models import (
 )
 from dicom_node.db.transitions import set_state
 from dicom_node.jobs import queue
+from dicom_node.retry import RetryPolicy
 from dicom_node.web import create_app
 from tests.web.conftest import PASSWORD, add_user, csrf_token, node_settings
 
@@ -69,8 +70,8 @@ def seed_job_history(session_factory) -> int:
     assert queue.claim_next(session_factory, "host:1:w0", now=at(7)) == job_id
     with session_factory.begin() as session:
         job = session.get(Job, job_id)
-        queue.mark_failed(session, job, "out of memory", permanent=False, retry_backoff_s=2.0,
-                          now=at(9))  # fmt: skip
+        queue.mark_failed(session, job, "out of memory", permanent=False,
+                          policy=RetryPolicy(base_s=2.0, jitter=0.0), now=at(9))  # fmt: skip
     assert queue.claim_next(session_factory, "host:1:w1", now=at(12)) == job_id
     with session_factory.begin() as session:
         job = session.get(Job, job_id)

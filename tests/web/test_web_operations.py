@@ -43,6 +43,7 @@ from dicom_node.receive.header import parse_header
 from dicom_node.receive.ingest import InstanceIngest
 from dicom_node.receive.spool import Spool
 from dicom_node.retention import purge
+from dicom_node.retry import RetryPolicy
 from dicom_node.series.volume import read_datasets
 from dicom_node.stats import milestones_for_jobs
 from dicom_node.training.synthetic import with_new_uids
@@ -308,7 +309,13 @@ def test_stage_milestones_follow_the_latest_run(tmp_path, head_ct_dir):
     sweep_series(db.session_factory, db.settings)
     job_id = claim_next(db.session_factory, "test:w0")
     with db.session_factory.begin() as session:
-        mark_failed(session, session.get(Job, job_id), "boom", permanent=False, retry_backoff_s=0)
+        mark_failed(
+            session,
+            session.get(Job, job_id),
+            "boom",
+            permanent=False,
+            policy=RetryPolicy(base_s=0, jitter=0.0),
+        )
     with db.session_factory() as session:
         first_queued = session.scalar(
             select(StateChange.at)
