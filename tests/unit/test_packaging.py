@@ -60,6 +60,19 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
+@pytest.fixture(scope="module")
+def installed_wheel(wheel, tmp_path_factory) -> Path:
+    """The wheel installed (no dependencies) into a folder of its own; put it on PYTHONPATH."""
+    target = tmp_path_factory.mktemp("site")
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+         str(wheel)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    return target
+
+
 def test_the_wheel_holds_every_shipped_model_package(wheel):
     packages = sorted(p.parent for p in MODELS.glob("*/*/manifest.json"))
     assert packages, "no model package in dicom_node/models/"
@@ -74,25 +87,8 @@ def test_the_wheel_holds_every_shipped_model_package(wheel):
             assert weights == manifest["weights_sha256"]
 
 
-def test_an_installed_wheel_finds_its_default_ich_model(wheel, tmp_path):
-    target = tmp_path / "site"
-    install = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "-q",
-            "--target",
-            str(target),
-            str(wheel),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert install.returncode == 0, install.stderr
+def test_an_installed_wheel_finds_its_default_ich_model(installed_wheel, tmp_path):
+    target = installed_wheel
     probe = subprocess.run(
         [
             sys.executable,
@@ -123,7 +119,7 @@ def test_the_wheel_marks_the_package_as_typed(wheel):
         assert "dicom_node/py.typed" in archive.namelist()
 
 
-def test_the_wheel_carries_the_cli_package_and_its_console_script(wheel, tmp_path):
+def test_the_wheel_carries_the_cli_package_and_its_console_script(wheel, installed_wheel, tmp_path):
     """``dicom_node.cli`` is a package: the script and ``python -m`` must still find ``app``."""
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -133,24 +129,7 @@ def test_the_wheel_carries_the_cli_package_and_its_console_script(wheel, tmp_pat
     for module in ("__init__", "__main__", "jobs", "common"):
         assert f"dicom_node/cli/{module}.py" in names
     assert "dicom_node/cli.py" not in names
-    target = tmp_path / "site"
-    install = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "-q",
-            "--target",
-            str(target),
-            str(wheel),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert install.returncode == 0, install.stderr
+    target = installed_wheel
     version = subprocess.run(
         [sys.executable, "-m", "dicom_node.cli", "version"], capture_output=True, text=True,
         timeout=120, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(target)),
