@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dicom_node.cli.common import ConfigOption, JsonOption, open_session, settings_or_exit
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from dicom_node.config import Settings
 
 users_app = typer.Typer(help="Manage dashboard users.", no_args_is_help=True)
 
@@ -26,6 +32,26 @@ def _read_password(password_stdin: bool) -> str:
     return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
+def _change_users(settings: Settings, change: Callable[[Session], object]) -> None:
+    """Run ``change`` in one committed transaction; a UserError exits 1 with its message.
+
+    Raises
+    ------
+    typer.Exit
+        Code 1 when ``change`` raises :class:`~dicom_node.users.UserError`.
+    """
+    from dicom_node.db.engine import make_engine, make_session_factory
+    from dicom_node.users import UserError
+
+    session_factory = make_session_factory(make_engine(settings.storage.url))
+    try:
+        with session_factory.begin() as session:
+            change(session)
+    except UserError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
+
+
 @users_app.command("add")
 def users_add(
     username: Annotated[str, typer.Argument(help="User name (letters, digits, . _ @ -).")],
@@ -34,18 +60,11 @@ def users_add(
     password_stdin: PasswordStdinOption = False,
 ) -> None:
     """Create a dashboard user; the password is prompted for (or read from stdin), hashed."""
-    from dicom_node.db.engine import make_engine, make_session_factory
-    from dicom_node.users import UserError, create_user
+    from dicom_node.users import create_user
 
     settings = settings_or_exit(config)
     password = _read_password(password_stdin)
-    session_factory = make_session_factory(make_engine(settings.storage.url))
-    try:
-        with session_factory.begin() as session:
-            create_user(session, username, password, role)
-    except UserError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from err
+    _change_users(settings, lambda session: create_user(session, username, password, role))
     typer.echo(f"user {username} added ({role})")
 
 
@@ -56,18 +75,11 @@ def users_set_password(
     password_stdin: PasswordStdinOption = False,
 ) -> None:
     """Set a new password for a dashboard user."""
-    from dicom_node.db.engine import make_engine, make_session_factory
-    from dicom_node.users import UserError, set_password
+    from dicom_node.users import set_password
 
     settings = settings_or_exit(config)
     password = _read_password(password_stdin)
-    session_factory = make_session_factory(make_engine(settings.storage.url))
-    try:
-        with session_factory.begin() as session:
-            set_password(session, username, password)
-    except UserError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from err
+    _change_users(settings, lambda session: set_password(session, username, password))
     typer.echo(f"password of {username} changed")
 
 
@@ -77,17 +89,10 @@ def users_remove(
     config: ConfigOption = None,
 ) -> None:
     """Delete a dashboard user (their sessions end at their next request)."""
-    from dicom_node.db.engine import make_engine, make_session_factory
-    from dicom_node.users import UserError, delete_user
+    from dicom_node.users import delete_user
 
     settings = settings_or_exit(config)
-    session_factory = make_session_factory(make_engine(settings.storage.url))
-    try:
-        with session_factory.begin() as session:
-            delete_user(session, username)
-    except UserError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from err
+    _change_users(settings, lambda session: delete_user(session, username))
     typer.echo(f"user {username} removed")
 
 
